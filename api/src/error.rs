@@ -1,0 +1,126 @@
+//! The one table of error codes. Every failure a client can see maps to exactly one row here;
+//! the API edge turns it into an HTTP status and an envelope, nothing else invents codes.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Maximum length of `errorMsg`, in characters (Appendix A).
+pub const MAX_ERROR_MSG_CHARS: usize = 128;
+
+macro_rules! error_codes {
+    ($( $variant:ident => ($text:literal, $status:literal, $meaning:literal), )*) => {
+        /// Stable, documented error identifiers (`code` in the envelope).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum ErrorCode { $( #[doc = $meaning] $variant, )* }
+
+        impl ErrorCode {
+            /// Every code, in table order (used to render the documentation table).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The UPPER_SNAKE identifier sent as `code`.
+            pub fn as_str(self) -> &'static str { match self { $(ErrorCode::$variant => $text,)* } }
+
+            /// The HTTP status this code is answered with.
+            pub fn http_status(self) -> u16 { match self { $(ErrorCode::$variant => $status,)* } }
+
+            /// What the code means, for the documentation table.
+            pub fn meaning(self) -> &'static str { match self { $(ErrorCode::$variant => $meaning,)* } }
+        }
+    };
+}
+
+error_codes! {
+    Ok => ("OK", 200, "Success."),
+    MalformedRequest => ("MALFORMED_REQUEST", 400, "The body is not valid JSON, or a value has the wrong type."),
+    InvalidArgument => ("INVALID_ARGUMENT", 400, "A field is missing, empty, too long, out of range or otherwise invalid."),
+    UnknownReference => ("UNKNOWN_REFERENCE", 422, "The request names a spec, image, center or dataset that does not exist."),
+    NotFound => ("NOT_FOUND", 404, "The object does not exist."),
+    RouteNotFound => ("ROUTE_NOT_FOUND", 404, "No route has this path."),
+    MethodNotAllowed => ("METHOD_NOT_ALLOWED", 405, "The route exists but not with this method."),
+    AlreadyExists => ("ALREADY_EXISTS", 409, "An object with this id already exists."),
+    StillReferenced => ("STILL_REFERENCED", 409, "The object is still referenced by another and cannot be deleted."),
+    IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 409, "The `Idempotency-Key` was already used for a different request."),
+    PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413, "The body is larger than the configured limit."),
+    UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", 415, "The body is not `application/json`."),
+    LogNotAvailable => ("LOG_NOT_AVAILABLE", 404, "The replica has produced no log yet."),
+    NoLeader => ("NO_LEADER", 503, "The cluster has no leader right now; retry (see `Retry-After`)."),
+    Timeout => ("TIMEOUT", 504, "The write was not committed within the deadline; its outcome is unknown, retry with the same `Idempotency-Key`."),
+    Internal => ("INTERNAL", 500, "A fault inside jcs (storage, consensus). Never caused by input."),
+}
+
+/// A client-visible error: a code from the table and a message naming the field and why.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error; the message is cut to [`MAX_ERROR_MSG_CHARS`] characters.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        if message.chars().count() > MAX_ERROR_MSG_CHARS {
+            message = message.chars().take(MAX_ERROR_MSG_CHARS - 1).collect::<String>() + "…";
+        }
+        ApiError { code, message }
+    }
+
+    /// `INVALID_ARGUMENT` naming `field`.
+    pub fn invalid(field: &str, why: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::InvalidArgument, format!("{field}: {why}"))
+    }
+
+    /// `NOT_FOUND` for `kind` `id`.
+    pub fn not_found(kind: &str, id: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{kind} '{id}' not found"))
+    }
+}
+
+/// Renders the error-code table as Markdown (kept in docs/ERRORS.md, checked by a test).
+pub fn error_table_markdown() -> String {
+    let mut out = String::from("| code | HTTP status | meaning |\n|---|---|---|\n");
+    for code in ErrorCode::ALL {
+        out.push_str(&format!("| `{}` | {} | {} |\n", code.as_str(), code.http_status(), code.meaning()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_upper_snake_and_statuses_match_classes() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "duplicate code {s}");
+            assert!(s.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{s}");
+            assert!(s.len() <= 256);
+            let serde_name = serde_json::to_value(code).unwrap();
+            assert_eq!(serde_name, s);
+        }
+        assert_eq!(ErrorCode::Ok.http_status(), 200);
+        assert!(ErrorCode::ALL.iter().filter(|c| c.http_status() >= 500).all(|c| matches!(
+            c,
+            ErrorCode::Internal | ErrorCode::NoLeader | ErrorCode::Timeout
+        )));
+    }
+
+    #[test]
+    fn docs_errors_md_shows_the_table() {
+        let doc = include_str!("../../docs/ERRORS.md");
+        let table = error_table_markdown();
+        assert!(doc.contains(&table), "docs/ERRORS.md is out of date; its table must be:\n{table}");
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_128_chars() {
+        let e = ApiError::new(ErrorCode::InvalidArgument, "x".repeat(500));
+        assert_eq!(e.message.chars().count(), MAX_ERROR_MSG_CHARS);
+        let e = ApiError::new(ErrorCode::InvalidArgument, "é".repeat(200));
+        assert_eq!(e.message.chars().count(), MAX_ERROR_MSG_CHARS);
+    }
+}

@@ -1,0 +1,360 @@
+//! Jobs and tasks (Tables 7–9) and the Appendix A.1–A.4 bodies.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::ObjectKind;
+use crate::error::ApiError;
+use crate::validate::{self, MAX_A1_FIELD_LEN, MAX_COMMAND_LEN, MAX_DESC_LEN, MAX_ID_LEN, MAX_REPLICAS, MAX_TASKS};
+
+/// Job and replica states as Appendix A.3 names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 4] = [RunState::Pending, RunState::Running, RunState::Completed, RunState::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Pending => "pending",
+            RunState::Running => "running",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+        }
+    }
+
+    /// Completed and failed jobs never change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunState::Completed | RunState::Failed)
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A.1 request body: create a training job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTrainJob {
+    /// Job name, at most 32 characters.
+    pub name: String,
+    pub tasks: Vec<CreateTask>,
+    /// Extension: the submitting user (Table 7 `user_name`); `default` when absent.
+    #[serde(default)]
+    pub user_name: Option<String>,
+    /// Extension: Table 7 `desc`.
+    #[serde(default)]
+    pub desc: Option<String>,
+}
+
+/// A.1 task (Table 8 plus `replicaNumber`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTask {
+    pub name: String,
+    pub command: String,
+    pub image_id: String,
+    pub resource_spec_id: String,
+    pub replica_number: i64,
+}
+
+/// The user a job belongs to when the request names none.
+pub const DEFAULT_USER: &str = "default";
+
+impl CreateTrainJob {
+    /// Checks every field rule; the error names the first offending field.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        validate::text("name", &self.name, MAX_A1_FIELD_LEN)?;
+        if let Some(user) = &self.user_name {
+            validate::id("userName", user, MAX_ID_LEN)?;
+        }
+        if let Some(desc) = &self.desc {
+            validate::optional_text("desc", desc, MAX_DESC_LEN)?;
+        }
+        if self.tasks.is_empty() {
+            return Err(ApiError::invalid("tasks", "must contain at least one task"));
+        }
+        if self.tasks.len() > MAX_TASKS {
+            return Err(ApiError::invalid("tasks", format!("has {} tasks, at most {MAX_TASKS} allowed", self.tasks.len())));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, task) in self.tasks.iter().enumerate() {
+            let field = |name: &str| format!("tasks[{i}].{name}");
+            validate::text(&field("name"), &task.name, MAX_A1_FIELD_LEN)?;
+            if !names.insert(task.name.as_str()) {
+                return Err(ApiError::invalid(&field("name"), format!("'{}' is used by another task", task.name)));
+            }
+            validate::text(&field("command"), &task.command, MAX_COMMAND_LEN)?;
+            validate::id(&field("imageId"), &task.image_id, MAX_A1_FIELD_LEN)?;
+            validate::id(&field("resourceSpecId"), &task.resource_spec_id, MAX_A1_FIELD_LEN)?;
+            validate::range(&field("replicaNumber"), task.replica_number, 1, MAX_REPLICAS)?;
+        }
+        Ok(())
+    }
+}
+
+/// A task as stored: the request's fields plus where and how its replicas run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Task {
+    pub name: String,
+    pub command: String,
+    pub image_id: String,
+    pub resource_spec_id: String,
+    pub replica_number: u32,
+    /// Center of each replica; empty while the task is unplaced.
+    pub center_ids: Vec<String>,
+    pub replica_status: Vec<RunState>,
+}
+
+/// A job as stored in the replicated state (Table 7).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub name: String,
+    pub user_name: String,
+    pub desc: String,
+    pub created_user: String,
+    pub tasks: Vec<Task>,
+    pub status: RunState,
+    /// Why the job is in its status (e.g. `stopped by user`); empty when there is nothing to say.
+    pub status_reason: String,
+    pub idempotency_key: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Job {
+    /// Builds a pending job from a validated request.
+    pub fn from_request(id: String, req: &CreateTrainJob, idempotency_key: Option<String>, now_ms: i64) -> Job {
+        let user = req.user_name.clone().unwrap_or_else(|| DEFAULT_USER.to_string());
+        Job {
+            id,
+            name: req.name.clone(),
+            user_name: user.clone(),
+            desc: req.desc.clone().unwrap_or_default(),
+            created_user: user,
+            tasks: req
+                .tasks
+                .iter()
+                .map(|t| Task {
+                    name: t.name.clone(),
+                    command: t.command.clone(),
+                    image_id: t.image_id.clone(),
+                    resource_spec_id: t.resource_spec_id.clone(),
+                    replica_number: t.replica_number as u32,
+                    center_ids: Vec::new(),
+                    replica_status: vec![RunState::Pending; t.replica_number as usize],
+                })
+                .collect(),
+            status: RunState::Pending,
+            status_reason: String::new(),
+            idempotency_key,
+            created_at: now_ms,
+            updated_at: now_ms,
+        }
+    }
+
+    /// Whether `req` asks for exactly this job (an idempotent retry).
+    pub fn matches_request(&self, req: &CreateTrainJob) -> bool {
+        self.name == req.name
+            && self.user_name == req.user_name.as_deref().unwrap_or(DEFAULT_USER)
+            && self.desc == req.desc.as_deref().unwrap_or_default()
+            && self.tasks.len() == req.tasks.len()
+            && self.tasks.iter().zip(&req.tasks).all(|(t, r)| {
+                t.name == r.name
+                    && t.command == r.command
+                    && t.image_id == r.image_id
+                    && t.resource_spec_id == r.resource_spec_id
+                    && i64::from(t.replica_number) == r.replica_number
+            })
+    }
+
+    /// The catalog objects this job's tasks point at.
+    pub fn references(&self) -> Vec<(ObjectKind, String)> {
+        self.tasks
+            .iter()
+            .flat_map(|t| {
+                [(ObjectKind::Image, t.image_id.clone()), (ObjectKind::ResourceSpec, t.resource_spec_id.clone())]
+            })
+            .collect()
+    }
+}
+
+/// A.1 `taskInfos` item.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPlacement {
+    pub name: String,
+    #[serde(rename = "centerIDs")]
+    pub center_ids: Vec<String>,
+}
+
+/// A.1 response data.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateTrainJobResponse {
+    pub job_id: String,
+    pub task_infos: Vec<TaskPlacement>,
+}
+
+impl From<&Job> for CreateTrainJobResponse {
+    fn from(job: &Job) -> Self {
+        CreateTrainJobResponse {
+            job_id: job.id.clone(),
+            task_infos: job
+                .tasks
+                .iter()
+                .map(|t| TaskPlacement { name: t.name.clone(), center_ids: t.center_ids.clone() })
+                .collect(),
+        }
+    }
+}
+
+/// A.3 `taskInfos` item.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskInfo {
+    pub name: String,
+    pub command: String,
+    pub image_id: String,
+    pub resource_spec_id: String,
+    pub replica_number: u32,
+    #[serde(rename = "centerIDs")]
+    pub center_ids: Vec<String>,
+    pub replica_status: Vec<RunState>,
+}
+
+/// A.3 response data, plus extension fields after the standard's.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobInfo {
+    pub job_id: String,
+    pub name: String,
+    pub status: RunState,
+    pub task_infos: Vec<TaskInfo>,
+    /// Extension: why the job is in its status.
+    pub status_reason: String,
+    pub user_name: String,
+    pub desc: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<&Job> for JobInfo {
+    fn from(job: &Job) -> Self {
+        JobInfo {
+            job_id: job.id.clone(),
+            name: job.name.clone(),
+            status: job.status,
+            task_infos: job
+                .tasks
+                .iter()
+                .map(|t| TaskInfo {
+                    name: t.name.clone(),
+                    command: t.command.clone(),
+                    image_id: t.image_id.clone(),
+                    resource_spec_id: t.resource_spec_id.clone(),
+                    replica_number: t.replica_number,
+                    center_ids: t.center_ids.clone(),
+                    replica_status: t.replica_status.clone(),
+                })
+                .collect(),
+            status_reason: job.status_reason.clone(),
+            user_name: job.user_name.clone(),
+            desc: job.desc.clone(),
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+        }
+    }
+}
+
+/// A.4 response data.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLocation {
+    pub log_url: String,
+}
+
+/// Filters of `GET /openapi/v1/trainjob`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFilter {
+    /// Only jobs in this status (pending, running, completed, failed).
+    pub status: Option<String>,
+    /// Only jobs of this user.
+    pub user: Option<String>,
+}
+
+impl JobFilter {
+    /// The parsed status filter; an unknown status is an error, not an empty page.
+    pub fn state(&self) -> Result<Option<RunState>, ApiError> {
+        match &self.status {
+            None => Ok(None),
+            Some(text) => RunState::parse(text)
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid("status", format!("'{text}' is not one of pending, running, completed, failed"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request() -> CreateTrainJob {
+        serde_json::from_value(json!({"name":"resnet","tasks":[{"name":"t0","command":"python train.py",
+            "imageId":"img1","resourceSpecId":"spec1","replicaNumber":2}]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a1_request_uses_the_standard_names_and_validates() {
+        let req = request();
+        req.validate().unwrap();
+        let job = Job::from_request("job-1".into(), &req, None, 5);
+        assert!(job.matches_request(&req));
+        assert_eq!(job.tasks[0].replica_status, vec![RunState::Pending; 2]);
+        let resp = serde_json::to_value(CreateTrainJobResponse::from(&job)).unwrap();
+        assert_eq!(resp, json!({"jobId":"job-1","taskInfos":[{"name":"t0","centerIDs":[]}]}));
+        let info = serde_json::to_value(JobInfo::from(&job)).unwrap();
+        assert_eq!(info["status"], "pending");
+        assert_eq!(info["taskInfos"][0]["replicaStatus"], json!(["pending", "pending"]));
+        assert_eq!(info["taskInfos"][0]["resourceSpecId"], "spec1");
+    }
+
+    #[test]
+    fn a1_rules() {
+        let cases: Vec<(fn(&mut CreateTrainJob), &str)> = vec![
+            (|r| r.name = "x".repeat(33), "name: is 33"),
+            (|r| r.tasks.clear(), "tasks: must contain"),
+            (|r| r.tasks[0].replica_number = 0, "tasks[0].replicaNumber"),
+            (|r| r.tasks[0].replica_number = 1_000_000, "tasks[0].replicaNumber"),
+            (|r| r.tasks[0].image_id = "../x".into(), "tasks[0].imageId"),
+            (|r| r.tasks[0].command = " ".into(), "tasks[0].command"),
+            (|r| { let t = r.tasks[0].clone(); r.tasks.push(t) }, "tasks[1].name"),
+        ];
+        for (mutate, expected) in cases {
+            let mut req = request();
+            mutate(&mut req);
+            let err = req.validate().unwrap_err();
+            assert!(err.message.starts_with(expected), "{} vs {expected}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_different_request_is_not_a_retry() {
+        let req = request();
+        let job = Job::from_request("job-1".into(), &req, Some("k".into()), 5);
+        let mut other = req.clone();
+        other.tasks[0].replica_number = 3;
+        assert!(!job.matches_request(&other));
+    }
+}

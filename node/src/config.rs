@@ -1,0 +1,201 @@
+//! Node configuration: built-in defaults, overridden by a TOML file (`--config`), overridden by
+//! `JCS_*` environment variables and command-line flags (clap reads both). Every field is
+//! documented here and in `examples/config.toml`, which a test parses.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's Raft id, unique in the cluster.
+    pub node_id: u64,
+    /// Where the node keeps its RocksDB files (log and state) and snapshots.
+    pub data_dir: PathBuf,
+    /// REST API listen address.
+    pub http: SocketAddr,
+    /// Peer (Raft gRPC) address other members reach this node on.
+    pub raft: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a write waits for its commit before answering TIMEOUT (ms).
+    pub write_timeout_ms: u64,
+    /// Most commands the proposer packs into one Raft entry (group commit).
+    pub max_batch: usize,
+    /// Raft entries the proposer keeps in flight at once.
+    pub max_inflight_batches: usize,
+    /// Raft heartbeat interval (ms). LAN default; across regions keep it well above the RTT.
+    pub heartbeat_interval_ms: u64,
+    /// Raft election timeout range (ms): at least 10× the peer RTT and the log-append latency.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and allow log purging) after this many applied entries.
+    pub snapshot_after_logs: u64,
+    /// Entries kept in the log behind a snapshot, so lagging followers catch up without one.
+    pub logs_kept_after_snapshot: u64,
+    /// On the first start of a cluster, load the demo catalog (four centers in two regions).
+    pub demo: bool,
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax (`RUST_LOG` overrides it).
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            data_dir: PathBuf::from("jcs-data"),
+            http: "127.0.0.1:8080".parse().expect("valid default"),
+            raft: "127.0.0.1:9080".parse().expect("valid default"),
+            max_body_bytes: 1024 * 1024,
+            write_timeout_ms: 5_000,
+            max_batch: 1024,
+            max_inflight_batches: 4,
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_after_logs: 20_000,
+            logs_kept_after_snapshot: 5_000,
+            demo: false,
+            log: "info".into(),
+        }
+    }
+}
+
+/// `jcs serve` flags; each also reads its `JCS_*` variable. Unset flags keep the file's value.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "JCS_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "JCS_NODE_ID")]
+    pub node_id: Option<u64>,
+    #[arg(long, env = "JCS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "JCS_HTTP")]
+    pub http: Option<SocketAddr>,
+    #[arg(long, env = "JCS_RAFT")]
+    pub raft: Option<SocketAddr>,
+    #[arg(long, env = "JCS_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    #[arg(long, env = "JCS_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
+    /// Load the demo catalog on the first start.
+    #[arg(long, env = "JCS_DEMO")]
+    pub demo: bool,
+    #[arg(long, env = "JCS_LOG")]
+    pub log: Option<String>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), source: Box::new(e) })
+    }
+
+    /// Defaults ← file ← environment and flags.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                Config::from_toml(&text, path)?
+            }
+            None => Config::default(),
+        };
+        macro_rules! overlay { ($($field:ident),*) => { $( if let Some(v) = &args.$field { config.$field = v.clone(); } )* } }
+        overlay!(node_id, data_dir, http, raft, max_body_bytes, write_timeout_ms, log);
+        config.demo |= args.demo;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.node_id == 0 {
+            return fail("node_id must be at least 1");
+        }
+        if self.max_batch == 0 || self.max_inflight_batches == 0 {
+            return fail("max_batch and max_inflight_batches must be at least 1");
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_interval_ms
+            || self.election_timeout_max_ms <= self.election_timeout_min_ms
+        {
+            return fail("need heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms");
+        }
+        Ok(())
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// The openraft configuration these settings describe.
+    pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
+        openraft::Config {
+            cluster_name: "jcs".into(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_logs),
+            max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = include_str!("../../examples/config.toml");
+
+    #[test]
+    fn the_committed_template_parses_and_documents_the_defaults() {
+        let parsed = Config::from_toml(TEMPLATE, Path::new("examples/config.toml")).unwrap();
+        assert_eq!(parsed, Config::default(), "examples/config.toml must show the defaults");
+        parsed.raft_config().unwrap();
+    }
+
+    #[test]
+    fn every_field_is_in_the_template() {
+        let fields: toml::Table = toml::from_str(TEMPLATE).unwrap();
+        for name in [
+            "node_id", "data_dir", "http", "raft", "max_body_bytes", "write_timeout_ms", "max_batch",
+            "max_inflight_batches", "heartbeat_interval_ms", "election_timeout_min_ms", "election_timeout_max_ms",
+            "snapshot_after_logs", "logs_kept_after_snapshot", "demo", "log",
+        ] {
+            assert!(fields.contains_key(name), "{name} missing from examples/config.toml");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_values_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "node_id = 7\nhttp = \"127.0.0.1:1\"\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), http: Some("127.0.0.1:2".parse().unwrap()), ..Default::default() };
+        let config = Config::load(&args).unwrap();
+        assert_eq!((config.node_id, config.http.port()), (7, 2));
+        std::fs::write(&path, "nodeid = 7\n").unwrap();
+        assert!(matches!(Config::load(&args), Err(ConfigError::Parse { .. })));
+        std::fs::write(&path, "node_id = 0\n").unwrap();
+        assert!(matches!(Config::load(&args), Err(ConfigError::Invalid(_))));
+    }
+}

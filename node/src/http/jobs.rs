@@ -1,0 +1,147 @@
+//! Appendix A job endpoints: A.1 create, A.2 stop, A.3 info, A.4 log, and the job listing.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use jcs_api::model::{CreateTrainJob, CreateTrainJobResponse, Job, JobFilter, JobInfo, LogLocation, ObjectKind, Page, PageQuery};
+use jcs_api::validate::{self, MAX_IDEMPOTENCY_KEY_LEN, MAX_ID_LEN};
+use jcs_api::{ApiError, Envelope, ErrorCode};
+use jcs_raft::command::{Command, Outcome};
+use jcs_raft::tables;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ok, HttpError, HttpResult};
+use super::extract::{Body, Params};
+use super::state::{AppState, ReadOptions};
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_job, list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(stop_job))
+        .routes(routes!(job_log))
+}
+
+fn job_outcome(outcome: Outcome) -> Result<Job, HttpError> {
+    match outcome {
+        Outcome::Job { job, .. } => Ok(*job),
+        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected outcome {other:?}")).into()),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else { return Ok(None) };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?
+        .to_string();
+    validate::text("Idempotency-Key", &key, MAX_IDEMPOTENCY_KEY_LEN)?;
+    Ok(Some(key))
+}
+
+/// A.1 — submit a training job to the replicated queue.
+#[utoipa::path(post, path = "/openapi/v1/trainjob", tag = "jobs",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the same job and create nothing")),
+    request_body = CreateTrainJob,
+    responses((status = 200, body = Envelope<CreateTrainJobResponse>)))]
+async fn create_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(request): Body<CreateTrainJob>,
+) -> HttpResult<CreateTrainJobResponse> {
+    let key = idempotency_key(&headers)?;
+    request.validate()?;
+    let job = job_outcome(state.write(Command::SubmitJob { request, idempotency_key: key }).await?)?;
+    metrics::counter!("jcs_jobs_submitted_total").increment(1);
+    tracing::debug!(job_id = %job.id, "job queued");
+    ok(CreateTrainJobResponse::from(&job))
+}
+
+/// A.2 — stop a job (idempotent).
+#[utoipa::path(post, path = "/openapi/v1/trainjob/{jobId}/stop", tag = "jobs",
+    params(("jobId" = String, Path)),
+    responses((status = 200, body = Envelope<JobInfo>)))]
+async fn stop_job(State(state): State<AppState>, Path(job_id): Path<String>) -> HttpResult<JobInfo> {
+    validate::id("jobId", &job_id, MAX_ID_LEN)?;
+    let command = Command::StopJob { job_id, reason: "stopped by user".into() };
+    let job = job_outcome(state.write(command).await?)?;
+    tracing::info!(job_id = %job.id, "job stopped");
+    ok(JobInfo::from(&job))
+}
+
+async fn read_job(state: &AppState, options: &ReadOptions, id: &str) -> Result<Job, HttpError> {
+    validate::id("id", id, MAX_ID_LEN)?;
+    let reader = state.read(options).await?;
+    tables::get(reader, ObjectKind::Job, id)?.ok_or_else(|| ApiError::not_found("job", id).into())
+}
+
+/// A.3 — a job's status and each replica's.
+#[utoipa::path(get, path = "/openapi/v1/trainjob/{id}", tag = "jobs",
+    params(("id" = String, Path), ReadOptions),
+    responses((status = 200, body = Envelope<JobInfo>)))]
+async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(options): Params<ReadOptions>,
+) -> HttpResult<JobInfo> {
+    ok(JobInfo::from(&read_job(&state, &options, &id).await?))
+}
+
+/// Lists jobs in submission order, paged, optionally by status and user.
+#[utoipa::path(get, path = "/openapi/v1/trainjob", tag = "jobs",
+    params(PageQuery, JobFilter, ReadOptions),
+    responses((status = 200, body = Envelope<Page<JobInfo>>)))]
+async fn list_jobs(
+    State(state): State<AppState>,
+    Params(paging): Params<PageQuery>,
+    Params(filter): Params<JobFilter>,
+    Params(options): Params<ReadOptions>,
+) -> HttpResult<Page<JobInfo>> {
+    let (page, page_size) = paging.resolve()?;
+    let status = filter.state()?;
+    if let Some(user) = &filter.user {
+        validate::id("user", user, MAX_ID_LEN)?;
+    }
+    let reader = state.read(&options).await?;
+    let jobs = tables::jobs_page(reader, status, filter.user.as_deref(), page, page_size)?;
+    ok(Page {
+        total: jobs.total,
+        page: jobs.page,
+        page_size: jobs.page_size,
+        items: jobs.items.iter().map(JobInfo::from).collect(),
+    })
+}
+
+fn parse_index(field: &str, text: &str) -> Result<usize, HttpError> {
+    text.parse::<usize>()
+        .map_err(|_| ApiError::invalid(field, format!("'{text}' is not a non-negative integer")).into())
+}
+
+/// A.4 — where to download a replica's log.
+#[utoipa::path(get, path = "/openapi/v1/trainjob/{id}/task/{taskIndex}/replica/{replicaIndex}/log", tag = "jobs",
+    params(("id" = String, Path), ("taskIndex" = u32, Path), ("replicaIndex" = u32, Path), ReadOptions),
+    responses((status = 200, body = Envelope<LogLocation>)))]
+async fn job_log(
+    State(state): State<AppState>,
+    Path((id, task_index, replica_index)): Path<(String, String, String)>,
+    Params(options): Params<ReadOptions>,
+) -> HttpResult<LogLocation> {
+    let task_index = parse_index("taskIndex", &task_index)?;
+    let replica_index = parse_index("replicaIndex", &replica_index)?;
+    let job = read_job(&state, &options, &id).await?;
+    let task = job.tasks.get(task_index).ok_or_else(|| {
+        ApiError::new(ErrorCode::NotFound, format!("taskIndex: job '{id}' has {} tasks", job.tasks.len()))
+    })?;
+    if replica_index >= task.replica_number as usize {
+        let message = format!("replicaIndex: task {task_index} has {} replicas", task.replica_number);
+        return Err(ApiError::new(ErrorCode::NotFound, message).into());
+    }
+    // No replica runs on a center until dispatch exists, so no replica has a log yet.
+    Err(ApiError::new(
+        ErrorCode::LogNotAvailable,
+        format!("replica {replica_index} of task {task_index} of job '{id}' has not run yet"),
+    )
+    .into())
+}

@@ -1,0 +1,55 @@
+//! What every handler shares: the Raft handle, the proposer, the state reader, and the read
+//! path's consistency rule.
+
+use jcs_api::{ApiError, ErrorCode};
+use jcs_raft::command::{Command, Outcome};
+use jcs_raft::store::StateReader;
+use jcs_raft::Raft;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::error::HttpError;
+use crate::proposer::Proposer;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub raft: Raft,
+    pub proposer: Proposer,
+    pub reader: StateReader,
+    pub prometheus: PrometheusHandle,
+    /// The log index this node must have applied, after a restart, before it is ready.
+    pub ready_index: u64,
+}
+
+/// `?consistency=` on reads.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct ReadOptions {
+    /// `linearizable` (default): the read sees every write acknowledged before it, by any
+    /// client. `stale`: served from this node's state as applied (see `X-Jcs-Applied-Index`).
+    pub consistency: Option<String>,
+}
+
+impl AppState {
+    /// Commits a command; a refusal becomes the matching client error.
+    pub async fn write(&self, command: Command) -> Result<Outcome, HttpError> {
+        Ok(self.proposer.propose(command).await??)
+    }
+
+    /// Makes the local state fit for a read under `options`, and returns the reader.
+    pub async fn read(&self, options: &ReadOptions) -> Result<&StateReader, HttpError> {
+        match options.consistency.as_deref() {
+            None | Some("linearizable") => {
+                self.raft.ensure_linearizable().await.map_err(|e| {
+                    ApiError::new(ErrorCode::NoLeader, format!("cannot serve a linearizable read: {e}"))
+                })?;
+            }
+            Some("stale") => {}
+            Some(other) => {
+                return Err(ApiError::invalid("consistency", format!("'{other}' is not linearizable or stale")).into())
+            }
+        }
+        Ok(&self.reader)
+    }
+
+}

@@ -1,0 +1,15 @@
+//! The jcs node: runtime, REST API and command-line client around the replicated store.
+//!
+//! * [`config`] — settings from defaults, TOML, `JCS_*` and flags.
+//! * [`node`] — starting and stopping a node's services.
+//! * [`proposer`] — group commit of API writes into Raft entries.
+//! * [`http`] — the REST API.
+//! * [`network`] — the Raft peer transport.
+//! * [`demo`] — the demo catalog.
+
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod network;
+pub mod node;
+pub mod proposer;

@@ -1,0 +1,49 @@
+//! `jcs`: run a scheduler node (`jcs serve`), or talk to one (`jcs center|spec|image|dataset|job`),
+//! or measure one (`jcs bench`).
+
+use jcs_node::{config, node};
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "jcs", version, about = "JointCloud scheduler: one resource pool over many AI computing centers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a scheduler node.
+    Serve(config::ServeArgs),
+}
+
+fn init_tracing(default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Serve(args) => {
+            let config = config::Config::load(&args)?;
+            init_tracing(&config.log);
+            let node = node::Node::start(config, shutdown_signal()).await?;
+            node.wait().await
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The REST API end to end against a real one-member node (RocksDB on a temp dir, Raft,
+//! axum on loopback): Appendix A, the catalog, idempotency, bad input, operator endpoints.
+
+mod common;
+
+use common::{job_body, TestNode};
+use serde_json::{json, Value};
+
+async fn snapshot_state(node: &TestNode) -> Vec<Value> {
+    let mut state = Vec::new();
+    for path in ["/openapi/v1/trainjob", "/openapi/v1/centers", "/openapi/v1/resourcespecs", "/openapi/v1/images", "/openapi/v1/datasets"] {
+        let (status, body) = node.get(&format!("{path}?pageSize=1000")).await;
+        assert_eq!(status, 200, "{body}");
+        state.push(body["data"].clone());
+    }
+    state
+}
+
+#[tokio::test]
+async fn a1_to_a4_follow_the_standard() {
+    let node = TestNode::start().await;
+    let (status, created) = node.post("/openapi/v1/trainjob", job_body("resnet")).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!((created["status"].clone(), created["code"].clone(), created["errorMsg"].clone()), (json!(200), json!("OK"), json!("")));
+    let job_id = created["data"]["jobId"].as_str().unwrap().to_string();
+    assert_eq!(created["data"]["taskInfos"], json!([{"name": "train", "centerIDs": []}]));
+
+    let (status, info) = node.get(&format!("/openapi/v1/trainjob/{job_id}")).await;
+    assert_eq!(status, 200);
+    let data = &info["data"];
+    assert_eq!(data["jobId"], job_id.as_str());
+    assert_eq!(data["name"], "resnet");
+    assert_eq!(data["status"], "pending");
+    let task = &data["taskInfos"][0];
+    assert_eq!(task["command"], "python train.py");
+    assert_eq!(task["imageId"], "pytorch-hunan-univ");
+    assert_eq!(task["resourceSpecId"], "gpu-1x");
+    assert_eq!(task["replicaNumber"], 2);
+    assert_eq!(task["replicaStatus"], json!(["pending", "pending"]));
+
+    let (status, log) = node.get(&format!("/openapi/v1/trainjob/{job_id}/task/0/replica/1/log")).await;
+    assert_eq!((status, log["code"].as_str()), (404, Some("LOG_NOT_AVAILABLE")), "{log}");
+    let (status, log) = node.get(&format!("/openapi/v1/trainjob/{job_id}/task/0/replica/2/log")).await;
+    assert_eq!((status, log["code"].as_str()), (404, Some("NOT_FOUND")), "{log}");
+
+    let (status, stopped) = node.post(&format!("/openapi/v1/trainjob/{job_id}/stop"), json!({})).await;
+    assert_eq!(status, 200, "{stopped}");
+    let (_, info) = node.get(&format!("/openapi/v1/trainjob/{job_id}")).await;
+    assert_eq!(info["data"]["status"], "failed");
+    assert_eq!(info["data"]["statusReason"], "stopped by user");
+    let (status, again) = node.post(&format!("/openapi/v1/trainjob/{job_id}/stop"), json!({})).await;
+    assert_eq!(status, 200, "stop is idempotent: {again}");
+    let (status, missing) = node.post("/openapi/v1/trainjob/job-999/stop", json!({})).await;
+    assert_eq!((status, missing["code"].as_str()), (404, Some("NOT_FOUND")));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn listing_pages_and_filters_jobs() {
+    let node = TestNode::start().await;
+    for i in 0..5 {
+        let mut body = job_body(&format!("j{i}"));
+        body["userName"] = json!(if i % 2 == 0 { "alice" } else { "bob" });
+        assert_eq!(node.post("/openapi/v1/trainjob", body).await.0, 200);
+    }
+    let (_, page) = node.get("/openapi/v1/trainjob?page=2&pageSize=2").await;
+    assert_eq!(page["data"]["total"], 5);
+    let names: Vec<_> = page["data"]["items"].as_array().unwrap().iter().map(|j| j["name"].clone()).collect();
+    assert_eq!(names, vec![json!("j2"), json!("j3")]);
+    let (_, alice) = node.get("/openapi/v1/trainjob?user=alice&status=pending").await;
+    assert_eq!(alice["data"]["total"], 3);
+    let (_, failed) = node.get("/openapi/v1/trainjob?status=failed").await;
+    assert_eq!(failed["data"]["total"], 0);
+    let (status, stale) = node.get("/openapi/v1/trainjob?consistency=stale").await;
+    assert_eq!((status, stale["data"]["total"].clone()), (200, json!(5)));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_makes_retries_safe() {
+    let node = TestNode::start().await;
+    let submit = |body: Value| {
+        node.client.post(node.url("/openapi/v1/trainjob")).header("Idempotency-Key", "retry-1").json(&body).send()
+    };
+    let first: Value = submit(job_body("a")).await.unwrap().json().await.unwrap();
+    let second: Value = submit(job_body("a")).await.unwrap().json().await.unwrap();
+    assert_eq!(first["data"]["jobId"], second["data"]["jobId"]);
+    let (_, list) = node.get("/openapi/v1/trainjob").await;
+    assert_eq!(list["data"]["total"], 1, "a retry creates nothing");
+    let reused = submit(job_body("b")).await.unwrap();
+    assert_eq!(reused.status(), 409);
+    let reused: Value = reused.json().await.unwrap();
+    assert_eq!(reused["code"], "IDEMPOTENCY_KEY_REUSED");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn catalog_crud_and_references() {
+    let node = TestNode::start().await;
+    let center = json!({"ai_center_id": "wuhan-1", "name": "Wuhan AI", "region": "hubei", "geometry": [114.3, 30.6]});
+    let (status, created) = node.post("/openapi/v1/centers", center.clone()).await;
+    assert_eq!(status, 200, "{created}");
+    assert!(created["data"]["created_at"].as_i64().unwrap() > 0);
+    assert_eq!(node.post("/openapi/v1/centers", center.clone()).await.1["code"], "ALREADY_EXISTS");
+
+    let mut renamed = center.clone();
+    renamed["name"] = json!("Wuhan AI Center");
+    let (status, replaced) = node.call("PUT", "/openapi/v1/centers/wuhan-1", Some(renamed)).await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(replaced["data"]["created_at"], created["data"]["created_at"]);
+    let (_, got) = node.get("/openapi/v1/centers/wuhan-1").await;
+    assert_eq!(got["data"]["name"], "Wuhan AI Center");
+
+    let image = json!({"image_id": "img-wuhan", "name": "pytorch", "ai_center_id": "nowhere"});
+    let (status, refused) = node.post("/openapi/v1/images", image.clone()).await;
+    assert_eq!((status, refused["code"].as_str()), (422, Some("UNKNOWN_REFERENCE")), "{refused}");
+    assert!(refused["errorMsg"].as_str().unwrap().contains("ai_center_id"), "{refused}");
+    let mut image = image;
+    image["ai_center_id"] = json!("wuhan-1");
+    assert_eq!(node.post("/openapi/v1/images", image).await.0, 200);
+
+    let (status, busy) = node.call("DELETE", "/openapi/v1/centers/wuhan-1", None).await;
+    assert_eq!((status, busy["code"].as_str()), (409, Some("STILL_REFERENCED")), "{busy}");
+    assert_eq!(node.call("DELETE", "/openapi/v1/images/img-wuhan", None).await.0, 200);
+    assert_eq!(node.call("DELETE", "/openapi/v1/centers/wuhan-1", None).await.0, 200);
+    assert_eq!(node.get("/openapi/v1/centers/wuhan-1").await.0, 404);
+
+    let metrics = json!({"cpu_free": 10, "gpu_free": 2, "running_task_num": 1});
+    let (status, reported) = node.call("PUT", "/openapi/v1/centers/hangzhou-a/metrics", Some(metrics)).await;
+    assert_eq!(status, 200, "{reported}");
+    let (_, read) = node.get("/openapi/v1/centers/hangzhou-a/metrics").await;
+    assert_eq!(read["data"]["gpu_free"], 2);
+
+    let (_, specs) = node.get("/openapi/v1/resourcespecs").await;
+    assert_eq!(specs["data"]["total"], 4);
+    let (_, dataset) = node.get("/openapi/v1/datasets/imagenet@2012").await;
+    assert_eq!(dataset["data"]["location"].as_array().unwrap().len(), 2);
+    node.stop().await;
+}
+
+/// Every kind of bad input: a 4xx envelope with a precise message, and no state change.
+#[tokio::test]
+async fn bad_input_is_refused_precisely_and_changes_nothing() {
+    let node = TestNode::start().await;
+    let before = snapshot_state(&node).await;
+    let with_task = |field: &str, value: Value| {
+        let mut body = job_body("bad");
+        body["tasks"][0][field] = value;
+        body
+    };
+    let mut no_name = job_body("x");
+    no_name.as_object_mut().unwrap().remove("name");
+    let mut null_name = job_body("x");
+    null_name["name"] = Value::Null;
+    let mut unknown_field = job_body("x");
+    unknown_field["tasks"][0]["replicaNumbr"] = json!(1);
+    // (method, path, content type, raw body, status, code, errorMsg contains)
+    let cases: Vec<(&str, &str, &str, String, u16, &str, &str)> = vec![
+        ("POST", "/openapi/v1/trainjob", "application/json", "{not json".into(), 400, "MALFORMED_REQUEST", "body:"),
+        ("POST", "/openapi/v1/trainjob", "text/plain", job_body("x").to_string(), 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type"),
+        ("POST", "/openapi/v1/trainjob", "application/json", no_name.to_string(), 400, "MALFORMED_REQUEST", "missing field `name`"),
+        ("POST", "/openapi/v1/trainjob", "application/json", null_name.to_string(), 400, "MALFORMED_REQUEST", "name: invalid type: null"),
+        ("POST", "/openapi/v1/trainjob", "application/json", job_body(&"n".repeat(33)).to_string(), 400, "INVALID_ARGUMENT", "name: is 33 characters"),
+        ("POST", "/openapi/v1/trainjob", "application/json", with_task("replicaNumber", json!(0)).to_string(), 400, "INVALID_ARGUMENT", "tasks[0].replicaNumber"),
+        ("POST", "/openapi/v1/trainjob", "application/json", with_task("replicaNumber", json!(10_000_000)).to_string(), 400, "INVALID_ARGUMENT", "tasks[0].replicaNumber"),
+        ("POST", "/openapi/v1/trainjob", "application/json", with_task("replicaNumber", json!("two")).to_string(), 400, "MALFORMED_REQUEST", "tasks[0].replicaNumber: invalid type"),
+        ("POST", "/openapi/v1/trainjob", "application/json", with_task("imageId", json!("i".repeat(33))).to_string(), 400, "INVALID_ARGUMENT", "tasks[0].imageId"),
+        ("POST", "/openapi/v1/trainjob", "application/json", with_task("imageId", json!("no-such-image")).to_string(), 422, "UNKNOWN_REFERENCE", "tasks[0].imageId: image 'no-such-image'"),
+        ("POST", "/openapi/v1/trainjob", "application/json", with_task("resourceSpecId", json!("no-such-spec")).to_string(), 422, "UNKNOWN_REFERENCE", "tasks[0].resourceSpecId"),
+        ("POST", "/openapi/v1/trainjob", "application/json", with_task("resourceSpecId", json!("npu-8x")).to_string(), 400, "INVALID_ARGUMENT", "does not fit spec"),
+        ("POST", "/openapi/v1/trainjob", "application/json", unknown_field.to_string(), 400, "MALFORMED_REQUEST", "replicaNumbr"),
+        ("POST", "/openapi/v1/trainjob", "application/json", json!({"name": "x", "tasks": []}).to_string(), 400, "INVALID_ARGUMENT", "tasks: must contain"),
+        ("POST", "/openapi/v1/trainjob", "application/json", format!("{{\"name\":\"{}\"}}", "x".repeat(100_000)), 413, "PAYLOAD_TOO_LARGE", "max_body_bytes"),
+        ("POST", "/openapi/v1/trainjob", "application/json", "[1,2]".into(), 400, "MALFORMED_REQUEST", "body: invalid type"),
+        ("GET", "/openapi/v1/trainjob?status=bogus", "", String::new(), 400, "INVALID_ARGUMENT", "status: 'bogus'"),
+        ("GET", "/openapi/v1/trainjob?pageSize=0", "", String::new(), 400, "INVALID_ARGUMENT", "pageSize"),
+        ("GET", "/openapi/v1/trainjob?page=abc", "", String::new(), 400, "INVALID_ARGUMENT", "query:"),
+        ("GET", "/openapi/v1/trainjob?consistency=eventual", "", String::new(), 400, "INVALID_ARGUMENT", "consistency"),
+        ("GET", "/openapi/v1/trainjob/..%2F..%2Fetc", "", String::new(), 400, "INVALID_ARGUMENT", "id:"),
+        ("GET", "/openapi/v1/trainjob/job-1/task/x/replica/0/log", "", String::new(), 400, "INVALID_ARGUMENT", "taskIndex"),
+        ("GET", "/openapi/v1/nothing-here", "", String::new(), 404, "ROUTE_NOT_FOUND", "/openapi/v1/nothing-here"),
+        ("DELETE", "/openapi/v1/trainjob", "", String::new(), 405, "METHOD_NOT_ALLOWED", "DELETE"),
+        ("POST", "/openapi/v1/centers", "application/json", json!({"ai_center_id": "a/b", "name": "n", "region": "r"}).to_string(), 400, "INVALID_ARGUMENT", "ai_center_id"),
+        ("POST", "/openapi/v1/resourcespecs", "application/json", json!({"resource_spec_id": "s", "resource_spec_name": "s", "resource_quantity": {"memory": "lots"}, "computing_center_list": "hunan-univ"}).to_string(), 400, "INVALID_ARGUMENT", "resource_quantity.memory"),
+        ("POST", "/openapi/v1/resourcespecs", "application/json", json!({"resource_spec_id": "s", "resource_spec_name": "s", "resource_quantity": {"cpu": "1"}, "computing_center_list": "mars"}).to_string(), 422, "UNKNOWN_REFERENCE", "computing_center_list"),
+        ("PUT", "/openapi/v1/centers/hunan-univ", "application/json", json!({"ai_center_id": "other", "name": "n", "region": "r"}).to_string(), 400, "INVALID_ARGUMENT", "path names 'hunan-univ'"),
+        ("PUT", "/openapi/v1/centers/nope/metrics", "application/json", json!({"cpu_free": -1}).to_string(), 400, "INVALID_ARGUMENT", "cpu_free"),
+        ("PUT", "/openapi/v1/centers/nope/metrics", "application/json", json!({"cpu_free": 1}).to_string(), 404, "NOT_FOUND", "center 'nope'"),
+        ("DELETE", "/openapi/v1/resourcespecs/gpu-1x", "", String::new(), 409, "STILL_REFERENCED", "gpu-1x"),
+        ("DELETE", "/openapi/v1/images/ghost", "", String::new(), 404, "NOT_FOUND", "image 'ghost'"),
+    ];
+    for (method, path, content_type, body, status, code, message) in cases {
+        let mut request = node.client.request(method.parse().unwrap(), node.url(path));
+        if !content_type.is_empty() {
+            request = request.header("content-type", content_type).body(body.clone());
+        }
+        let response = request.send().await.unwrap();
+        let got_status = response.status().as_u16();
+        let envelope: Value = response.json().await.unwrap_or_else(|e| panic!("{method} {path}: not an envelope: {e}"));
+        let case = format!("{method} {path} {}", &body.chars().take(80).collect::<String>());
+        assert_eq!(got_status, status, "{case}: {envelope}");
+        assert_eq!(envelope["status"], status, "{case}: {envelope}");
+        assert_eq!(envelope["code"], code, "{case}: {envelope}");
+        let error_msg = envelope["errorMsg"].as_str().unwrap();
+        assert!(error_msg.contains(message), "{case}: {error_msg:?} should mention {message:?}");
+        assert!(error_msg.chars().count() <= 128, "{case}: errorMsg too long");
+        assert!(envelope["data"].is_null(), "{case}");
+    }
+    let long_key = node
+        .client
+        .post(node.url("/openapi/v1/trainjob"))
+        .header("Idempotency-Key", "k".repeat(200))
+        .json(&job_body("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long_key.status(), 400);
+    assert_eq!(snapshot_state(&node).await, before, "refused input must not change state");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_lists_every_route_and_ops_endpoints_answer() {
+    let node = TestNode::start().await;
+    let spec: Value = node.client.get(node.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let paths = spec["paths"].as_object().unwrap();
+    let expected = [
+        ("post", "/openapi/v1/trainjob"),
+        ("get", "/openapi/v1/trainjob"),
+        ("get", "/openapi/v1/trainjob/{id}"),
+        ("post", "/openapi/v1/trainjob/{jobId}/stop"),
+        ("get", "/openapi/v1/trainjob/{id}/task/{taskIndex}/replica/{replicaIndex}/log"),
+        ("post", "/openapi/v1/centers"),
+        ("get", "/openapi/v1/centers"),
+        ("get", "/openapi/v1/centers/{id}"),
+        ("put", "/openapi/v1/centers/{id}"),
+        ("delete", "/openapi/v1/centers/{id}"),
+        ("put", "/openapi/v1/centers/{id}/metrics"),
+        ("get", "/openapi/v1/centers/{id}/metrics"),
+        ("post", "/openapi/v1/resourcespecs"),
+        ("get", "/openapi/v1/resourcespecs/{id}"),
+        ("post", "/openapi/v1/images"),
+        ("delete", "/openapi/v1/images/{id}"),
+        ("post", "/openapi/v1/datasets"),
+        ("put", "/openapi/v1/datasets/{id}"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ];
+    for (method, path) in expected {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from /openapi.json");
+    }
+    // And the other way round: every documented operation is served (never ROUTE_NOT_FOUND).
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let concrete = path.replace("{id}", "x").replace("{jobId}", "x").replace("{taskIndex}", "0").replace("{replicaIndex}", "0");
+            let response = node.client.request(method.to_uppercase().parse().unwrap(), node.url(&concrete)).send().await.unwrap();
+            assert_ne!(response.status().as_u16(), 405, "{method} {path}");
+            if response.headers().get("content-type").is_some_and(|c| c.to_str().unwrap().contains("json")) {
+                let envelope: Value = response.json().await.unwrap();
+                assert_ne!(envelope["code"], "ROUTE_NOT_FOUND", "{method} {path}");
+            }
+        }
+    }
+    assert_eq!(node.get("/healthz").await.0, 200);
+    let (status, ready) = node.get("/readyz").await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["data"]["leader"], 1);
+    let metrics = node.client.get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("jcs_http_requests_total"), "{metrics}");
+    assert!(metrics.contains("jcs_raft_term"), "{metrics}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_node_keeps_everything() {
+    let node = TestNode::start().await;
+    let (_, created) = node.post("/openapi/v1/trainjob", job_body("persist")).await;
+    let job_id = created["data"]["jobId"].as_str().unwrap().to_string();
+    let before = snapshot_state(&node).await;
+    let dir = node.stop().await;
+    let config = common::test_config(dir.path());
+    let node = TestNode::start_with(config, dir).await;
+    assert_eq!(snapshot_state(&node).await, before);
+    let (status, info) = node.get(&format!("/openapi/v1/trainjob/{job_id}")).await;
+    assert_eq!((status, info["data"]["name"].as_str()), (200, Some("persist")));
+    node.stop().await;
+}

@@ -1,0 +1,110 @@
+//! Starting real nodes for tests: in-process nodes on loopback port 0 with their own temp data
+//! dirs (parallel-safe), and helpers to call the REST API.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use jcs_node::config::Config;
+use jcs_node::node::Node;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub struct TestNode {
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    node: Option<Node>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A configuration with small timeouts for tests.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        heartbeat_interval_ms: 50,
+        election_timeout_min_ms: 150,
+        election_timeout_max_ms: 300,
+        max_body_bytes: 64 * 1024,
+        demo: true,
+        ..Config::default()
+    }
+}
+
+impl TestNode {
+    /// A fresh one-member cluster with the demo catalog, ready to serve.
+    pub async fn start() -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        Self::start_with(config, dir).await
+    }
+
+    pub async fn start_with(config: Config, dir: tempfile::TempDir) -> TestNode {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let node = Node::start(config, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("node starts");
+        let base = format!("http://{}", node.http_addr);
+        let node = TestNode { base, client: reqwest::Client::new(), stop: Some(stop), node: Some(node), dir };
+        node.wait_ready().await;
+        node
+    }
+
+    /// Polls `/readyz` until it answers 200, with a deadline.
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node not ready in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the node and returns its data dir for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.stop.take().unwrap().send(());
+        self.node.take().unwrap().wait().await.unwrap();
+        self.dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request and returns `(http status, envelope)`.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.request(method.parse().unwrap(), self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let envelope: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not an envelope: {text}"));
+        (status, envelope)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+}
+
+/// A valid A.1 body against the demo catalog.
+pub fn job_body(name: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "tasks": [{"name": "train", "command": "python train.py", "imageId": "pytorch-hunan-univ",
+                   "resourceSpecId": "gpu-1x", "replicaNumber": 2}]
+    })
+}

@@ -1,0 +1,147 @@
+//! Every acknowledged write survives `kill -9`: a real `jcs` process takes a stream of
+//! concurrent submissions, is SIGKILLed mid-stream, restarts on the same data dir, and must
+//! still hold every job it acknowledged — with its content — and nothing twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn_node(dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_jcs"))
+        .args(["serve", "--demo", "--data-dir"])
+        .arg(dir)
+        .args(["--http", &format!("127.0.0.1:{port}"), "--log", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("jcs binary starts")
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
+            if response.status() == 200 {
+                return;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node at {base} not ready in time");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn job(name: &str, replicas: u32) -> Value {
+    json!({"name": name, "tasks": [{"name": "t", "command": format!("echo {name}"), "imageId": "pytorch-hunan-univ",
+        "resourceSpecId": "gpu-1x", "replicaNumber": replicas}]})
+}
+
+async fn all_jobs(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    let mut jobs = Vec::new();
+    for page in 1.. {
+        let body: Value = client
+            .get(format!("{base}/openapi/v1/trainjob?page={page}&pageSize=1000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = body["data"]["items"].as_array().unwrap().clone();
+        if items.is_empty() {
+            break;
+        }
+        jobs.extend(items);
+    }
+    jobs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_jobs_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut child = spawn_node(dir.path(), port);
+    wait_ready(&client, &base).await;
+
+    const CLIENTS: usize = 16;
+    const KILL_AFTER_ACKS: usize = 400;
+    let acked: Arc<Mutex<BTreeMap<String, (String, u32)>>> = Arc::default();
+    let ack_count = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (client, base, acked, ack_count) = (client.clone(), base.clone(), acked.clone(), ack_count.clone());
+        clients.push(tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("c{c}-{i}");
+                let replicas = 1 + (i % 3) as u32;
+                let sent = client
+                    .post(format!("{base}/openapi/v1/trainjob"))
+                    .header("Idempotency-Key", &name)
+                    .json(&job(&name, replicas))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { return };
+                let Ok(body) = response.json::<Value>().await else { return };
+                assert_eq!(body["code"], "OK", "{body}");
+                let job_id = body["data"]["jobId"].as_str().unwrap().to_string();
+                acked.lock().unwrap().insert(job_id, (name, replicas));
+                ack_count.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ack_count.load(Ordering::SeqCst) < KILL_AFTER_ACKS {
+        assert!(tokio::time::Instant::now() < deadline, "submissions stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    for handle in clients {
+        handle.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= KILL_AFTER_ACKS);
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_node(dir.path(), port);
+    wait_ready(&client, &base).await;
+    let jobs = all_jobs(&client, &base).await;
+    let by_id: BTreeMap<String, &Value> = jobs.iter().map(|j| (j["jobId"].as_str().unwrap().to_string(), j)).collect();
+    for (job_id, (name, replicas)) in &acked {
+        let stored = by_id.get(job_id).unwrap_or_else(|| panic!("acknowledged job {job_id} lost"));
+        assert_eq!(stored["name"], name.as_str());
+        assert_eq!(stored["taskInfos"][0]["replicaNumber"], *replicas);
+        assert_eq!(stored["taskInfos"][0]["command"], format!("echo {name}"));
+    }
+    let names: Vec<&str> = jobs.iter().map(|j| j["name"].as_str().unwrap()).collect();
+    let unique: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(names.len(), unique.len(), "a submission appeared twice");
+
+    // A retry of an acknowledged submission after the crash still maps to the same job.
+    let (some_id, (name, replicas)) = acked.iter().next().unwrap();
+    let retry: Value = client
+        .post(format!("{base}/openapi/v1/trainjob"))
+        .header("Idempotency-Key", name)
+        .json(&job(name, *replicas))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retry["data"]["jobId"], some_id.as_str());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,257 @@
+//! The state machine's transition function: `apply(state, command) -> result`, a plain
+//! function over a [`Kv`]. No clock, no randomness, no I/O beyond the map: the same log gives
+//! the same state everywhere.
+
+use jcs_api::model::{Center, CenterMetrics, Dataset, Image, Job, ObjectKind, ResourceSpec, RunState};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::command::{Command, CommandResult, Outcome, Refusal, WriteMode};
+use crate::kv::{get_json, put_json, Kv, StoreError};
+use crate::tables::{self, all, exists, get, idempotency_key, metrics_key, object_key, status_key, JOB_SEQ_KEY};
+
+/// Applies one command at time `at_ms`. `Err` is a storage fault (fatal); a refused command is
+/// `Ok(Err(refusal))` and changes nothing.
+pub fn apply(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandResult, StoreError> {
+    if let Err(err) = validate(command) {
+        return Ok(Err(err.into()));
+    }
+    match command {
+        Command::PutCenter { center, mode } => {
+            let mut center = center.clone();
+            put_object(kv, ObjectKind::Center, &center.ai_center_id.clone(), *mode, at_ms, &mut center, |c, t| {
+                (c.created_at, c.updated_at) = t
+            })
+            .map(|r| r.map(|()| Outcome::Center(center)))
+        }
+        Command::PutSpec { spec, mode } => {
+            if let Some(refusal) = missing_reference(kv, "computing_center_list", spec.references())? {
+                return Ok(Err(refusal));
+            }
+            let mut spec = spec.clone();
+            put_object(kv, ObjectKind::ResourceSpec, &spec.resource_spec_id.clone(), *mode, at_ms, &mut spec, |s, t| {
+                (s.created_at, s.updated_at) = t
+            })
+            .map(|r| r.map(|()| Outcome::Spec(spec)))
+        }
+        Command::PutImage { image, mode } => {
+            let field = |kind| if kind == ObjectKind::Center { "ai_center_id" } else { "resource_spec" };
+            for (kind, id) in image.references() {
+                if !exists(kv, kind, &id)? {
+                    return Ok(Err(Refusal::UnknownReference { field: field(kind).into(), kind, id }));
+                }
+            }
+            let mut image = image.clone();
+            put_object(kv, ObjectKind::Image, &image.image_id.clone(), *mode, at_ms, &mut image, |i, t| {
+                (i.created_at, i.updated_at) = t
+            })
+            .map(|r| r.map(|()| Outcome::Image(image)))
+        }
+        Command::PutDataset { dataset, mode } => {
+            if let Some(refusal) = missing_reference(kv, "location.ai_center_id", dataset.references())? {
+                return Ok(Err(refusal));
+            }
+            let mut dataset = dataset.clone();
+            put_object(kv, ObjectKind::Dataset, &dataset.dataset_id(), *mode, at_ms, &mut dataset, |d, t| {
+                (d.created_at, d.updated_at) = t
+            })
+            .map(|r| r.map(|()| Outcome::Dataset(dataset)))
+        }
+        Command::DeleteCenter { id } => delete(kv, ObjectKind::Center, id),
+        Command::DeleteSpec { id } => delete(kv, ObjectKind::ResourceSpec, id),
+        Command::DeleteImage { id } => delete(kv, ObjectKind::Image, id),
+        Command::DeleteDataset { id } => delete(kv, ObjectKind::Dataset, id),
+        Command::ReportMetrics { center_id, metrics } => {
+            if !exists(kv, ObjectKind::Center, center_id)? {
+                return Ok(Err(Refusal::NotFound { kind: ObjectKind::Center, id: center_id.clone() }));
+            }
+            let metrics = CenterMetrics { reported_at: at_ms, ..metrics.clone() };
+            put_json(kv, metrics_key(center_id), &metrics);
+            Ok(Ok(Outcome::Metrics(metrics)))
+        }
+        Command::SubmitJob { request, idempotency_key: key } => submit_job(kv, request, key.as_deref(), at_ms),
+        Command::StopJob { job_id, reason } => stop_job(kv, job_id, reason, at_ms),
+    }
+}
+
+/// The field rules of the command's payload. The API edge checks them too, but the state
+/// machine is the authority: no command, however it was proposed, stores an invalid object.
+fn validate(command: &Command) -> Result<(), jcs_api::ApiError> {
+    use jcs_api::validate::{id, MAX_ID_LEN};
+    match command {
+        Command::PutCenter { center, .. } => center.validate(),
+        Command::PutSpec { spec, .. } => spec.validate().map(drop),
+        Command::PutImage { image, .. } => image.validate(),
+        Command::PutDataset { dataset, .. } => dataset.validate(),
+        Command::ReportMetrics { center_id, metrics } => {
+            id("ai_center_id", center_id, MAX_ID_LEN)?;
+            metrics.validate()
+        }
+        Command::SubmitJob { request, .. } => request.validate(),
+        Command::DeleteCenter { .. }
+        | Command::DeleteSpec { .. }
+        | Command::DeleteImage { .. }
+        | Command::DeleteDataset { .. }
+        | Command::StopJob { .. } => Ok(()),
+    }
+}
+
+/// Writes a catalog object under `mode`, stamping `(created_at, updated_at)`.
+fn put_object<T: Serialize + DeserializeOwned>(
+    kv: &mut impl Kv,
+    kind: ObjectKind,
+    id: &str,
+    mode: WriteMode,
+    at_ms: i64,
+    object: &mut T,
+    stamp: impl Fn(&mut T, (i64, i64)),
+) -> Result<Result<(), Refusal>, StoreError> {
+    let key = object_key(kind, id);
+    let existing: Option<serde_json::Value> = get_json(kv, &key)?;
+    let created_at = match (mode, &existing) {
+        (WriteMode::Create, Some(_)) => return Ok(Err(Refusal::AlreadyExists { kind, id: id.into() })),
+        (WriteMode::Replace, None) => return Ok(Err(Refusal::NotFound { kind, id: id.into() })),
+        (WriteMode::Create, None) => at_ms,
+        (WriteMode::Replace, Some(old)) => old.get("created_at").and_then(|v| v.as_i64()).unwrap_or(at_ms),
+    };
+    stamp(object, (created_at, at_ms));
+    put_json(kv, key, object);
+    Ok(Ok(()))
+}
+
+fn missing_reference(
+    kv: &impl Kv,
+    field: &str,
+    refs: Vec<(ObjectKind, String)>,
+) -> Result<Option<Refusal>, StoreError> {
+    for (kind, id) in refs {
+        if !exists(kv, kind, &id)? {
+            return Ok(Some(Refusal::UnknownReference { field: field.into(), kind, id }));
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes a catalog object unless something still points at it.
+fn delete(kv: &mut impl Kv, kind: ObjectKind, id: &str) -> Result<CommandResult, StoreError> {
+    if !exists(kv, kind, id)? {
+        return Ok(Err(Refusal::NotFound { kind, id: id.into() }));
+    }
+    if let Some((by_kind, by_id)) = first_referrer(kv, kind, id)? {
+        return Ok(Err(Refusal::StillReferenced { kind, id: id.into(), by_kind, by_id }));
+    }
+    kv.delete(object_key(kind, id));
+    if kind == ObjectKind::Center {
+        kv.delete(metrics_key(id));
+    }
+    Ok(Ok(Outcome::Deleted))
+}
+
+/// The first object that refers to `(kind, id)`: catalog objects, then unfinished jobs
+/// (finished jobs keep their history but hold nothing).
+fn first_referrer(kv: &impl Kv, kind: ObjectKind, id: &str) -> Result<Option<(ObjectKind, String)>, StoreError> {
+    let target = (kind, id.to_string());
+    for spec in all::<ResourceSpec>(kv, ObjectKind::ResourceSpec)? {
+        if spec.references().contains(&target) {
+            return Ok(Some((ObjectKind::ResourceSpec, spec.resource_spec_id)));
+        }
+    }
+    for image in all::<Image>(kv, ObjectKind::Image)? {
+        if image.references().contains(&target) {
+            return Ok(Some((ObjectKind::Image, image.image_id)));
+        }
+    }
+    for dataset in all::<Dataset>(kv, ObjectKind::Dataset)? {
+        if dataset.references().contains(&target) {
+            return Ok(Some((ObjectKind::Dataset, dataset.dataset_id())));
+        }
+    }
+    for state in [RunState::Pending, RunState::Running] {
+        for job_id in tables::job_ids_in(kv, state)? {
+            let Some(job) = get::<Job>(kv, ObjectKind::Job, &job_id)? else { continue };
+            let placed_here = kind == ObjectKind::Center && job.tasks.iter().any(|t| t.center_ids.iter().any(|c| c == id));
+            if placed_here || job.references().contains(&target) {
+                return Ok(Some((ObjectKind::Job, job_id)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn submit_job(
+    kv: &mut impl Kv,
+    request: &jcs_api::model::CreateTrainJob,
+    key: Option<&str>,
+    at_ms: i64,
+) -> Result<CommandResult, StoreError> {
+    if let Some(key) = key {
+        if let Some(job_id) = get_json::<String>(kv, &idempotency_key(key))? {
+            let job: Job = get(kv, ObjectKind::Job, &job_id)?.ok_or_else(|| StoreError::Corrupt {
+                key: format!("k/{key}"),
+                reason: format!("names missing job {job_id}"),
+            })?;
+            if !job.matches_request(request) {
+                return Ok(Err(Refusal::IdempotencyKeyReused { key: key.into(), job_id }));
+            }
+            return Ok(Ok(Outcome::Job { job: Box::new(job), replayed: true }));
+        }
+    }
+    for (i, task) in request.tasks.iter().enumerate() {
+        let Some(image) = get::<Image>(kv, ObjectKind::Image, &task.image_id)? else {
+            return Ok(Err(Refusal::UnknownReference {
+                field: format!("tasks[{i}].imageId"),
+                kind: ObjectKind::Image,
+                id: task.image_id.clone(),
+            }));
+        };
+        if !exists(kv, ObjectKind::ResourceSpec, &task.resource_spec_id)? {
+            return Ok(Err(Refusal::UnknownReference {
+                field: format!("tasks[{i}].resourceSpecId"),
+                kind: ObjectKind::ResourceSpec,
+                id: task.resource_spec_id.clone(),
+            }));
+        }
+        let fits = image.specs();
+        if !fits.is_empty() && !fits.contains(&task.resource_spec_id) {
+            return Ok(Err(Refusal::Invalid(format!(
+                "tasks[{i}].imageId: image '{}' does not fit spec '{}'",
+                image.image_id, task.resource_spec_id
+            ))));
+        }
+    }
+    let seq = get_json::<u64>(kv, JOB_SEQ_KEY)?.unwrap_or(0) + 1;
+    put_json(kv, JOB_SEQ_KEY.to_vec(), &seq);
+    let job = Job::from_request(tables::job_id(seq), request, key.map(String::from), at_ms);
+    put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
+    kv.put(status_key(job.status, &job.id), Vec::new());
+    if let Some(key) = key {
+        put_json(kv, idempotency_key(key), &job.id);
+    }
+    Ok(Ok(Outcome::Job { job: Box::new(job), replayed: false }))
+}
+
+fn stop_job(kv: &mut impl Kv, job_id: &str, reason: &str, at_ms: i64) -> Result<CommandResult, StoreError> {
+    let Some(mut job) = get::<Job>(kv, ObjectKind::Job, job_id)? else {
+        return Ok(Err(Refusal::NotFound { kind: ObjectKind::Job, id: job_id.into() }));
+    };
+    if job.status.is_final() {
+        return Ok(Ok(Outcome::Job { job: Box::new(job), replayed: true }));
+    }
+    kv.delete(status_key(job.status, &job.id));
+    job.status = RunState::Failed;
+    job.status_reason = reason.into();
+    job.updated_at = at_ms;
+    for task in &mut job.tasks {
+        for state in &mut task.replica_status {
+            if !state.is_final() {
+                *state = RunState::Failed;
+            }
+        }
+    }
+    kv.put(status_key(job.status, &job.id), Vec::new());
+    put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
+    Ok(Ok(Outcome::Job { job: Box::new(job), replayed: false }))
+}
+
+#[cfg(test)]
+mod tests;

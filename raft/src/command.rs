@@ -1,0 +1,95 @@
+//! The replicated command set: every change to jcs's state is one of these, committed through
+//! Raft and applied by [`crate::apply`]. Commands carry everything apply needs (the proposer's
+//! clock included), so applying the same log gives the same state on every node.
+
+use jcs_api::model::{Center, CenterMetrics, CreateTrainJob, Dataset, Image, Job, ObjectKind, ResourceSpec};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Create refuses an existing id; Replace refuses a missing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteMode {
+    Create,
+    Replace,
+}
+
+/// One state change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    PutCenter { center: Center, mode: WriteMode },
+    DeleteCenter { id: String },
+    PutSpec { spec: ResourceSpec, mode: WriteMode },
+    DeleteSpec { id: String },
+    PutImage { image: Image, mode: WriteMode },
+    DeleteImage { id: String },
+    PutDataset { dataset: Dataset, mode: WriteMode },
+    DeleteDataset { id: String },
+    /// A Table 4 monitoring report for a center.
+    ReportMetrics { center_id: String, metrics: CenterMetrics },
+    /// A.1: queue a new job; a repeated `idempotency_key` returns the job it created.
+    SubmitJob { request: CreateTrainJob, idempotency_key: Option<String> },
+    /// A.2: stop a job; stopping a finished job is a no-op.
+    StopJob { job_id: String, reason: String },
+}
+
+/// The Raft log's application payload: a batch of commands stamped with the proposer's clock.
+/// Batching many client requests into one entry is jcs's group commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Unix ms at the proposer; used for every timestamp the commands set.
+    pub at_ms: i64,
+    pub commands: Vec<Command>,
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proposal({} commands @{})", self.commands.len(), self.at_ms)
+    }
+}
+
+/// What a successful command produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Center(Center),
+    Spec(ResourceSpec),
+    Image(Image),
+    Dataset(Dataset),
+    Metrics(CenterMetrics),
+    /// The job as stored; `replayed` when an idempotent retry returned an existing job.
+    Job { job: Box<Job>, replayed: bool },
+    Deleted,
+}
+
+/// Why a command was refused. Refusals are ordinary results, replicated like successes:
+/// every node refuses the same command the same way.
+#[derive(Debug, Clone, PartialEq, Error, Serialize, Deserialize)]
+pub enum Refusal {
+    /// A field rule failed; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{kind} '{id}' not found")]
+    NotFound { kind: ObjectKind, id: String },
+    #[error("{kind} '{id}' already exists")]
+    AlreadyExists { kind: ObjectKind, id: String },
+    #[error("{field}: {kind} '{id}' does not exist")]
+    UnknownReference { field: String, kind: ObjectKind, id: String },
+    #[error("{kind} '{id}' is still referenced by {by_kind} '{by_id}'")]
+    StillReferenced { kind: ObjectKind, id: String, by_kind: ObjectKind, by_id: String },
+    #[error("Idempotency-Key '{key}' was used for a different request (job '{job_id}')")]
+    IdempotencyKeyReused { key: String, job_id: String },
+}
+
+impl From<jcs_api::ApiError> for Refusal {
+    fn from(err: jcs_api::ApiError) -> Self {
+        Refusal::Invalid(err.message)
+    }
+}
+
+/// The result of one command.
+pub type CommandResult = Result<Outcome, Refusal>;
+
+/// The Raft log's application response: one result per command of the proposal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProposalResult {
+    pub results: Vec<CommandResult>,
+}

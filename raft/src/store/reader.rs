@@ -1,0 +1,64 @@
+//! [`StateReader`]: the read side of the state machine. The REST API reads through it while
+//! Raft applies; every applied batch is one atomic RocksDB write, so a read never sees half a
+//! batch. It is also the base the state machine's [`crate::kv::Overlay`] reads through.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::LogId;
+use rocksdb::{Direction, IteratorMode};
+
+use super::db::{Db, DbError, CF_SM, CF_SM_META, LAST_APPLIED_KEY};
+use crate::kv::{KvRead, StoreError};
+use crate::NodeId;
+
+/// A cheap, cloneable read handle on the applied state.
+#[derive(Clone)]
+pub struct StateReader {
+    db: Db,
+    /// The last applied index plus one; 0 when nothing was applied.
+    applied: Arc<AtomicU64>,
+}
+
+impl StateReader {
+    pub(crate) fn new(db: Db) -> Result<Self, DbError> {
+        let reader = StateReader { db, applied: Arc::new(AtomicU64::new(0)) };
+        reader.set_last_applied(read_last_applied(&reader.db)?);
+        Ok(reader)
+    }
+
+    /// The index of the last log entry whose effects this reader sees (at least).
+    pub fn last_applied_index(&self) -> Option<u64> {
+        self.applied.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// Called after the state up to `last` has been written.
+    pub(crate) fn set_last_applied(&self, last: Option<LogId<NodeId>>) {
+        let encoded = last.map_or(0, |id| id.index.saturating_add(1));
+        self.applied.store(encoded, Ordering::Release);
+    }
+}
+
+/// The `last_applied` recorded in `sm_meta`.
+pub(crate) fn read_last_applied(db: &Db) -> Result<Option<LogId<NodeId>>, DbError> {
+    Ok(db.get_json::<Option<LogId<NodeId>>>(CF_SM_META, LAST_APPLIED_KEY)?.flatten())
+}
+
+impl KvRead for StateReader {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let cf = self.db.cf(CF_SM)?;
+        Ok(self.db.raw().get_cf(cf, key).map_err(DbError::from)?)
+    }
+
+    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>) -> Result<(), StoreError> {
+        let cf = self.db.cf(CF_SM)?;
+        for item in self.db.raw().iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward)) {
+            let (key, value) = item.map_err(DbError::from)?;
+            if !key.starts_with(prefix) || visit(&key, &value).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

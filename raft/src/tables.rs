@@ -1,0 +1,167 @@
+//! The key layout of the replicated state and the typed reads over it. Both the state machine
+//! (through [`crate::apply`]) and the API's read path use these, so the layout lives here once.
+//!
+//! | prefix | value |
+//! |---|---|
+//! | `c/{center}` | `Center` |
+//! | `m/{center}` | `CenterMetrics` |
+//! | `s/{spec}` | `ResourceSpec` |
+//! | `i/{image}` | `Image` |
+//! | `d/{name@version}` | `Dataset` |
+//! | `j/{job}` | `Job` (job ids sort in submission order) |
+//! | `x/{status}/{job}` | empty: the status index (`x/pending/` is the queue) |
+//! | `k/{idempotency key}` | job id |
+//! | `meta/job_seq` | last job sequence number |
+
+use std::ops::ControlFlow;
+
+use jcs_api::model::{Job, ObjectKind, Page, RunState};
+use serde::de::DeserializeOwned;
+
+use crate::kv::{decode, get_json, KvRead, StoreError};
+
+pub const JOB_SEQ_KEY: &[u8] = b"meta/job_seq";
+
+/// The key prefix of a catalog kind.
+pub fn prefix(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Center => "c/",
+        ObjectKind::ResourceSpec => "s/",
+        ObjectKind::Image => "i/",
+        ObjectKind::Dataset => "d/",
+        ObjectKind::Job => "j/",
+    }
+}
+
+pub fn object_key(kind: ObjectKind, id: &str) -> Vec<u8> {
+    format!("{}{id}", prefix(kind)).into_bytes()
+}
+
+pub fn metrics_key(center_id: &str) -> Vec<u8> {
+    format!("m/{center_id}").into_bytes()
+}
+
+pub fn status_key(state: RunState, job_id: &str) -> Vec<u8> {
+    format!("x/{}/{job_id}", state.as_str()).into_bytes()
+}
+
+pub fn status_prefix(state: RunState) -> Vec<u8> {
+    format!("x/{}/", state.as_str()).into_bytes()
+}
+
+pub fn idempotency_key(key: &str) -> Vec<u8> {
+    format!("k/{key}").into_bytes()
+}
+
+/// Job ids are zero-padded so that key order is submission order.
+pub fn job_id(seq: u64) -> String {
+    format!("job-{seq:012}")
+}
+
+/// Reads one catalog object or job.
+pub fn get<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), kind: ObjectKind, id: &str) -> Result<Option<T>, StoreError> {
+    get_json(kv, &object_key(kind, id))
+}
+
+/// Whether an object exists.
+pub fn exists(kv: &(impl KvRead + ?Sized), kind: ObjectKind, id: &str) -> Result<bool, StoreError> {
+    Ok(kv.get(&object_key(kind, id))?.is_some())
+}
+
+/// Every object of a kind, decoded (catalog kinds only: they are small).
+pub fn all<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), kind: ObjectKind) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    let mut failure = None;
+    kv.scan(prefix(kind).as_bytes(), &mut |k, v| match decode(k, v) {
+        Ok(item) => {
+            out.push(item);
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            failure = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    failure.map_or(Ok(out), Err)
+}
+
+/// One page of a kind, in id order.
+pub fn page<T: DeserializeOwned>(
+    kv: &(impl KvRead + ?Sized),
+    kind: ObjectKind,
+    page: u32,
+    page_size: u32,
+) -> Result<Page<T>, StoreError> {
+    paged(kv, prefix(kind).as_bytes(), page, page_size, |k, v| decode(k, v).map(Some))
+}
+
+/// Pages over the entries under `prefix`; `select` decodes an entry or skips it (`None`).
+fn paged<T>(
+    kv: &(impl KvRead + ?Sized),
+    prefix: &[u8],
+    page: u32,
+    page_size: u32,
+    mut select: impl FnMut(&[u8], &[u8]) -> Result<Option<T>, StoreError>,
+) -> Result<Page<T>, StoreError> {
+    let skip = u64::from(page.saturating_sub(1)) * u64::from(page_size);
+    let mut total = 0u64;
+    let mut items = Vec::new();
+    let mut failure = None;
+    kv.scan(prefix, &mut |k, v| match select(k, v) {
+        Ok(Some(item)) => {
+            if total >= skip && items.len() < page_size as usize {
+                items.push(item);
+            }
+            total += 1;
+            ControlFlow::Continue(())
+        }
+        Ok(None) => ControlFlow::Continue(()),
+        Err(e) => {
+            failure = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Page { total, page, page_size, items }),
+    }
+}
+
+/// Jobs in submission order, optionally of one status and one user.
+pub fn jobs_page(
+    kv: &(impl KvRead + ?Sized),
+    status: Option<RunState>,
+    user: Option<&str>,
+    page: u32,
+    page_size: u32,
+) -> Result<Page<Job>, StoreError> {
+    let keep = |job: Job| -> Option<Job> { user.is_none_or(|u| job.user_name == u).then_some(job) };
+    match status {
+        None => paged(kv, b"j/", page, page_size, |k, v| Ok(keep(decode(k, v)?))),
+        Some(state) => {
+            let index = status_prefix(state);
+            paged(kv, &index, page, page_size, |k, _| {
+                let id = std::str::from_utf8(&k[index.len()..]).map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(k).into_owned(),
+                    reason: e.to_string(),
+                })?;
+                let job: Job = get(kv, ObjectKind::Job, id)?.ok_or_else(|| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(k).into_owned(),
+                    reason: "status index names a missing job".into(),
+                })?;
+                Ok(keep(job))
+            })
+        }
+    }
+}
+
+/// Ids of the jobs in a status, in submission order (for `pending`: the queue).
+pub fn job_ids_in(kv: &(impl KvRead + ?Sized), state: RunState) -> Result<Vec<String>, StoreError> {
+    let index = status_prefix(state);
+    let mut ids = Vec::new();
+    kv.scan(&index, &mut |k, _| {
+        ids.push(String::from_utf8_lossy(&k[index.len()..]).into_owned());
+        ControlFlow::Continue(())
+    })?;
+    Ok(ids)
+}
