@@ -6,7 +6,9 @@
 //! * [`http`] — the REST API.
 //! * [`network`] — the Raft peer transport.
 //! * [`demo`] — the demo catalog.
+//! * [`cli`] — the command-line client and benchmark (`jcs center|spec|image|dataset|job|bench`).
 
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod http;

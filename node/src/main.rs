@@ -1,7 +1,9 @@
 //! `jcs`: run a scheduler node (`jcs serve`), or talk to one (`jcs center|spec|image|dataset|job`),
 //! or measure one (`jcs bench`).
 
-use jcs_node::{config, node};
+use std::process::ExitCode;
+
+use jcs_node::{cli, config, node};
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -17,6 +19,8 @@ struct Cli {
 enum Cmd {
     /// Run a scheduler node.
     Serve(config::ServeArgs),
+    #[command(flatten)]
+    Client(cli::Command),
 }
 
 fn init_tracing(default_filter: &str) {
@@ -28,7 +32,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -37,13 +42,15 @@ async fn shutdown_signal() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Cmd::Serve(args) => {
             let config = config::Config::load(&args)?;
             init_tracing(&config.log);
             let node = node::Node::start(config, shutdown_signal()).await?;
-            node.wait().await
+            node.wait().await?;
+            Ok(ExitCode::SUCCESS)
         }
+        Cmd::Client(command) => Ok(cli::run(command).await),
     }
 }

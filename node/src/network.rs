@@ -3,9 +3,12 @@
 //! clusters get more than one member (issue: high availability).
 
 use jcs_raft::{NodeId, NodeInfo, TypeConfig};
-use openraft::error::{RPCError, RaftError, Unreachable};
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
 
 /// Network factory for a single-member cluster.
 pub struct NoPeers;
@@ -44,6 +47,14 @@ impl RaftNetwork<TypeConfig> for NoPeer {
         _rpc: VoteRequest<NodeId>,
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        Err(self.unreachable())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>> {
         Err(self.unreachable())
     }
 }

@@ -171,7 +171,7 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
         ("POST", "/openapi/v1/trainjob", "application/json", unknown_field.to_string(), 400, "MALFORMED_REQUEST", "replicaNumbr"),
         ("POST", "/openapi/v1/trainjob", "application/json", json!({"name": "x", "tasks": []}).to_string(), 400, "INVALID_ARGUMENT", "tasks: must contain"),
         ("POST", "/openapi/v1/trainjob", "application/json", format!("{{\"name\":\"{}\"}}", "x".repeat(100_000)), 413, "PAYLOAD_TOO_LARGE", "max_body_bytes"),
-        ("POST", "/openapi/v1/trainjob", "application/json", "[1,2]".into(), 400, "MALFORMED_REQUEST", "body: invalid type"),
+        ("POST", "/openapi/v1/trainjob", "application/json", "[1,2]".into(), 400, "MALFORMED_REQUEST", "invalid type: integer"),
         ("GET", "/openapi/v1/trainjob?status=bogus", "", String::new(), 400, "INVALID_ARGUMENT", "status: 'bogus'"),
         ("GET", "/openapi/v1/trainjob?pageSize=0", "", String::new(), 400, "INVALID_ARGUMENT", "pageSize"),
         ("GET", "/openapi/v1/trainjob?page=abc", "", String::new(), 400, "INVALID_ARGUMENT", "query:"),

@@ -2,7 +2,7 @@
 //! function over a [`Kv`]. No clock, no randomness, no I/O beyond the map: the same log gives
 //! the same state everywhere.
 
-use jcs_api::model::{Center, CenterMetrics, Dataset, Image, Job, ObjectKind, ResourceSpec, RunState};
+use jcs_api::model::{CenterMetrics, Dataset, Image, Job, ObjectKind, ResourceSpec, RunState};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -25,7 +25,13 @@ pub fn apply(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandR
             .map(|r| r.map(|()| Outcome::Center(center)))
         }
         Command::PutSpec { spec, mode } => {
-            if let Some(refusal) = missing_reference(kv, "computing_center_list", spec.references())? {
+            let listed = spec.centers().into_iter().map(|c| (ObjectKind::Center, c)).collect();
+            let priced = spec.center_prices.keys().map(|c| (ObjectKind::Center, c.clone())).collect();
+            let missing = match missing_reference(kv, "computing_center_list", listed)? {
+                Some(refusal) => Some(refusal),
+                None => missing_reference(kv, "center_prices", priced)?,
+            };
+            if let Some(refusal) = missing {
                 return Ok(Err(refusal));
             }
             let mut spec = spec.clone();
@@ -48,8 +54,12 @@ pub fn apply(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandR
             .map(|r| r.map(|()| Outcome::Image(image)))
         }
         Command::PutDataset { dataset, mode } => {
-            if let Some(refusal) = missing_reference(kv, "location.ai_center_id", dataset.references())? {
-                return Ok(Err(refusal));
+            for (i, location) in dataset.location.iter().enumerate() {
+                let field = format!("location[{i}].ai_center_id");
+                let center = vec![(ObjectKind::Center, location.ai_center_id.clone())];
+                if let Some(refusal) = missing_reference(kv, &field, center)? {
+                    return Ok(Err(refusal));
+                }
             }
             let mut dataset = dataset.clone();
             put_object(kv, ObjectKind::Dataset, &dataset.dataset_id(), *mode, at_ms, &mut dataset, |d, t| {
@@ -87,12 +97,19 @@ fn validate(command: &Command) -> Result<(), jcs_api::ApiError> {
             id("ai_center_id", center_id, MAX_ID_LEN)?;
             metrics.validate()
         }
-        Command::SubmitJob { request, .. } => request.validate(),
+        Command::SubmitJob { request, idempotency_key } => {
+            if let Some(key) = idempotency_key {
+                jcs_api::validate::text("Idempotency-Key", key, jcs_api::validate::MAX_IDEMPOTENCY_KEY_LEN)?;
+            }
+            request.validate()
+        }
+        Command::StopJob { reason, .. } => {
+            jcs_api::validate::optional_text("reason", reason, jcs_api::validate::MAX_DESC_LEN)
+        }
         Command::DeleteCenter { .. }
         | Command::DeleteSpec { .. }
         | Command::DeleteImage { .. }
-        | Command::DeleteDataset { .. }
-        | Command::StopJob { .. } => Ok(()),
+        | Command::DeleteDataset { .. } => Ok(()),
     }
 }
 
@@ -169,7 +186,8 @@ fn first_referrer(kv: &impl Kv, kind: ObjectKind, id: &str) -> Result<Option<(Ob
     for state in [RunState::Pending, RunState::Running] {
         for job_id in tables::job_ids_in(kv, state)? {
             let Some(job) = get::<Job>(kv, ObjectKind::Job, &job_id)? else { continue };
-            let placed_here = kind == ObjectKind::Center && job.tasks.iter().any(|t| t.center_ids.iter().any(|c| c == id));
+            let placed_here =
+                kind == ObjectKind::Center && job.tasks.iter().any(|t| t.center_ids.iter().any(|c| c == id));
             if placed_here || job.references().contains(&target) {
                 return Ok(Some((ObjectKind::Job, job_id)));
             }

@@ -16,20 +16,49 @@ pub enum WriteMode {
 /// One state change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    PutCenter { center: Center, mode: WriteMode },
-    DeleteCenter { id: String },
-    PutSpec { spec: ResourceSpec, mode: WriteMode },
-    DeleteSpec { id: String },
-    PutImage { image: Image, mode: WriteMode },
-    DeleteImage { id: String },
-    PutDataset { dataset: Dataset, mode: WriteMode },
-    DeleteDataset { id: String },
+    PutCenter {
+        center: Center,
+        mode: WriteMode,
+    },
+    DeleteCenter {
+        id: String,
+    },
+    PutSpec {
+        spec: ResourceSpec,
+        mode: WriteMode,
+    },
+    DeleteSpec {
+        id: String,
+    },
+    PutImage {
+        image: Image,
+        mode: WriteMode,
+    },
+    DeleteImage {
+        id: String,
+    },
+    PutDataset {
+        dataset: Dataset,
+        mode: WriteMode,
+    },
+    DeleteDataset {
+        id: String,
+    },
     /// A Table 4 monitoring report for a center.
-    ReportMetrics { center_id: String, metrics: CenterMetrics },
+    ReportMetrics {
+        center_id: String,
+        metrics: CenterMetrics,
+    },
     /// A.1: queue a new job; a repeated `idempotency_key` returns the job it created.
-    SubmitJob { request: CreateTrainJob, idempotency_key: Option<String> },
+    SubmitJob {
+        request: CreateTrainJob,
+        idempotency_key: Option<String>,
+    },
     /// A.2: stop a job; stopping a finished job is a no-op.
-    StopJob { job_id: String, reason: String },
+    StopJob {
+        job_id: String,
+        reason: String,
+    },
 }
 
 /// The Raft log's application payload: a batch of commands stamped with the proposer's clock.
@@ -56,7 +85,10 @@ pub enum Outcome {
     Dataset(Dataset),
     Metrics(CenterMetrics),
     /// The job as stored; `replayed` when an idempotent retry returned an existing job.
-    Job { job: Box<Job>, replayed: bool },
+    Job {
+        job: Box<Job>,
+        replayed: bool,
+    },
     Deleted,
 }
 

@@ -25,11 +25,7 @@ pub trait KvRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Visits every entry whose key starts with `prefix`, in key order, until `visit` breaks.
-    fn scan(
-        &self,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
-    ) -> Result<(), StoreError>;
+    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>) -> Result<(), StoreError>;
 }
 
 /// Write access; writes become visible to later reads through the same handle.
@@ -48,10 +44,8 @@ pub fn get_json<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), key: &[u8]) ->
 
 /// Decodes a JSON value read at `key`.
 pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
 }
 
 /// Encodes and writes a JSON value.

@@ -59,7 +59,11 @@ pub fn job_id(seq: u64) -> String {
 }
 
 /// Reads one catalog object or job.
-pub fn get<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), kind: ObjectKind, id: &str) -> Result<Option<T>, StoreError> {
+pub fn get<T: DeserializeOwned>(
+    kv: &(impl KvRead + ?Sized),
+    kind: ObjectKind,
+    id: &str,
+) -> Result<Option<T>, StoreError> {
     get_json(kv, &object_key(kind, id))
 }
 

@@ -34,7 +34,8 @@ fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
 fn catalog_and_job() -> Proposal {
     let commands = vec![
         Command::PutCenter {
-            center: serde_json::from_value(json!({"ai_center_id": "c1", "name": "Center 1", "region": "east"})).unwrap(),
+            center: serde_json::from_value(json!({"ai_center_id": "c1", "name": "Center 1", "region": "east"}))
+                .unwrap(),
             mode: WriteMode::Create,
         },
         Command::PutSpec {
@@ -65,8 +66,10 @@ fn catalog_and_job() -> Proposal {
     Proposal { at_ms: 1_700_000_000_000, commands }
 }
 
+/// Like openraft's, the log starts at index 0.
 fn history() -> Vec<Entry<TypeConfig>> {
     vec![
+        entry(0, EntryPayload::Blank),
         entry(1, EntryPayload::Blank),
         entry(2, EntryPayload::Membership(membership())),
         entry(3, EntryPayload::Normal(catalog_and_job())),
@@ -113,8 +116,8 @@ async fn log_vote_and_committed_survive_reopen() {
     let state = log.get_log_state().await.unwrap();
     assert_eq!((state.last_purged_log_id, state.last_log_id), (None, Some(log_id(1, 3))));
     let mut reader = log.get_log_reader().await;
-    assert_eq!(as_json(&reader.try_get_log_entries(1..).await.unwrap()), as_json(&history()));
-    assert_eq!(as_json(&reader.try_get_log_entries(2..=2).await.unwrap()), as_json(&history()[1..2]));
+    assert_eq!(as_json(&reader.try_get_log_entries(..).await.unwrap()), as_json(&history()));
+    assert_eq!(as_json(&reader.try_get_log_entries(2..=2).await.unwrap()), as_json(&history()[2..3]));
 }
 
 #[tokio::test]
@@ -140,9 +143,9 @@ async fn applied_job_survives_reopen() {
     {
         let (_log, mut sm, reader) = open(dir.path());
         let results = sm.apply(history()).await.unwrap();
-        assert_eq!(results.len(), 3);
-        assert!(results[0].results.is_empty() && results[1].results.is_empty());
-        let outcomes: Vec<_> = results[2].results.iter().map(|r| r.as_ref().expect("command accepted")).collect();
+        assert_eq!(results.len(), 4);
+        assert!(results[..3].iter().all(|r| r.results.is_empty()));
+        let outcomes: Vec<_> = results[3].results.iter().map(|r| r.as_ref().expect("command accepted")).collect();
         let Outcome::Job { job, replayed: false } = outcomes[3] else { panic!("not a new job: {:?}", outcomes[3]) };
         assert_eq!(job.status, RunState::Pending);
         assert_eq!(reader.last_applied_index(), Some(3));
@@ -175,7 +178,7 @@ async fn startup_replays_committed_entries_the_state_machine_lacks() {
         let (mut log, mut sm, _reader) = open(dir.path());
         log.blocking_append(history()).await.unwrap();
         log.save_committed(Some(log_id(1, 3))).await.unwrap();
-        sm.apply(history().into_iter().take(1)).await.unwrap();
+        sm.apply(history().into_iter().take(2)).await.unwrap();
     }
     let (mut log, mut sm, reader) = open(dir.path());
     assert_eq!(reader.last_applied_index(), Some(1));

@@ -27,10 +27,15 @@ pub trait CatalogKind {
     fn put(object: Self::Object, mode: WriteMode) -> Command;
     fn delete(id: String) -> Command;
     fn written(outcome: Outcome) -> Option<Self::Object>;
+
+    /// Checks an id taken from the URL path.
+    fn check_id(id: &str) -> Result<(), ApiError> {
+        validate::id("id", id, MAX_ID_LEN)
+    }
 }
 
 macro_rules! catalog_kind {
-    ($marker:ident, $object:ty, $kind:expr, |$o:ident| $id:expr, $put:ident { $field:ident }, $delete:ident, $outcome:ident) => {
+    ($marker:ident, $object:ty, $kind:expr, |$o:ident| $id:expr, $put:ident { $field:ident }, $delete:ident, $outcome:ident $(, |$path_id:ident| $check:expr)?) => {
         pub struct $marker;
         impl CatalogKind for $marker {
             type Object = $object;
@@ -50,6 +55,11 @@ macro_rules! catalog_kind {
                     _ => None,
                 }
             }
+            $(
+                fn check_id($path_id: &str) -> Result<(), ApiError> {
+                    $check
+                }
+            )?
         }
     };
 }
@@ -57,7 +67,11 @@ macro_rules! catalog_kind {
 catalog_kind!(Centers, Center, ObjectKind::Center, |c| c.ai_center_id.clone(), PutCenter { center }, DeleteCenter, Center);
 catalog_kind!(Specs, ResourceSpec, ObjectKind::ResourceSpec, |s| s.resource_spec_id.clone(), PutSpec { spec }, DeleteSpec, Spec);
 catalog_kind!(Images, Image, ObjectKind::Image, |i| i.image_id.clone(), PutImage { image }, DeleteImage, Image);
-catalog_kind!(Datasets, Dataset, ObjectKind::Dataset, |d| d.dataset_id(), PutDataset { dataset }, DeleteDataset, Dataset);
+catalog_kind!(Datasets, Dataset, ObjectKind::Dataset, |d| d.dataset_id(), PutDataset { dataset }, DeleteDataset, Dataset, |id| {
+    let (name, version) = id.split_once('@').ok_or_else(|| ApiError::invalid("id", "must be data_name@data_version"))?;
+    validate::id("id", name, MAX_ID_LEN)?;
+    validate::id("id", version, MAX_ID_LEN)
+});
 
 fn unexpected(outcome: &Outcome) -> HttpError {
     ApiError::new(ErrorCode::Internal, format!("unexpected outcome {outcome:?}")).into()
@@ -76,7 +90,7 @@ async fn create<K: CatalogKind>(state: AppState, object: K::Object) -> HttpResul
 }
 
 async fn replace<K: CatalogKind>(state: AppState, id: String, object: K::Object) -> HttpResult<K::Object> {
-    validate::id("id", &id, MAX_ID_LEN * 2 + 1)?;
+    K::check_id(&id)?;
     let body_id = K::id(&object);
     if body_id != id {
         return Err(ApiError::invalid("id", format!("path names '{id}' but the body names '{body_id}'")).into());
@@ -85,7 +99,7 @@ async fn replace<K: CatalogKind>(state: AppState, id: String, object: K::Object)
 }
 
 async fn get<K: CatalogKind>(state: AppState, id: String, options: ReadOptions) -> HttpResult<K::Object> {
-    validate::id("id", &id, MAX_ID_LEN * 2 + 1)?;
+    K::check_id(&id)?;
     let reader = state.read(&options).await?;
     match tables::get(reader, K::KIND, &id)? {
         Some(object) => ok(object),
@@ -100,7 +114,7 @@ async fn list<K: CatalogKind>(state: AppState, paging: PageQuery, options: ReadO
 }
 
 async fn delete<K: CatalogKind>(state: AppState, id: String) -> HttpResult<()> {
-    validate::id("id", &id, MAX_ID_LEN * 2 + 1)?;
+    K::check_id(&id)?;
     match state.write(K::delete(id)).await? {
         Outcome::Deleted => ok(()),
         other => Err(unexpected(&other)),

@@ -47,7 +47,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
-        let field = if path == "." { "body".to_string() } else { path };
+        let field = if path == "." || path == "?" { "body".to_string() } else { path };
         ApiError::new(ErrorCode::MalformedRequest, format!("{field}: {}", err.inner()))
     })?;
     de.end().map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("body: {e}")))?;

@@ -56,7 +56,8 @@ impl LogReader {
             opts.set_iterate_upper_bound(log_key(end));
         }
         let first = log_key(start);
-        let iter = self.db.raw().iterator_cf_opt(self.db.cf(CF_LOG)?, opts, IteratorMode::From(&first, Direction::Forward));
+        let iter =
+            self.db.raw().iterator_cf_opt(self.db.cf(CF_LOG)?, opts, IteratorMode::From(&first, Direction::Forward));
         iter.map(|item| {
             let (key, value) = item?;
             decode_json(CF_LOG, &key, &value)
@@ -123,9 +124,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Not synced: a `committed` lost in a crash only means fewer entries are re-applied at
     /// startup, and the shared WAL never lets it outlive the entries it points at.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
-        self.db()
-            .put_json(CF_RAFT_META, COMMITTED_KEY, &committed, false)
-            .map_err(|e| StorageIOError::write(&e).into())
+        self.db().put_json(CF_RAFT_META, COMMITTED_KEY, &committed, false).map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -153,6 +152,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
+    /// Synced, like [`Self::purge`]: both are rare, and a synced write also settles every
+    /// append before it.
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let write = || -> Result<(), DbError> {
             let cf = self.db().cf(CF_LOG)?;
@@ -164,13 +165,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         write().map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
+    /// Deletes the entries and records `last_purged_log_id` in one batch, so the log state
+    /// read back after a crash is always one of before or after.
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let write = || -> Result<(), DbError> {
             let cf = self.db().cf(CF_LOG)?;
             let mut batch = WriteBatch::default();
             batch.delete_range_cf(cf, log_key(0), log_key(log_id.index));
             batch.delete_cf(cf, log_key(log_id.index));
-            batch.put_cf(self.db().cf(CF_RAFT_META)?, LAST_PURGED_KEY, encode_json(CF_RAFT_META, LAST_PURGED_KEY, &log_id)?);
+            batch.put_cf(
+                self.db().cf(CF_RAFT_META)?,
+                LAST_PURGED_KEY,
+                encode_json(CF_RAFT_META, LAST_PURGED_KEY, &log_id)?,
+            );
             self.db().write(batch, true)
         };
         write().map_err(|e| StorageIOError::write_logs(&e).into())

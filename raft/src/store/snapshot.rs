@@ -104,7 +104,8 @@ impl SnapshotFiles {
         if saved.is_some_and(|current| current > meta.last_log_id) {
             return Ok(());
         }
-        let meta_json = serde_json::to_vec(meta).map_err(|source| DbError::Encode { what: "snapshot meta".into(), source })?;
+        let meta_json =
+            serde_json::to_vec(meta).map_err(|source| DbError::Encode { what: "snapshot meta".into(), source })?;
         let temp = self.dir.join(TEMP);
         let mut out = BufWriter::new(File::create(&temp)?);
         out.write_all(FILE_MAGIC)?;

@@ -87,7 +87,8 @@ fn put_applied_state(
 
 /// Applies every command of a proposal at the proposer's clock.
 fn run(kv: &mut impl Kv, proposal: &Proposal) -> Result<ProposalResult, StoreError> {
-    let results = proposal.commands.iter().map(|command| apply::apply(kv, command, proposal.at_ms)).collect::<Result<_, _>>()?;
+    let results =
+        proposal.commands.iter().map(|command| apply::apply(kv, command, proposal.at_ms)).collect::<Result<_, _>>()?;
     Ok(ProposalResult { results })
 }
 
@@ -137,7 +138,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError<NodeId>> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
         let (db, files, owned_meta) = (self.db.clone(), self.snapshots.clone(), meta.clone());
         blocking(move || install(&db, &files, &owned_meta, snapshot.into_inner()))
             .await
@@ -156,7 +161,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let (db, files) = (self.db.clone(), self.snapshots.clone());
-        let (meta, data) = blocking(move || build(&db, &files)).await.map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let (meta, data) =
+            blocking(move || build(&db, &files)).await.map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }

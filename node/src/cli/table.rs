@@ -1,0 +1,197 @@
+//! Table rendering for `--output table`: one row per object in listings (columns chosen per
+//! kind through [`Row`]), and a field/value table for a single object.
+
+use std::collections::BTreeSet;
+
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{ContentArrangement, Table};
+use jcs_api::model::{center_status, Center, Dataset, Image, JobInfo, Page, ResourceSpec, TaskInfo};
+use serde_json::Value;
+
+/// How an object appears as a row of a listing.
+pub trait Row {
+    /// Column titles.
+    const HEADER: &'static [&'static str];
+    /// One cell per column, in [`Row::HEADER`] order.
+    fn cells(&self) -> Vec<String>;
+}
+
+fn new_table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic).set_header(header);
+    table
+}
+
+/// A listing of `items`, one row each.
+pub fn rows<R: Row>(items: &[R]) -> String {
+    let mut table = new_table(R::HEADER);
+    for item in items {
+        table.add_row(item.cells());
+    }
+    table.to_string()
+}
+
+/// A page of a listing and a line saying where it sits among all pages.
+pub fn page<R: Row>(page: &Page<R>) -> String {
+    let pages = page.total.div_ceil(u64::from(page.page_size.max(1))).max(1);
+    format!("{}\npage {} of {}, {} in total", rows(&page.items), page.page, pages, page.total)
+}
+
+/// One object as FIELD / VALUE rows: scalars as they are, nested values as compact JSON.
+pub fn detail(object: &Value) -> String {
+    let mut table = new_table(&["FIELD", "VALUE"]);
+    if let Value::Object(fields) = object {
+        for (name, value) in fields {
+            table.add_row([name.clone(), scalar(value)]);
+        }
+    }
+    table.to_string()
+}
+
+/// A job: its fields, then one row per task.
+pub fn job(job: &JobInfo) -> String {
+    let mut fields = serde_json::to_value(job).expect("API types serialize to JSON");
+    if let Value::Object(map) = &mut fields {
+        map.remove("taskInfos");
+    }
+    format!("{}\n{}", detail(&fields), rows(&job.task_infos))
+}
+
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text.to_string()
+    }
+}
+
+fn joined<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    or_dash(&items.into_iter().collect::<Vec<_>>().join(","))
+}
+
+impl Row for Center {
+    const HEADER: &'static [&'static str] = &["ID", "NAME", "REGION", "STATUS", "ADAPTER", "SECURITY"];
+    fn cells(&self) -> Vec<String> {
+        let status = match self.status {
+            center_status::AVAILABLE => "available",
+            center_status::UNAVAILABLE => "unavailable",
+            _ => "unknown",
+        };
+        vec![
+            self.ai_center_id.clone(),
+            self.name.clone(),
+            self.region.clone(),
+            status.into(),
+            or_dash(&self.adapter.kind),
+            self.security_grade.to_string(),
+        ]
+    }
+}
+
+impl Row for ResourceSpec {
+    const HEADER: &'static [&'static str] = &["ID", "NAME", "RESOURCES", "SERVICE", "PRICE", "CENTERS"];
+    fn cells(&self) -> Vec<String> {
+        let resources: Vec<String> = self.resource_quantity.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let service = serde_json::to_value(self.service_type).expect("API types serialize to JSON");
+        vec![
+            self.resource_spec_id.clone(),
+            self.resource_spec_name.clone(),
+            resources.join(","),
+            scalar(&service),
+            self.price.to_string(),
+            or_dash(&self.computing_center_list),
+        ]
+    }
+}
+
+impl Row for Image {
+    const HEADER: &'static [&'static str] = &["ID", "NAME", "CENTER", "FRAMEWORK", "BASE OS", "CUDA", "SPECS"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.image_id.clone(),
+            self.name.clone(),
+            self.ai_center_id.clone(),
+            or_dash(&self.framework),
+            or_dash(&self.base_os.base_os),
+            or_dash(&self.base_os.cuda_version),
+            or_dash(&self.resource_spec),
+        ]
+    }
+}
+
+impl Row for Dataset {
+    const HEADER: &'static [&'static str] = &["ID", "OWNER", "SIZE MB", "PRIVATE", "CENTERS"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.dataset_id(),
+            or_dash(&self.created_user),
+            self.size_mb.to_string(),
+            self.private.to_string(),
+            joined(self.location.iter().map(|l| l.ai_center_id.as_str())),
+        ]
+    }
+}
+
+impl Row for JobInfo {
+    const HEADER: &'static [&'static str] = &["JOB ID", "NAME", "USER", "STATUS", "TASKS", "CENTERS"];
+    fn cells(&self) -> Vec<String> {
+        let centers: BTreeSet<&str> =
+            self.task_infos.iter().flat_map(|t| t.center_ids.iter().map(String::as_str)).collect();
+        vec![
+            self.job_id.clone(),
+            self.name.clone(),
+            self.user_name.clone(),
+            self.status.as_str().into(),
+            self.task_infos.len().to_string(),
+            joined(centers),
+        ]
+    }
+}
+
+impl Row for TaskInfo {
+    const HEADER: &'static [&'static str] = &["TASK", "IMAGE", "SPEC", "REPLICAS", "CENTERS", "REPLICA STATUS"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.image_id.clone(),
+            self.resource_spec_id.clone(),
+            self.replica_number.to_string(),
+            joined(self.center_ids.iter().map(String::as_str)),
+            joined(self.replica_status.iter().map(|s| s.as_str())),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn listings_and_details_show_the_fields() {
+        let job: JobInfo = serde_json::from_value(json!({
+            "jobId": "job-1", "name": "resnet", "status": "pending", "statusReason": "", "userName": "alice",
+            "desc": "", "createdAt": 1, "updatedAt": 1,
+            "taskInfos": [{"name": "train", "command": "python train.py", "imageId": "img", "resourceSpecId": "gpu-1x",
+                           "replicaNumber": 2, "centerIDs": ["a", "b"], "replicaStatus": ["pending", "running"]}]
+        }))
+        .unwrap();
+        let listing = page(&Page { total: 3, page: 1, page_size: 2, items: vec![job.clone()] });
+        for text in ["JOB ID", "job-1", "alice", "pending", "a,b", "page 1 of 2, 3 in total"] {
+            assert!(listing.contains(text), "{text} missing from\n{listing}");
+        }
+        let shown = super::job(&job);
+        for text in ["FIELD", "userName", "REPLICA STATUS", "pending,running", "gpu-1x"] {
+            assert!(shown.contains(text), "{text} missing from\n{shown}");
+        }
+        assert!(!shown.contains("taskInfos"));
+    }
+}
