@@ -51,7 +51,10 @@ pub fn id(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
         return Err(ApiError::invalid(field, format!("is {} characters, at most {max} allowed", value.len())));
     }
     if value.starts_with('.') || !value.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-        return Err(ApiError::invalid(field, "may contain only letters, digits, '.', '_', '-' and must not start with '.'"));
+        return Err(ApiError::invalid(
+            field,
+            "may contain only letters, digits, '.', '_', '-' and must not start with '.'",
+        ));
     }
     Ok(())
 }

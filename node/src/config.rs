@@ -112,7 +112,8 @@ impl Config {
     pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
         let mut config = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
                 Config::from_toml(&text, path)?
             }
             None => Config::default(),
@@ -177,9 +178,21 @@ mod tests {
     fn every_field_is_in_the_template() {
         let fields: toml::Table = toml::from_str(TEMPLATE).unwrap();
         for name in [
-            "node_id", "data_dir", "http", "raft", "max_body_bytes", "write_timeout_ms", "max_batch",
-            "max_inflight_batches", "heartbeat_interval_ms", "election_timeout_min_ms", "election_timeout_max_ms",
-            "snapshot_after_logs", "logs_kept_after_snapshot", "demo", "log",
+            "node_id",
+            "data_dir",
+            "http",
+            "raft",
+            "max_body_bytes",
+            "write_timeout_ms",
+            "max_batch",
+            "max_inflight_batches",
+            "heartbeat_interval_ms",
+            "election_timeout_min_ms",
+            "election_timeout_max_ms",
+            "snapshot_after_logs",
+            "logs_kept_after_snapshot",
+            "demo",
+            "log",
         ] {
             assert!(fields.contains_key(name), "{name} missing from examples/config.toml");
         }
@@ -190,7 +203,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "node_id = 7\nhttp = \"127.0.0.1:1\"\n").unwrap();
-        let args = ServeArgs { config: Some(path.clone()), http: Some("127.0.0.1:2".parse().unwrap()), ..Default::default() };
+        let args =
+            ServeArgs { config: Some(path.clone()), http: Some("127.0.0.1:2".parse().unwrap()), ..Default::default() };
         let config = Config::load(&args).unwrap();
         assert_eq!((config.node_id, config.http.port()), (7, 2));
         std::fs::write(&path, "nodeid = 7\n").unwrap();

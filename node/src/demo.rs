@@ -24,7 +24,8 @@ struct DemoCatalog {
 fn commands() -> Result<Vec<Command>, serde_yaml::Error> {
     let demo: DemoCatalog = serde_yaml::from_str(CATALOG)?;
     let mode = WriteMode::Create;
-    let mut commands: Vec<Command> = demo.centers.into_iter().map(|center| Command::PutCenter { center, mode }).collect();
+    let mut commands: Vec<Command> =
+        demo.centers.into_iter().map(|center| Command::PutCenter { center, mode }).collect();
     commands.extend(demo.specs.into_iter().map(|spec| Command::PutSpec { spec, mode }));
     commands.extend(demo.images.into_iter().map(|image| Command::PutImage { image, mode }));
     commands.extend(demo.datasets.into_iter().map(|dataset| Command::PutDataset { dataset, mode }));

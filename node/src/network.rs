@@ -28,7 +28,10 @@ impl RaftNetworkFactory<TypeConfig> for NoPeers {
 
 impl NoPeer {
     fn unreachable<E: std::error::Error>(&self) -> RPCError<NodeId, NodeInfo, E> {
-        let why = std::io::Error::other(format!("node {} is not reachable: this build runs one-member clusters", self.target));
+        let why = std::io::Error::other(format!(
+            "node {} is not reachable: this build runs one-member clusters",
+            self.target
+        ));
         RPCError::Unreachable(Unreachable::new(&why))
     }
 }
@@ -54,7 +57,8 @@ impl RaftNetwork<TypeConfig> for NoPeer {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
+    {
         Err(self.unreachable())
     }
 }

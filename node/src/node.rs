@@ -43,12 +43,13 @@ impl Node {
     pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-        let (log_store, state_machine, reader) = jcs_raft::store::open(&config.data_dir.join("db"))
+        let (log_store, state_machine, reader) = jcs_raft::store::open(&config.data_dir)
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
         let raft_config = Arc::new(config.raft_config()?);
         let raft = Raft::new(config.node_id, raft_config, NoPeers, log_store, state_machine).await?;
 
-        let listener = TcpListener::bind(config.http).await.with_context(|| format!("cannot listen on {}", config.http))?;
+        let listener =
+            TcpListener::bind(config.http).await.with_context(|| format!("cannot listen on {}", config.http))?;
         let http_addr = listener.local_addr()?;
         let fresh = !raft.is_initialized().await?;
         if fresh {
@@ -57,7 +58,8 @@ impl Node {
             tracing::info!(node_id = config.node_id, "initialised a new one-member cluster");
         }
         let ready_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
-        let proposer = Proposer::start(raft.clone(), config.max_batch, config.max_inflight_batches, config.write_timeout());
+        let proposer =
+            Proposer::start(raft.clone(), config.max_batch, config.max_inflight_batches, config.write_timeout());
         tokio::spawn(export_raft_metrics(raft.clone()));
 
         if fresh && config.demo {
@@ -65,7 +67,8 @@ impl Node {
             crate::demo::load(&proposer).await?;
         }
 
-        let state = AppState { raft: raft.clone(), proposer: proposer.clone(), reader, prometheus: prometheus(), ready_index };
+        let state =
+            AppState { raft: raft.clone(), proposer: proposer.clone(), reader, prometheus: prometheus(), ready_index };
         let app = http::router(state, config.max_body_bytes);
         let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
         tracing::info!(node_id = config.node_id, %http_addr, data_dir = %config.data_dir.display(), "jcs node serving");

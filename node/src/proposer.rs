@@ -88,15 +88,16 @@ async fn commit(raft: &Raft, batch: Vec<Pending>) {
         Ok(response) => {
             let mut results = response.data.results.into_iter();
             for reply in replies {
-                let result = results.next().ok_or_else(|| ProposeError::Fatal("state machine returned too few results".into()));
+                let result =
+                    results.next().ok_or_else(|| ProposeError::Fatal("state machine returned too few results".into()));
                 let _ = reply.send(result);
             }
         }
         Err(err) => {
             let err = match err {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)) => ProposeError::NotLeader {
-                    leader: fwd.leader_id.zip(fwd.leader_node),
-                },
+                RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)) => {
+                    ProposeError::NotLeader { leader: fwd.leader_id.zip(fwd.leader_node) }
+                }
                 other => {
                     tracing::error!(error = %other, "raft write failed");
                     ProposeError::Fatal(other.to_string())

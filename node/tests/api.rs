@@ -8,7 +8,13 @@ use serde_json::{json, Value};
 
 async fn snapshot_state(node: &TestNode) -> Vec<Value> {
     let mut state = Vec::new();
-    for path in ["/openapi/v1/trainjob", "/openapi/v1/centers", "/openapi/v1/resourcespecs", "/openapi/v1/images", "/openapi/v1/datasets"] {
+    for path in [
+        "/openapi/v1/trainjob",
+        "/openapi/v1/centers",
+        "/openapi/v1/resourcespecs",
+        "/openapi/v1/images",
+        "/openapi/v1/datasets",
+    ] {
         let (status, body) = node.get(&format!("{path}?pageSize=1000")).await;
         assert_eq!(status, 200, "{body}");
         state.push(body["data"].clone());
@@ -21,7 +27,10 @@ async fn a1_to_a4_follow_the_standard() {
     let node = TestNode::start().await;
     let (status, created) = node.post("/openapi/v1/trainjob", job_body("resnet")).await;
     assert_eq!(status, 200, "{created}");
-    assert_eq!((created["status"].clone(), created["code"].clone(), created["errorMsg"].clone()), (json!(200), json!("OK"), json!("")));
+    assert_eq!(
+        (created["status"].clone(), created["code"].clone(), created["errorMsg"].clone()),
+        (json!(200), json!("OK"), json!(""))
+    );
     let job_id = created["data"]["jobId"].as_str().unwrap().to_string();
     assert_eq!(created["data"]["taskInfos"], json!([{"name": "train", "centerIDs": []}]));
 
@@ -253,8 +262,13 @@ async fn openapi_lists_every_route_and_ops_endpoints_answer() {
     // And the other way round: every documented operation is served (never ROUTE_NOT_FOUND).
     for (path, operations) in paths {
         for method in operations.as_object().unwrap().keys() {
-            let concrete = path.replace("{id}", "x").replace("{jobId}", "x").replace("{taskIndex}", "0").replace("{replicaIndex}", "0");
-            let response = node.client.request(method.to_uppercase().parse().unwrap(), node.url(&concrete)).send().await.unwrap();
+            let concrete = path
+                .replace("{id}", "x")
+                .replace("{jobId}", "x")
+                .replace("{taskIndex}", "0")
+                .replace("{replicaIndex}", "0");
+            let response =
+                node.client.request(method.to_uppercase().parse().unwrap(), node.url(&concrete)).send().await.unwrap();
             assert_ne!(response.status().as_u16(), 405, "{method} {path}");
             if response.headers().get("content-type").is_some_and(|c| c.to_str().unwrap().contains("json")) {
                 let envelope: Value = response.json().await.unwrap();

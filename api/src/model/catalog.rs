@@ -474,8 +474,7 @@ mod tests {
 
     #[test]
     fn center_validation_names_the_field() {
-        let mut c: Center =
-            serde_json::from_value(json!({"ai_center_id":"c","name":"n","region":"r"})).unwrap();
+        let mut c: Center = serde_json::from_value(json!({"ai_center_id":"c","name":"n","region":"r"})).unwrap();
         assert_eq!(c.status, center_status::UNKNOWN);
         c.validate().unwrap();
         c.geometry = [200.0, 0.0];

@@ -82,7 +82,10 @@ impl CreateTrainJob {
             return Err(ApiError::invalid("tasks", "must contain at least one task"));
         }
         if self.tasks.len() > MAX_TASKS {
-            return Err(ApiError::invalid("tasks", format!("has {} tasks, at most {MAX_TASKS} allowed", self.tasks.len())));
+            return Err(ApiError::invalid(
+                "tasks",
+                format!("has {} tasks, at most {MAX_TASKS} allowed", self.tasks.len()),
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, task) in self.tasks.iter().enumerate() {
@@ -297,9 +300,9 @@ impl JobFilter {
     pub fn state(&self) -> Result<Option<RunState>, ApiError> {
         match &self.status {
             None => Ok(None),
-            Some(text) => RunState::parse(text)
-                .map(Some)
-                .ok_or_else(|| ApiError::invalid("status", format!("'{text}' is not one of pending, running, completed, failed"))),
+            Some(text) => RunState::parse(text).map(Some).ok_or_else(|| {
+                ApiError::invalid("status", format!("'{text}' is not one of pending, running, completed, failed"))
+            }),
         }
     }
 }
@@ -339,7 +342,13 @@ mod tests {
             (|r| r.tasks[0].replica_number = 1_000_000, "tasks[0].replicaNumber"),
             (|r| r.tasks[0].image_id = "../x".into(), "tasks[0].imageId"),
             (|r| r.tasks[0].command = " ".into(), "tasks[0].command"),
-            (|r| { let t = r.tasks[0].clone(); r.tasks.push(t) }, "tasks[1].name"),
+            (
+                |r| {
+                    let t = r.tasks[0].clone();
+                    r.tasks.push(t)
+                },
+                "tasks[1].name",
+            ),
         ];
         for (mutate, expected) in cases {
             let mut req = request();

@@ -52,10 +52,16 @@ pub enum Command {
 #[derive(Args, Clone)]
 pub struct ClientOpts {
     /// Base URL of a jcs node.
-    #[arg(long, global = true, env = "JCS_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "JCS_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        help_heading = "Client options"
+    )]
     pub server: String,
     /// How to print results: `table` for people, `json` (the envelope's `data`) for scripts.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table, help_heading = "Client options")]
     pub output: Output,
 }
 

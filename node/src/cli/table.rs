@@ -37,15 +37,33 @@ pub fn page<R: Row>(page: &Page<R>) -> String {
     format!("{}\npage {} of {}, {} in total", rows(&page.items), page.page, pages, page.total)
 }
 
-/// One object as FIELD / VALUE rows: scalars as they are, nested values as compact JSON.
+/// One object as FIELD / VALUE rows. Nested objects and lists of objects are spelled out one
+/// leaf per row (`power.device_watts.gpu`, `location[1].ai_center_id`) so the table stays narrow.
 pub fn detail(object: &Value) -> String {
     let mut table = new_table(&["FIELD", "VALUE"]);
-    if let Value::Object(fields) = object {
-        for (name, value) in fields {
-            table.add_row([name.clone(), scalar(value)]);
-        }
+    let mut leaves = Vec::new();
+    flatten(String::new(), object, &mut leaves);
+    for (field, value) in leaves {
+        table.add_row([field, value]);
     }
     table.to_string()
+}
+
+fn flatten(path: String, value: &Value, leaves: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(fields) if !fields.is_empty() => {
+            for (name, value) in fields {
+                let path = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+                flatten(path, value, leaves);
+            }
+        }
+        Value::Array(items) if items.iter().any(|item| item.is_object() || item.is_array()) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(format!("{path}[{i}]"), item, leaves);
+            }
+        }
+        leaf => leaves.push((path, scalar(leaf))),
+    }
 }
 
 /// A job: its fields, then one row per task.
@@ -59,7 +77,7 @@ pub fn job(job: &JobInfo) -> String {
 
 fn scalar(value: &Value) -> String {
     match value {
-        Value::String(text) => text.clone(),
+        Value::String(text) => or_dash(text),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
@@ -193,5 +211,27 @@ mod tests {
             assert!(shown.contains(text), "{text} missing from\n{shown}");
         }
         assert!(!shown.contains("taskInfos"));
+    }
+
+    #[test]
+    fn details_spell_out_nested_values_one_leaf_per_row() {
+        let object = json!({"id": "c", "geometry": [1.5, 2.0], "power": {"device_watts": {"gpu": 300}}, "config": {},
+                            "location": [{"ai_center_id": "a"}, {"ai_center_id": "b"}], "reason": ""});
+        let mut leaves = Vec::new();
+        flatten(String::new(), &object, &mut leaves);
+        let mut leaves: Vec<(&str, &str)> = leaves.iter().map(|(f, v)| (f.as_str(), v.as_str())).collect();
+        leaves.sort();
+        assert_eq!(
+            leaves,
+            vec![
+                ("config", "{}"),
+                ("geometry", "[1.5,2.0]"),
+                ("id", "c"),
+                ("location[0].ai_center_id", "a"),
+                ("location[1].ai_center_id", "b"),
+                ("power.device_watts.gpu", "300"),
+                ("reason", "-"),
+            ]
+        );
     }
 }

@@ -64,14 +64,40 @@ macro_rules! catalog_kind {
     };
 }
 
-catalog_kind!(Centers, Center, ObjectKind::Center, |c| c.ai_center_id.clone(), PutCenter { center }, DeleteCenter, Center);
-catalog_kind!(Specs, ResourceSpec, ObjectKind::ResourceSpec, |s| s.resource_spec_id.clone(), PutSpec { spec }, DeleteSpec, Spec);
+catalog_kind!(
+    Centers,
+    Center,
+    ObjectKind::Center,
+    |c| c.ai_center_id.clone(),
+    PutCenter { center },
+    DeleteCenter,
+    Center
+);
+catalog_kind!(
+    Specs,
+    ResourceSpec,
+    ObjectKind::ResourceSpec,
+    |s| s.resource_spec_id.clone(),
+    PutSpec { spec },
+    DeleteSpec,
+    Spec
+);
 catalog_kind!(Images, Image, ObjectKind::Image, |i| i.image_id.clone(), PutImage { image }, DeleteImage, Image);
-catalog_kind!(Datasets, Dataset, ObjectKind::Dataset, |d| d.dataset_id(), PutDataset { dataset }, DeleteDataset, Dataset, |id| {
-    let (name, version) = id.split_once('@').ok_or_else(|| ApiError::invalid("id", "must be data_name@data_version"))?;
-    validate::id("id", name, MAX_ID_LEN)?;
-    validate::id("id", version, MAX_ID_LEN)
-});
+catalog_kind!(
+    Datasets,
+    Dataset,
+    ObjectKind::Dataset,
+    |d| d.dataset_id(),
+    PutDataset { dataset },
+    DeleteDataset,
+    Dataset,
+    |id| {
+        let (name, version) =
+            id.split_once('@').ok_or_else(|| ApiError::invalid("id", "must be data_name@data_version"))?;
+        validate::id("id", name, MAX_ID_LEN)?;
+        validate::id("id", version, MAX_ID_LEN)
+    }
+);
 
 fn unexpected(outcome: &Outcome) -> HttpError {
     ApiError::new(ErrorCode::Internal, format!("unexpected outcome {outcome:?}")).into()
@@ -178,7 +204,14 @@ macro_rules! catalog_endpoints {
 }
 
 catalog_endpoints!(centers, Centers, Center, "/openapi/v1/centers", "/openapi/v1/centers/{id}", "centers");
-catalog_endpoints!(specs, Specs, ResourceSpec, "/openapi/v1/resourcespecs", "/openapi/v1/resourcespecs/{id}", "resourcespecs");
+catalog_endpoints!(
+    specs,
+    Specs,
+    ResourceSpec,
+    "/openapi/v1/resourcespecs",
+    "/openapi/v1/resourcespecs/{id}",
+    "resourcespecs"
+);
 catalog_endpoints!(images, Images, Image, "/openapi/v1/images", "/openapi/v1/images/{id}", "images");
 catalog_endpoints!(datasets, Datasets, Dataset, "/openapi/v1/datasets", "/openapi/v1/datasets/{id}", "datasets");
 

@@ -27,7 +27,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .and_then(|v| v.split(';').next())
             .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
         if !is_json {
-            return Err(ApiError::new(ErrorCode::UnsupportedMediaType, "body: Content-Type must be application/json").into());
+            return Err(
+                ApiError::new(ErrorCode::UnsupportedMediaType, "body: Content-Type must be application/json").into()
+            );
         }
         let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
         parse_json(&bytes).map(Body)

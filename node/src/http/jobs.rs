@@ -2,7 +2,9 @@
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use jcs_api::model::{CreateTrainJob, CreateTrainJobResponse, Job, JobFilter, JobInfo, LogLocation, ObjectKind, Page, PageQuery};
+use jcs_api::model::{
+    CreateTrainJob, CreateTrainJobResponse, Job, JobFilter, JobInfo, LogLocation, ObjectKind, Page, PageQuery,
+};
 use jcs_api::validate::{self, MAX_IDEMPOTENCY_KEY_LEN, MAX_ID_LEN};
 use jcs_api::{ApiError, Envelope, ErrorCode};
 use jcs_raft::command::{Command, Outcome};
@@ -33,10 +35,7 @@ fn job_outcome(outcome: Outcome) -> Result<Job, HttpError> {
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
     let Some(value) = headers.get(IDEMPOTENCY_HEADER) else { return Ok(None) };
-    let key = value
-        .to_str()
-        .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?
-        .to_string();
+    let key = value.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?.to_string();
     validate::text("Idempotency-Key", &key, MAX_IDEMPOTENCY_KEY_LEN)?;
     Ok(Some(key))
 }

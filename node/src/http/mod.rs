@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use jcs_api::{ApiError, ErrorCode};
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -25,7 +26,10 @@ pub use self::jobs::IDEMPOTENCY_HEADER;
 pub use self::state::AppState;
 
 #[derive(OpenApi)]
-#[openapi(info(title = "jcs — JointCloud scheduler", description = "T/AI 123.6 Appendix A and the jcs catalog. Every response is the envelope {status, code, errorMsg, data}."))]
+#[openapi(info(
+    title = "jcs — JointCloud scheduler",
+    description = "T/AI 123.6 Appendix A and the jcs catalog. Every response is the envelope {status, code, errorMsg, data}."
+))]
 struct ApiDoc;
 
 /// The routes and their OpenAPI description, built together.
@@ -46,7 +50,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// A panic in a handler is a bug; the client still gets the envelope, and the log gets the cause.
+fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let cause = cause
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| cause.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(cause, "handler panicked");
+    HttpError(ApiError::new(ErrorCode::Internal, "internal error while serving the request")).into_response()
 }
 
 async fn route_not_found(request: Request) -> HttpError {

@@ -51,5 +51,4 @@ impl AppState {
         }
         Ok(&self.reader)
     }
-
 }
