@@ -61,7 +61,7 @@ impl Default for Config {
             snapshot_after_logs: 20_000,
             logs_kept_after_snapshot: 5_000,
             demo: false,
-            log: "info".into(),
+            log: "info,openraft=warn".into(),
         }
     }
 }
