@@ -54,7 +54,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             write_timeout_ms: 5_000,
             max_batch: 1024,
-            max_inflight_batches: 4,
+            max_inflight_batches: 2,
             heartbeat_interval_ms: 100,
             election_timeout_min_ms: 400,
             election_timeout_max_ms: 800,
