@@ -84,6 +84,20 @@ pub struct ServeArgs {
     pub max_body_bytes: Option<usize>,
     #[arg(long, env = "JCS_WRITE_TIMEOUT_MS")]
     pub write_timeout_ms: Option<u64>,
+    #[arg(long, env = "JCS_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    #[arg(long, env = "JCS_MAX_INFLIGHT_BATCHES")]
+    pub max_inflight_batches: Option<usize>,
+    #[arg(long, env = "JCS_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    #[arg(long, env = "JCS_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    #[arg(long, env = "JCS_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    #[arg(long, env = "JCS_SNAPSHOT_AFTER_LOGS")]
+    pub snapshot_after_logs: Option<u64>,
+    #[arg(long, env = "JCS_LOGS_KEPT_AFTER_SNAPSHOT")]
+    pub logs_kept_after_snapshot: Option<u64>,
     /// Load the demo catalog on the first start.
     #[arg(long, env = "JCS_DEMO")]
     pub demo: bool,
@@ -119,7 +133,22 @@ impl Config {
             None => Config::default(),
         };
         macro_rules! overlay { ($($field:ident),*) => { $( if let Some(v) = &args.$field { config.$field = v.clone(); } )* } }
-        overlay!(node_id, data_dir, http, raft, max_body_bytes, write_timeout_ms, log);
+        overlay!(
+            node_id,
+            data_dir,
+            http,
+            raft,
+            max_body_bytes,
+            write_timeout_ms,
+            max_batch,
+            max_inflight_batches,
+            heartbeat_interval_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            snapshot_after_logs,
+            logs_kept_after_snapshot,
+            log
+        );
         config.demo |= args.demo;
         config.check()?;
         Ok(config)
@@ -196,6 +225,67 @@ mod tests {
         ] {
             assert!(fields.contains_key(name), "{name} missing from examples/config.toml");
         }
+    }
+
+    #[test]
+    fn every_option_has_a_flag() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "jcs",
+            "--node-id",
+            "3",
+            "--data-dir",
+            "d",
+            "--http",
+            "127.0.0.1:1",
+            "--raft",
+            "127.0.0.1:2",
+            "--max-body-bytes",
+            "10",
+            "--write-timeout-ms",
+            "11",
+            "--max-batch",
+            "12",
+            "--max-inflight-batches",
+            "13",
+            "--heartbeat-interval-ms",
+            "14",
+            "--election-timeout-min-ms",
+            "15",
+            "--election-timeout-max-ms",
+            "16",
+            "--snapshot-after-logs",
+            "17",
+            "--logs-kept-after-snapshot",
+            "18",
+            "--demo",
+            "--log",
+            "debug",
+        ])
+        .unwrap();
+        let config = Config::load(&cli.serve).unwrap();
+        let expected = Config {
+            node_id: 3,
+            data_dir: "d".into(),
+            http: "127.0.0.1:1".parse().unwrap(),
+            raft: "127.0.0.1:2".parse().unwrap(),
+            max_body_bytes: 10,
+            write_timeout_ms: 11,
+            max_batch: 12,
+            max_inflight_batches: 13,
+            heartbeat_interval_ms: 14,
+            election_timeout_min_ms: 15,
+            election_timeout_max_ms: 16,
+            snapshot_after_logs: 17,
+            logs_kept_after_snapshot: 18,
+            demo: true,
+            log: "debug".into(),
+        };
+        assert_eq!(config, expected);
     }
 
     #[test]
