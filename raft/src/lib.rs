@@ -7,10 +7,12 @@
 //! * [`tables`] — the key layout and typed reads.
 //! * [`apply`] — the transition function.
 //! * [`store`] — the RocksDB log store and state machine openraft drives.
+//! * [`schedule`] — the scheduler's pure scoring core: strategies, normalization, ranking.
 
 pub mod apply;
 pub mod command;
 pub mod kv;
+pub mod schedule;
 pub mod store;
 pub mod tables;
 

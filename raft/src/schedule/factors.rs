@@ -1,0 +1,139 @@
+//! The raw factor behind each strategy of §6.6.2, one value per candidate in snapshot order, in
+//! the factor's own unit (tasks, joules, price, …) so an explanation can show it. `None` means
+//! the factor cannot be judged for that candidate (no monitoring report, data that cannot reach
+//! it); such a candidate scores 0 for that strategy.
+
+use crate::schedule::snapshot::{CandidateCenter, DeviceKind, JobContext, Snapshot};
+
+/// Tasks at the candidate: its last report plus this job's replicas already placed there.
+fn workload(job: &JobContext, candidate: &CandidateCenter) -> Option<i64> {
+    let siblings = i64::try_from(job.siblings_at(candidate.id())).unwrap_or(i64::MAX);
+    candidate.running_tasks().map(|running| running.saturating_add(siblings))
+}
+
+/// (a) Tasks running at each candidate; lower is better.
+pub fn workload_per_candidate(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
+    snapshot.candidates.iter().map(|c| workload(job, c).map(|n| n as f64)).collect()
+}
+
+/// (b) How many more replicas fit at each candidate: the smallest ratio of free capacity (less
+/// this job's replicas already placed there) to demand over the demanded kinds. A demand of
+/// nothing fits everywhere equally.
+pub fn replicas_that_fit(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
+    let demanded: Vec<(DeviceKind, f64)> = DeviceKind::ALL
+        .into_iter()
+        .map(|kind| (kind, kind.demanded(&job.demand)))
+        .filter(|(_, amount)| *amount > 0.0)
+        .collect();
+    snapshot
+        .candidates
+        .iter()
+        .map(|c| {
+            c.metrics.as_ref()?;
+            let taken = job.siblings_at(c.id()) as f64;
+            let fits = demanded.iter().map(|(kind, amount)| c.free.of(*kind) / amount - taken);
+            Some(fits.fold(None, |least: Option<f64>, fit| Some(least.map_or(fit, |l| l.min(fit)))).unwrap_or(0.0))
+        })
+        .collect()
+}
+
+/// How close two centers are: 3 the same center, 2 the same site, 1 the same region, 0 apart.
+fn closeness(snapshot: &Snapshot, center_id: &str, other_id: &str) -> f64 {
+    if center_id == other_id {
+        return 3.0;
+    }
+    let (Some(a), Some(b)) = (snapshot.locations.get(center_id), snapshot.locations.get(other_id)) else {
+        return 0.0;
+    };
+    if !a.site.is_empty() && a.site == b.site {
+        2.0
+    } else if !a.region.is_empty() && a.region == b.region {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// (c) Affinity: closeness to the nearest copy of the job's data plus the mean closeness to the
+/// job's replicas already placed (each part 0..=3); higher is better.
+pub fn affinity(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
+    snapshot
+        .candidates
+        .iter()
+        .map(|c| {
+            let to_data = job.data.iter().flat_map(|d| &d.center_ids).map(|holder| closeness(snapshot, c.id(), holder));
+            let data_part = to_data.fold(0.0, f64::max);
+            let siblings = &job.sibling_centers;
+            let sibling_sum: f64 = siblings.iter().map(|s| closeness(snapshot, c.id(), s)).sum();
+            let sibling_part = if siblings.is_empty() { 0.0 } else { sibling_sum / siblings.len() as f64 };
+            Some(data_part + sibling_part)
+        })
+        .collect()
+}
+
+/// (d) The spec's price at each candidate; lower is better.
+pub fn price(snapshot: &Snapshot) -> Vec<Option<f64>> {
+    snapshot.candidates.iter().map(|c| Some(c.price as f64)).collect()
+}
+
+/// Seconds to copy the job's data to the candidate: 0 when it holds a copy or there is no
+/// data, size (MB → Mbit) over the candidate's bandwidth otherwise; `None` without bandwidth.
+pub fn data_copy_secs(job: &JobContext, candidate: &CandidateCenter) -> Option<f64> {
+    let Some(data) = &job.data else { return Some(0.0) };
+    if data.size_mb <= 0.0 || data.center_ids.iter().any(|holder| holder == candidate.id()) {
+        return Some(0.0);
+    }
+    let bandwidth = candidate.center.network.bandwidth_mbps;
+    (bandwidth > 0.0).then(|| data.size_mb * 8.0 / bandwidth)
+}
+
+/// (e) Energy of one replica by formula (1), in joules: `P_static × copy time + P_exe ×
+/// duration`, with `P_exe = Σ device_watts[kind] × demanded(kind)`; lower is better.
+pub fn energy(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
+    snapshot
+        .candidates
+        .iter()
+        .map(|c| {
+            let copy_secs = data_copy_secs(job, c)?;
+            let power = &c.center.power;
+            let exe_watts: f64 = DeviceKind::ALL
+                .into_iter()
+                .map(|kind| power.device_watts.get(kind.key()).copied().unwrap_or(0.0) * kind.demanded(&job.demand))
+                .sum();
+            Some(power.static_watts * copy_secs + exe_watts * job.duration_secs)
+        })
+        .collect()
+}
+
+/// (f) The candidate's performance factor for the demand's dominant device kind (1.0 when
+/// unset); higher is better.
+pub fn performance(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
+    let kind = DeviceKind::dominant(&job.demand);
+    snapshot.candidates.iter().map(|c| Some(c.center.performance.get(kind.key()).copied().unwrap_or(1.0))).collect()
+}
+
+/// (g) The stricter of declared and reported security grade; higher is better.
+pub fn security_grade(snapshot: &Snapshot) -> Vec<Option<f64>> {
+    snapshot.candidates.iter().map(|c| Some(f64::from(c.security_grade()))).collect()
+}
+
+/// (h) Minus the variance of workload over the reporting candidates if this replica went to
+/// each one; higher (less spread) is better. Computed in integers, so candidate order cannot
+/// change the result (saturating, so absurd reported counts cannot overflow).
+pub fn negative_workload_variance(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
+    let loads: Vec<Option<i128>> = snapshot.candidates.iter().map(|c| workload(job, c).map(i128::from)).collect();
+    let reporting = loads.iter().flatten().count() as i128;
+    let sum = loads.iter().flatten().fold(0i128, |acc, x| acc.saturating_add(*x));
+    let sum_of_squares = loads.iter().flatten().fold(0i128, |acc, x| acc.saturating_add(x.saturating_mul(*x)));
+    loads
+        .iter()
+        .map(|load| {
+            let x = (*load)?;
+            // Placing here turns x into x + 1: Σx grows by 1, Σx² by 2x + 1.
+            let s = sum.saturating_add(1);
+            let q = sum_of_squares.saturating_add(x.saturating_mul(2)).saturating_add(1);
+            let n_squared_variance = reporting.saturating_mul(q).saturating_sub(s.saturating_mul(s));
+            Some(-(n_squared_variance as f64) / (reporting * reporting) as f64)
+        })
+        .collect()
+}

@@ -1,0 +1,25 @@
+//! The scheduling engine's scoring core (standard T/AI 123.6 §6.5–6.6): given one consistent
+//! [`Snapshot`] of the candidate centers and a replica's [`JobContext`], every [`Strategy`] of
+//! §6.6.2 scores each candidate 0..=100 and an [`EvaluationModel`] (§6.6.3) combines those scores
+//! into one ranking.
+//!
+//! Everything here is a pure function of its arguments — no I/O, clock, randomness or async — so
+//! every node computes the same ranking from the same inputs, and a decision can be replayed and
+//! explained later.
+//!
+//! * [`snapshot`] — what a cycle scores against: candidates, their free capacity, the job.
+//! * [`strategy`] — the eight strategies, their ids, and min-max normalization.
+//! * [`factors`] — each strategy's raw factor per candidate.
+//! * [`evaluate`] — weights, the weighted-sum model, ranking, and the A.6 combined score.
+
+pub mod evaluate;
+pub mod factors;
+pub mod snapshot;
+pub mod strategy;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use evaluate::{combine_algorithm_scores, rank, EvaluationModel, ScoreError, WeightedSum, Weights};
+pub use snapshot::{CandidateCenter, DataLocation, DeviceKind, FreeCapacity, JobContext, Location, Snapshot};
+pub use strategy::{normalize, raw, score, Strategy};

@@ -1,0 +1,248 @@
+//! The inputs of one scoring pass: the candidate centers as a scheduling cycle saw them (catalog
+//! plus latest monitoring), and what one replica of a job needs. Strategies read only these, so a
+//! decision depends on nothing that is not written down here.
+
+use std::collections::BTreeMap;
+
+use jcs_api::model::{Center, CenterMetrics, ResourceSpec};
+use jcs_api::quantity::ResourceDemand;
+
+/// How long a job is assumed to run when nobody says (formula 1's execution window), seconds.
+pub const DEFAULT_DURATION_SECS: f64 = 3600.0;
+
+/// A device kind of Table 2 that a demand and a monitoring report both count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+    Npu,
+    Mlu,
+    /// MB.
+    Memory,
+    /// GB.
+    Storage,
+}
+
+impl DeviceKind {
+    pub const ALL: [DeviceKind; 6] =
+        [DeviceKind::Cpu, DeviceKind::Gpu, DeviceKind::Npu, DeviceKind::Mlu, DeviceKind::Memory, DeviceKind::Storage];
+
+    /// The accelerators, in the order that breaks ties when picking a demand's dominant kind.
+    pub const ACCELERATORS: [DeviceKind; 3] = [DeviceKind::Gpu, DeviceKind::Npu, DeviceKind::Mlu];
+
+    /// The key used in `Center::performance` and `PowerModel::device_watts`.
+    pub fn key(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Npu => "npu",
+            DeviceKind::Mlu => "mlu",
+            DeviceKind::Memory => "memory",
+            DeviceKind::Storage => "storage",
+        }
+    }
+
+    /// How much of this kind one replica demands.
+    pub fn demanded(self, demand: &ResourceDemand) -> f64 {
+        match self {
+            DeviceKind::Cpu => demand.cpu,
+            DeviceKind::Gpu => demand.gpu,
+            DeviceKind::Npu => demand.npu,
+            DeviceKind::Mlu => demand.mlu,
+            DeviceKind::Memory => demand.memory_mb,
+            DeviceKind::Storage => demand.storage_gb,
+        }
+    }
+
+    /// The kind whose speed decides how fast a replica runs: the most-demanded accelerator,
+    /// else the CPU.
+    pub fn dominant(demand: &ResourceDemand) -> DeviceKind {
+        DeviceKind::ACCELERATORS
+            .into_iter()
+            .filter(|kind| kind.demanded(demand) > 0.0)
+            .fold(None, |best: Option<DeviceKind>, kind| match best {
+                Some(b) if b.demanded(demand) >= kind.demanded(demand) => Some(b),
+                _ => Some(kind),
+            })
+            .unwrap_or(DeviceKind::Cpu)
+    }
+}
+
+/// Free capacity per device kind, in Table 2's units, from a Table 4 report's `*_free` counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FreeCapacity {
+    pub cpu: f64,
+    pub gpu: f64,
+    pub npu: f64,
+    pub mlu: f64,
+    pub memory_mb: f64,
+    pub storage_gb: f64,
+}
+
+impl FreeCapacity {
+    pub fn from_metrics(metrics: &CenterMetrics) -> Self {
+        FreeCapacity {
+            cpu: metrics.cpu_free as f64,
+            gpu: metrics.gpu_free as f64,
+            npu: metrics.npu_free as f64,
+            mlu: metrics.mlu_free as f64,
+            memory_mb: metrics.memory_free as f64,
+            storage_gb: metrics.storage_free as f64,
+        }
+    }
+
+    pub fn of(&self, kind: DeviceKind) -> f64 {
+        match kind {
+            DeviceKind::Cpu => self.cpu,
+            DeviceKind::Gpu => self.gpu,
+            DeviceKind::Npu => self.npu,
+            DeviceKind::Mlu => self.mlu,
+            DeviceKind::Memory => self.memory_mb,
+            DeviceKind::Storage => self.storage_gb,
+        }
+    }
+}
+
+/// One center a replica could go to, as the cycle's snapshot saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateCenter {
+    pub center: Center,
+    /// The latest monitoring report; `None` when the center has not reported.
+    pub metrics: Option<CenterMetrics>,
+    /// The spec's price at this center (`center_prices` override, else `price`).
+    pub price: i64,
+    /// Free capacity from `metrics` (all zero without a report).
+    pub free: FreeCapacity,
+}
+
+impl CandidateCenter {
+    pub fn new(center: Center, metrics: Option<CenterMetrics>, spec: &ResourceSpec) -> Self {
+        let price = spec.center_prices.get(&center.ai_center_id).copied().unwrap_or(spec.price);
+        let free = metrics.as_ref().map(FreeCapacity::from_metrics).unwrap_or_default();
+        CandidateCenter { center, metrics, price, free }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.center.ai_center_id
+    }
+
+    /// Tasks running at the center by its last report.
+    pub fn running_tasks(&self) -> Option<i64> {
+        self.metrics.as_ref().map(|m| m.running_task_num)
+    }
+
+    /// The stricter of the declared and the reported security grade.
+    pub fn security_grade(&self) -> i32 {
+        let reported = self.metrics.as_ref().map_or(0, |m| m.security_grade);
+        self.center.security_grade.max(reported)
+    }
+}
+
+/// Where a center sits: its site (centers on one site share an internal network) and region.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    pub site: String,
+    pub region: String,
+}
+
+impl Location {
+    pub fn of(center: &Center) -> Self {
+        Location { site: center.network.site.clone(), region: center.region.clone() }
+    }
+}
+
+/// The consistent view one scheduling cycle scores against.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub candidates: Vec<CandidateCenter>,
+    /// Site and region of every center known, candidates or not (a job's data may sit at a
+    /// center that does not offer its spec).
+    pub locations: BTreeMap<String, Location>,
+}
+
+impl Snapshot {
+    /// A snapshot of these candidates; their locations are recorded.
+    pub fn new(candidates: Vec<CandidateCenter>) -> Self {
+        let locations = candidates.iter().map(|c| (c.id().to_string(), Location::of(&c.center))).collect();
+        Snapshot { candidates, locations }
+    }
+
+    /// Records where a non-candidate center sits, so affinity to it can be judged.
+    pub fn with_location_of(mut self, center: &Center) -> Self {
+        self.locations.insert(center.ai_center_id.clone(), Location::of(center));
+        self
+    }
+}
+
+/// Where a job's input data lives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DataLocation {
+    /// Centers holding a replica of the data.
+    pub center_ids: Vec<String>,
+    pub size_mb: f64,
+}
+
+/// What one replica being placed needs, and what its job has placed already.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobContext {
+    pub replicas: u32,
+    /// Per replica, in Table 2's units.
+    pub demand: ResourceDemand,
+    pub data: Option<DataLocation>,
+    pub duration_secs: f64,
+    /// Centers already chosen for this job's earlier replicas in this cycle. They are not in the
+    /// snapshot yet, so strategies count them: +1 workload and −demand free capacity each.
+    pub sibling_centers: Vec<String>,
+}
+
+impl JobContext {
+    /// A job with no data, no siblings placed yet, and the default duration.
+    pub fn new(demand: ResourceDemand, replicas: u32) -> Self {
+        JobContext { replicas, demand, data: None, duration_secs: DEFAULT_DURATION_SECS, sibling_centers: Vec::new() }
+    }
+
+    /// Replicas of this job already placed at `center_id` in this cycle.
+    pub fn siblings_at(&self, center_id: &str) -> usize {
+        self.sibling_centers.iter().filter(|c| c.as_str() == center_id).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::fixtures::{center, demand, spec};
+
+    #[test]
+    fn price_uses_the_center_override_else_the_default() {
+        let mut s = spec(10);
+        s.center_prices.insert("b".into(), 4);
+        assert_eq!(CandidateCenter::new(center("a"), None, &s).price, 10);
+        assert_eq!(CandidateCenter::new(center("b"), None, &s).price, 4);
+    }
+
+    #[test]
+    fn free_capacity_reads_table_4_in_table_2_units() {
+        let metrics = CenterMetrics { gpu_free: 3, memory_free: 2048, storage_free: 7, ..Default::default() };
+        let candidate = CandidateCenter::new(center("a"), Some(metrics), &spec(1));
+        assert_eq!(candidate.free.of(DeviceKind::Gpu), 3.0);
+        assert_eq!(candidate.free.of(DeviceKind::Memory), 2048.0);
+        assert_eq!(candidate.free.of(DeviceKind::Storage), 7.0);
+        assert_eq!(CandidateCenter::new(center("a"), None, &spec(1)).free, FreeCapacity::default());
+    }
+
+    #[test]
+    fn dominant_kind_is_the_most_demanded_accelerator_else_cpu() {
+        assert_eq!(DeviceKind::dominant(&demand(&[("cpu", 8.0)])), DeviceKind::Cpu);
+        assert_eq!(DeviceKind::dominant(&demand(&[("cpu", 8.0), ("npu", 2.0), ("gpu", 1.0)])), DeviceKind::Npu);
+        assert_eq!(DeviceKind::dominant(&demand(&[("mlu", 1.0), ("gpu", 1.0)])), DeviceKind::Gpu);
+    }
+
+    #[test]
+    fn security_grade_is_the_stricter_of_declared_and_reported() {
+        let mut c = center("a");
+        c.security_grade = 3;
+        let reported = CenterMetrics { security_grade: 5, ..Default::default() };
+        assert_eq!(CandidateCenter::new(c.clone(), Some(reported), &spec(1)).security_grade(), 5);
+        assert_eq!(CandidateCenter::new(c, None, &spec(1)).security_grade(), 3);
+    }
+}

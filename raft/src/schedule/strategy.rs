@@ -1,0 +1,116 @@
+//! The eight scheduling strategies of §6.6.2, each turning its raw factor (see [`factors`]) into
+//! a normalized score per candidate: an integer 0..=100, higher is better, so the evaluation
+//! model can weigh strategies with different units against each other. The string ids are the
+//! `algorithmId`s of the A.5 and A.6 endpoints.
+
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::factors;
+use crate::schedule::snapshot::{JobContext, Snapshot};
+
+/// A strategy of §6.6.2 (a)–(h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// (a) Fewest running tasks.
+    LeastWorkload,
+    /// (b) Most free capacity of the demanded device kinds.
+    MostFreeCapacity,
+    /// (c) Nearest to the job's data and to its other replicas.
+    DataAffinity,
+    /// (d) Cheapest spec price.
+    LowestPrice,
+    /// (e) Least energy by formula (1).
+    LowestEnergy,
+    /// (f) Fastest for the dominant demanded device kind.
+    HighestPerformance,
+    /// (g) Highest security grade.
+    HighestSecurity,
+    /// (h) Least spread of workload across centers after placement.
+    LoadFairness,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 8] = [
+        Strategy::LeastWorkload,
+        Strategy::MostFreeCapacity,
+        Strategy::DataAffinity,
+        Strategy::LowestPrice,
+        Strategy::LowestEnergy,
+        Strategy::HighestPerformance,
+        Strategy::HighestSecurity,
+        Strategy::LoadFairness,
+    ];
+
+    /// The stable `algorithmId`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Strategy::LeastWorkload => "least_workload",
+            Strategy::MostFreeCapacity => "most_free_capacity",
+            Strategy::DataAffinity => "data_affinity",
+            Strategy::LowestPrice => "lowest_price",
+            Strategy::LowestEnergy => "lowest_energy",
+            Strategy::HighestPerformance => "highest_performance",
+            Strategy::HighestSecurity => "highest_security",
+            Strategy::LoadFairness => "load_fairness",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|s| s.id() == id)
+    }
+
+    /// Whether a larger raw factor is better (price, energy and workload are not).
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Strategy::LeastWorkload | Strategy::LowestPrice | Strategy::LowestEnergy)
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// The strategy's raw factor per candidate, in snapshot order (for explanations).
+pub fn raw(strategy: Strategy, job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
+    match strategy {
+        Strategy::LeastWorkload => factors::workload_per_candidate(job, snapshot),
+        Strategy::MostFreeCapacity => factors::replicas_that_fit(job, snapshot),
+        Strategy::DataAffinity => factors::affinity(job, snapshot),
+        Strategy::LowestPrice => factors::price(snapshot),
+        Strategy::LowestEnergy => factors::energy(job, snapshot),
+        Strategy::HighestPerformance => factors::performance(job, snapshot),
+        Strategy::HighestSecurity => factors::security_grade(snapshot),
+        Strategy::LoadFairness => factors::negative_workload_variance(job, snapshot),
+    }
+}
+
+/// The strategy's normalized score per candidate, in snapshot order.
+pub fn score(strategy: Strategy, job: &JobContext, snapshot: &Snapshot) -> Vec<u32> {
+    normalize(&raw(strategy, job, snapshot), strategy.higher_is_better())
+}
+
+/// Min-max normalization to 0..=100 with the best raw value at 100. All-equal values all get
+/// 100; a missing or non-finite value gets 0.
+pub fn normalize(raw: &[Option<f64>], higher_is_better: bool) -> Vec<u32> {
+    let known = || raw.iter().flatten().copied().filter(|v| v.is_finite());
+    let (Some(min), Some(max)) = (known().reduce(f64::min), known().reduce(f64::max)) else {
+        return vec![0; raw.len()];
+    };
+    raw.iter()
+        .map(|value| match value {
+            Some(v) if v.is_finite() && max == min => 100,
+            Some(v) if v.is_finite() => {
+                // Halved first, so that even a range spanning all of f64 stays finite.
+                let from_worst = if higher_is_better { v / 2.0 - min / 2.0 } else { max / 2.0 - v / 2.0 };
+                (from_worst / (max / 2.0 - min / 2.0) * 100.0).round().clamp(0.0, 100.0) as u32
+            }
+            _ => 0,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "strategy_tests.rs"]
+mod tests;
