@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a scheduler node.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     #[command(flatten)]
     Client(cli::Command),
 }

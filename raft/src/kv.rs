@@ -20,12 +20,15 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
+/// Called for each entry of a scan, in key order; `Break` stops the scan.
+pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>;
+
 /// Read access to a sorted key-value map.
 pub trait KvRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Visits every entry whose key starts with `prefix`, in key order, until `visit` breaks.
-    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>) -> Result<(), StoreError>;
+    fn scan(&self, prefix: &[u8], visit: Visit<'_>) -> Result<(), StoreError>;
 }
 
 /// Write access; writes become visible to later reads through the same handle.
@@ -65,7 +68,7 @@ impl KvRead for MemKv {
         Ok(self.map.get(key).cloned())
     }
 
-    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>) -> Result<(), StoreError> {
+    fn scan(&self, prefix: &[u8], visit: Visit<'_>) -> Result<(), StoreError> {
         for (k, v) in self.map.range(prefix.to_vec()..) {
             if !k.starts_with(prefix) || visit(k, v).is_break() {
                 break;
@@ -111,7 +114,7 @@ impl<B: KvRead + ?Sized> KvRead for Overlay<'_, B> {
         }
     }
 
-    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>) -> Result<(), StoreError> {
+    fn scan(&self, prefix: &[u8], visit: Visit<'_>) -> Result<(), StoreError> {
         let pending: Vec<_> = self.writes.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).collect();
         if pending.is_empty() {
             return self.base.scan(prefix, visit);

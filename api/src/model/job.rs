@@ -335,7 +335,8 @@ mod tests {
 
     #[test]
     fn a1_rules() {
-        let cases: Vec<(fn(&mut CreateTrainJob), &str)> = vec![
+        type Mutation = fn(&mut CreateTrainJob);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|r| r.name = "x".repeat(33), "name: is 33"),
             (|r| r.tasks.clear(), "tasks: must contain"),
             (|r| r.tasks[0].replica_number = 0, "tasks[0].replicaNumber"),

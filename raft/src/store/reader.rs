@@ -2,7 +2,6 @@
 //! Raft applies; every applied batch is one atomic RocksDB write, so a read never sees half a
 //! batch. It is also the base the state machine's [`crate::kv::Overlay`] reads through.
 
-use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use openraft::LogId;
 use rocksdb::{Direction, IteratorMode};
 
 use super::db::{Db, DbError, CF_SM, CF_SM_META, LAST_APPLIED_KEY};
-use crate::kv::{KvRead, StoreError};
+use crate::kv::{KvRead, StoreError, Visit};
 use crate::NodeId;
 
 /// A cheap, cloneable read handle on the applied state.
@@ -51,7 +50,7 @@ impl KvRead for StateReader {
         Ok(self.db.raw().get_cf(cf, key).map_err(DbError::from)?)
     }
 
-    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>) -> Result<(), StoreError> {
+    fn scan(&self, prefix: &[u8], visit: Visit<'_>) -> Result<(), StoreError> {
         let cf = self.db.cf(CF_SM)?;
         for item in self.db.raw().iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward)) {
             let (key, value) = item.map_err(DbError::from)?;
