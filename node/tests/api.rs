@@ -252,6 +252,9 @@ async fn openapi_lists_every_route_and_ops_endpoints_answer() {
         ("delete", "/openapi/v1/images/{id}"),
         ("post", "/openapi/v1/datasets"),
         ("put", "/openapi/v1/datasets/{id}"),
+        ("get", "/scheduler/algorithms"),
+        ("get", "/scheduler/algorithm/{algorithmId}/score/{centerId}"),
+        ("get", "/scheduler/evaluate/score/{centerId}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
@@ -266,7 +269,9 @@ async fn openapi_lists_every_route_and_ops_endpoints_answer() {
                 .replace("{id}", "x")
                 .replace("{jobId}", "x")
                 .replace("{taskIndex}", "0")
-                .replace("{replicaIndex}", "0");
+                .replace("{replicaIndex}", "0")
+                .replace("{algorithmId}", "x")
+                .replace("{centerId}", "x");
             let response =
                 node.client.request(method.to_uppercase().parse().unwrap(), node.url(&concrete)).send().await.unwrap();
             assert_ne!(response.status().as_u16(), 405, "{method} {path}");
@@ -298,5 +303,55 @@ async fn a_restarted_node_keeps_everything() {
     assert_eq!(snapshot_state(&node).await, before);
     let (status, info) = node.get(&format!("/openapi/v1/trainjob/{job_id}")).await;
     assert_eq!((status, info["data"]["name"].as_str()), (200, Some("persist")));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a5_and_a6_score_centers_from_the_replicated_state() {
+    let node = TestNode::start().await;
+    let (_, algorithms) = node.get("/scheduler/algorithms").await;
+    assert_eq!(algorithms["data"].as_array().unwrap().len(), 8, "{algorithms}");
+
+    // gpu-1x costs 18 at hangzhou-a and 20 at hunan-univ (demo catalog).
+    let (status, cheap) = node.get("/scheduler/algorithm/lowest_price/score/hangzhou-a?resourceSpecId=gpu-1x").await;
+    assert_eq!((status, cheap["data"]["score"].clone()), (200, json!(100)), "{cheap}");
+    let (_, dear) = node.get("/scheduler/algorithm/lowest_price/score/hunan-univ?resourceSpecId=gpu-1x").await;
+    assert_eq!(dear["data"]["score"], 0);
+    // Without a spec, every center is a candidate: hangzhou-a has the highest grade (4), hunan-telecom the lowest (2).
+    let (_, secure) = node.get("/scheduler/algorithm/highest_security/score/hangzhou-a").await;
+    assert_eq!(secure["data"]["score"], 100);
+    let (_, lax) = node.get("/scheduler/algorithm/highest_security/score/hunan-telecom").await;
+    assert_eq!(lax["data"]["score"], 0);
+
+    let refusals = [
+        ("/scheduler/algorithm/coin_flip/score/hangzhou-a", 404, "NOT_FOUND"),
+        ("/scheduler/algorithm/lowest_price/score/nowhere", 404, "NOT_FOUND"),
+        ("/scheduler/algorithm/lowest_price/score/hangzhou-b?resourceSpecId=gpu-1x", 400, "INVALID_ARGUMENT"),
+        ("/scheduler/algorithm/lowest_price/score/hangzhou-a?resourceSpecId=ghost", 422, "UNKNOWN_REFERENCE"),
+        (
+            "/scheduler/evaluate/score/hangzhou-a?algorithmIds=least_workload&algorithmScores=1,2",
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        ("/scheduler/evaluate/score/hangzhou-a?algorithmIds=coin_flip&algorithmScores=1", 400, "INVALID_ARGUMENT"),
+        (
+            "/scheduler/evaluate/score/hangzhou-a?algorithmIds=least_workload&algorithmScores=101",
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        ("/scheduler/evaluate/score/hangzhou-a?algorithmIds=least_workload&algorithmScores=x", 400, "INVALID_ARGUMENT"),
+        ("/scheduler/evaluate/score/hangzhou-a", 400, "INVALID_ARGUMENT"),
+        ("/scheduler/evaluate/score/nowhere?algorithmIds=least_workload&algorithmScores=1", 404, "NOT_FOUND"),
+    ];
+    for (path, status, code) in refusals {
+        let (got, body) = node.get(path).await;
+        assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{path}: {body}");
+    }
+
+    // Default weights: least_workload 20, lowest_price 10 → (80·20 + 20·10) / 30 = 60.
+    let (status, combined) = node
+        .get("/scheduler/evaluate/score/hangzhou-a?algorithmIds=least_workload,lowest_price&algorithmScores=80,20")
+        .await;
+    assert_eq!((status, combined["data"]["score"].clone()), (200, json!(60)), "{combined}");
     node.stop().await;
 }

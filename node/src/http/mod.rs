@@ -7,6 +7,7 @@ pub mod error;
 mod extract;
 mod jobs;
 mod ops;
+mod scheduler;
 pub mod state;
 
 use std::time::Instant;
@@ -37,6 +38,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(jobs::routes())
         .merge(catalog::routes())
+        .merge(scheduler::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

@@ -11,10 +11,12 @@
 //! * [`strategy`] — the eight strategies, their ids, and min-max normalization.
 //! * [`factors`] — each strategy's raw factor per candidate.
 //! * [`evaluate`] — weights, the weighted-sum model, ranking, and the A.6 combined score.
+//! * [`state`] — a snapshot built from the replicated state.
 
 pub mod evaluate;
 pub mod factors;
 pub mod snapshot;
+pub mod state;
 pub mod strategy;
 
 #[cfg(test)]

@@ -1,0 +1,161 @@
+//! Appendix A.5 and A.6 — the scheduler's scoring as a service — and the list of strategies.
+//! The scores come from the pure scoring core in `jcs_raft::schedule`, over the replicated state.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use jcs_api::model::{ObjectKind, ResourceSpec};
+use jcs_api::validate::{self, MAX_ID_LEN};
+use jcs_api::{ApiError, Envelope, ErrorCode};
+use jcs_raft::schedule::{self, combine_algorithm_scores, JobContext, ScoreError, Strategy, Weights};
+use jcs_raft::tables;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ok, HttpError, HttpResult};
+use super::extract::Params;
+use super::state::{AppState, ReadOptions};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(algorithms)).routes(routes!(algorithm_score)).routes(routes!(evaluate_score))
+}
+
+/// A strategy of standard 6.6.2.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlgorithmInfo {
+    pub algorithm_id: String,
+    pub default_weight: u32,
+    pub higher_is_better: bool,
+}
+
+/// A.5 / A.6 response data.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Score {
+    pub score: u32,
+}
+
+/// Which demand A.5 scores.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoreQuery {
+    /// Score the demand of this spec among the centers offering it. Default: one CPU with no
+    /// price, among all centers.
+    pub resource_spec_id: Option<String>,
+}
+
+/// A.6 inputs: two comma-separated lists of equal length.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluateQuery {
+    /// Strategy ids, e.g. `least_workload,lowest_price`.
+    pub algorithm_ids: String,
+    /// Their scores for the center, 0..=100, e.g. `80,20`.
+    pub algorithm_scores: String,
+}
+
+/// The strategies, their ids and default weights in the evaluation model.
+#[utoipa::path(get, path = "/scheduler/algorithms", tag = "scheduler",
+    responses((status = 200, body = Envelope<Vec<AlgorithmInfo>>)))]
+async fn algorithms() -> HttpResult<Vec<AlgorithmInfo>> {
+    let weights = Weights::default();
+    ok(Strategy::ALL
+        .iter()
+        .map(|s| AlgorithmInfo {
+            algorithm_id: s.id().into(),
+            default_weight: weights.get(*s),
+            higher_is_better: s.higher_is_better(),
+        })
+        .collect())
+}
+
+/// The demand scored when A.5 names no spec: one CPU, no price, offered everywhere.
+fn default_spec(center_ids: Vec<String>) -> ResourceSpec {
+    ResourceSpec {
+        resource_spec_id: "default".into(),
+        resource_spec_name: "1 CPU".into(),
+        resource_quantity: BTreeMap::from([("cpu".to_string(), "1".to_string())]),
+        service_type: Default::default(),
+        price: 0,
+        computing_center_list: center_ids.join(","),
+        center_prices: BTreeMap::new(),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+/// A.5 — one strategy's normalized score (0..=100) for a center, among the candidates.
+#[utoipa::path(get, path = "/scheduler/algorithm/{algorithmId}/score/{centerId}", tag = "scheduler",
+    params(("algorithmId" = String, Path), ("centerId" = String, Path), ScoreQuery, ReadOptions),
+    responses((status = 200, body = Envelope<Score>)))]
+async fn algorithm_score(
+    State(state): State<AppState>,
+    Path((algorithm_id, center_id)): Path<(String, String)>,
+    Params(query): Params<ScoreQuery>,
+    Params(options): Params<ReadOptions>,
+) -> HttpResult<Score> {
+    let strategy = Strategy::from_id(&algorithm_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("algorithm '{algorithm_id}' not found")))?;
+    validate::id("centerId", &center_id, MAX_ID_LEN)?;
+    let reader = state.read(&options).await?;
+    if !tables::exists(reader, ObjectKind::Center, &center_id)? {
+        return Err(ApiError::not_found("center", &center_id).into());
+    }
+    let spec = match &query.resource_spec_id {
+        Some(id) => {
+            validate::id("resourceSpecId", id, MAX_ID_LEN)?;
+            tables::get(reader, ObjectKind::ResourceSpec, id)?.ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnknownReference,
+                    format!("resourceSpecId: resource spec '{id}' does not exist"),
+                )
+            })?
+        }
+        None => {
+            let centers: Vec<jcs_api::model::Center> = tables::all(reader, ObjectKind::Center)?;
+            default_spec(centers.into_iter().map(|c| c.ai_center_id).collect())
+        }
+    };
+    let demand = spec.validate()?;
+    let snapshot = schedule::state::snapshot_for_spec(reader, &spec)?;
+    let position = snapshot.candidates.iter().position(|c| c.id() == center_id).ok_or_else(|| {
+        ApiError::invalid("centerId", format!("center '{center_id}' does not offer spec '{}'", spec.resource_spec_id))
+    })?;
+    let scores = schedule::score(strategy, &JobContext::new(demand, 1), &snapshot);
+    ok(Score { score: scores[position] })
+}
+
+fn score_error(err: ScoreError) -> HttpError {
+    let field = match err {
+        ScoreError::LengthMismatch { .. } => "algorithmScores",
+        ScoreError::UnknownAlgorithm(_) => "algorithmIds",
+        ScoreError::ScoreOutOfRange(_) => "algorithmScores",
+    };
+    ApiError::invalid(field, err).into()
+}
+
+/// A.6 — the evaluation model's combined score for a center from per-strategy scores.
+#[utoipa::path(get, path = "/scheduler/evaluate/score/{centerId}", tag = "scheduler",
+    params(("centerId" = String, Path), EvaluateQuery, ReadOptions),
+    responses((status = 200, body = Envelope<Score>)))]
+async fn evaluate_score(
+    State(state): State<AppState>,
+    Path(center_id): Path<String>,
+    Params(query): Params<EvaluateQuery>,
+    Params(options): Params<ReadOptions>,
+) -> HttpResult<Score> {
+    validate::id("centerId", &center_id, MAX_ID_LEN)?;
+    let ids = validate::split_list(&query.algorithm_ids);
+    let scores = validate::split_list(&query.algorithm_scores)
+        .iter()
+        .map(|s| s.parse::<i64>().map_err(|_| ApiError::invalid("algorithmScores", format!("'{s}' is not an integer"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let reader = state.read(&options).await?;
+    if !tables::exists(reader, ObjectKind::Center, &center_id)? {
+        return Err(ApiError::not_found("center", &center_id).into());
+    }
+    let score = combine_algorithm_scores(&ids, &scores).map_err(score_error)?;
+    ok(Score { score })
+}
