@@ -50,10 +50,11 @@ pub fn parse_quantity(text: &str) -> Result<f64, QuantityError> {
     Ok(value * multiplier)
 }
 
-/// A spec's demand in Table 2's units: cores and device counts as numbers, memory in MB,
-/// storage in GB, anything else under its own name (`user_define`).
+/// Amounts per device kind in Table 2's units — a spec's demand or a center's free capacity:
+/// cores and device counts as numbers, memory in MB, storage in GB, anything else under its own
+/// name (`user_define`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ResourceDemand {
+pub struct ResourceAmounts {
     pub cpu: f64,
     pub gpu: f64,
     pub npu: f64,
@@ -63,10 +64,10 @@ pub struct ResourceDemand {
     pub user_define: BTreeMap<String, f64>,
 }
 
-impl ResourceDemand {
+impl ResourceAmounts {
     /// Converts a spec's `resource_quantity` map; the error names the offending key.
     pub fn from_quantities(map: &BTreeMap<String, String>) -> Result<Self, (String, QuantityError)> {
-        let mut demand = ResourceDemand::default();
+        let mut demand = ResourceAmounts::default();
         for (key, text) in map {
             let value = parse_quantity(text).map_err(|e| (key.clone(), e))?;
             match key.as_str() {
@@ -109,11 +110,11 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let d = ResourceDemand::from_quantities(&map).unwrap();
+        let d = ResourceAmounts::from_quantities(&map).unwrap();
         assert_eq!((d.cpu, d.gpu, d.memory_mb), (8.0, 1.0, 64_000.0));
         assert_eq!(d.user_define["ib"], 2.0);
         let bad: BTreeMap<String, String> = [("memory".to_string(), "lots".to_string())].into();
-        assert_eq!(ResourceDemand::from_quantities(&bad).unwrap_err().0, "memory");
+        assert_eq!(ResourceAmounts::from_quantities(&bad).unwrap_err().0, "memory");
     }
 
     proptest! {

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::ObjectKind;
 use crate::error::ApiError;
-use crate::quantity::ResourceDemand;
+use crate::quantity::ResourceAmounts;
 use crate::validate::{self, MAX_ID_LEN, MAX_TEXT_LEN};
 
 /// A center's availability (Table 1 `status`).
@@ -182,7 +182,7 @@ fn comma_list_or_array<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Er
 }
 
 impl ResourceSpec {
-    pub fn validate(&self) -> Result<ResourceDemand, ApiError> {
+    pub fn validate(&self) -> Result<ResourceAmounts, ApiError> {
         validate::id("resource_spec_id", &self.resource_spec_id, MAX_ID_LEN)?;
         validate::text("resource_spec_name", &self.resource_spec_name, MAX_ID_LEN)?;
         if self.resource_quantity.is_empty() {
@@ -194,7 +194,7 @@ impl ResourceSpec {
             validate::id("center_prices", center, MAX_ID_LEN)?;
             validate::range(&format!("center_prices.{center}"), *price, 0, i64::MAX)?;
         }
-        ResourceDemand::from_quantities(&self.resource_quantity)
+        ResourceAmounts::from_quantities(&self.resource_quantity)
             .map_err(|(key, err)| ApiError::invalid(&format!("resource_quantity.{key}"), err))
     }
 

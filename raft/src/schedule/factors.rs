@@ -22,7 +22,7 @@ pub fn workload_per_candidate(job: &JobContext, snapshot: &Snapshot) -> Vec<Opti
 pub fn replicas_that_fit(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
     let demanded: Vec<(DeviceKind, f64)> = DeviceKind::ALL
         .into_iter()
-        .map(|kind| (kind, kind.demanded(&job.demand)))
+        .map(|kind| (kind, kind.amount(&job.demand)))
         .filter(|(_, amount)| *amount > 0.0)
         .collect();
     snapshot
@@ -31,7 +31,7 @@ pub fn replicas_that_fit(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f6
         .map(|c| {
             c.metrics.as_ref()?;
             let taken = job.siblings_at(c.id()) as f64;
-            let fits = demanded.iter().map(|(kind, amount)| c.free.of(*kind) / amount - taken);
+            let fits = demanded.iter().map(|(kind, amount)| kind.amount(&c.free) / amount - taken);
             Some(fits.fold(None, |least: Option<f64>, fit| Some(least.map_or(fit, |l| l.min(fit)))).unwrap_or(0.0))
         })
         .collect()
@@ -98,7 +98,7 @@ pub fn energy(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
             let power = &c.center.power;
             let exe_watts: f64 = DeviceKind::ALL
                 .into_iter()
-                .map(|kind| power.device_watts.get(kind.key()).copied().unwrap_or(0.0) * kind.demanded(&job.demand))
+                .map(|kind| power.device_watts.get(kind.key()).copied().unwrap_or(0.0) * kind.amount(&job.demand))
                 .sum();
             Some(power.static_watts * copy_secs + exe_watts * job.duration_secs)
         })

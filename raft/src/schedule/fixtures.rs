@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use jcs_api::model::{
     center_status, AdapterEndpoint, Center, CenterMetrics, NetworkPosition, PowerModel, ResourceSpec,
 };
-use jcs_api::quantity::ResourceDemand;
+use jcs_api::quantity::ResourceAmounts;
 use proptest::prelude::*;
 
 use crate::schedule::snapshot::{CandidateCenter, DataLocation, JobContext, Snapshot};
@@ -43,8 +43,8 @@ pub fn spec(price: i64) -> ResourceSpec {
 }
 
 /// A demand from `(kind, amount)` pairs: `cpu`, `gpu`, `npu`, `mlu`, `memory` (MB), `storage` (GB).
-pub fn demand(pairs: &[(&str, f64)]) -> ResourceDemand {
-    let mut demand = ResourceDemand::default();
+pub fn demand(pairs: &[(&str, f64)]) -> ResourceAmounts {
+    let mut demand = ResourceAmounts::default();
     for (kind, amount) in pairs {
         match *kind {
             "cpu" => demand.cpu = *amount,

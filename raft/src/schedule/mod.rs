@@ -23,5 +23,5 @@ pub mod strategy;
 mod fixtures;
 
 pub use evaluate::{combine_algorithm_scores, rank, EvaluationModel, ScoreError, WeightedSum, Weights};
-pub use snapshot::{CandidateCenter, DataLocation, DeviceKind, FreeCapacity, JobContext, Location, Snapshot};
+pub use snapshot::{free_capacity, CandidateCenter, DataLocation, DeviceKind, JobContext, Location, Snapshot};
 pub use strategy::{normalize, raw, score, Strategy};

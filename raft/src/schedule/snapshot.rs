@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use jcs_api::model::{Center, CenterMetrics, ResourceSpec};
-use jcs_api::quantity::ResourceDemand;
+use jcs_api::quantity::ResourceAmounts;
 
 /// How long a job is assumed to run when nobody says (formula 1's execution window), seconds.
 pub const DEFAULT_DURATION_SECS: f64 = 3600.0;
@@ -42,26 +42,26 @@ impl DeviceKind {
         }
     }
 
-    /// How much of this kind one replica demands.
-    pub fn demanded(self, demand: &ResourceDemand) -> f64 {
+    /// How much of this kind `amounts` holds (a replica's demand, a center's free capacity).
+    pub fn amount(self, amounts: &ResourceAmounts) -> f64 {
         match self {
-            DeviceKind::Cpu => demand.cpu,
-            DeviceKind::Gpu => demand.gpu,
-            DeviceKind::Npu => demand.npu,
-            DeviceKind::Mlu => demand.mlu,
-            DeviceKind::Memory => demand.memory_mb,
-            DeviceKind::Storage => demand.storage_gb,
+            DeviceKind::Cpu => amounts.cpu,
+            DeviceKind::Gpu => amounts.gpu,
+            DeviceKind::Npu => amounts.npu,
+            DeviceKind::Mlu => amounts.mlu,
+            DeviceKind::Memory => amounts.memory_mb,
+            DeviceKind::Storage => amounts.storage_gb,
         }
     }
 
     /// The kind whose speed decides how fast a replica runs: the most-demanded accelerator,
     /// else the CPU.
-    pub fn dominant(demand: &ResourceDemand) -> DeviceKind {
+    pub fn dominant(demand: &ResourceAmounts) -> DeviceKind {
         DeviceKind::ACCELERATORS
             .into_iter()
-            .filter(|kind| kind.demanded(demand) > 0.0)
+            .filter(|kind| kind.amount(demand) > 0.0)
             .fold(None, |best: Option<DeviceKind>, kind| match best {
-                Some(b) if b.demanded(demand) >= kind.demanded(demand) => Some(b),
+                Some(b) if b.amount(demand) >= kind.amount(demand) => Some(b),
                 _ => Some(kind),
             })
             .unwrap_or(DeviceKind::Cpu)
@@ -69,37 +69,15 @@ impl DeviceKind {
 }
 
 /// Free capacity per device kind, in Table 2's units, from a Table 4 report's `*_free` counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct FreeCapacity {
-    pub cpu: f64,
-    pub gpu: f64,
-    pub npu: f64,
-    pub mlu: f64,
-    pub memory_mb: f64,
-    pub storage_gb: f64,
-}
-
-impl FreeCapacity {
-    pub fn from_metrics(metrics: &CenterMetrics) -> Self {
-        FreeCapacity {
-            cpu: metrics.cpu_free as f64,
-            gpu: metrics.gpu_free as f64,
-            npu: metrics.npu_free as f64,
-            mlu: metrics.mlu_free as f64,
-            memory_mb: metrics.memory_free as f64,
-            storage_gb: metrics.storage_free as f64,
-        }
-    }
-
-    pub fn of(&self, kind: DeviceKind) -> f64 {
-        match kind {
-            DeviceKind::Cpu => self.cpu,
-            DeviceKind::Gpu => self.gpu,
-            DeviceKind::Npu => self.npu,
-            DeviceKind::Mlu => self.mlu,
-            DeviceKind::Memory => self.memory_mb,
-            DeviceKind::Storage => self.storage_gb,
-        }
+pub fn free_capacity(metrics: &CenterMetrics) -> ResourceAmounts {
+    ResourceAmounts {
+        cpu: metrics.cpu_free as f64,
+        gpu: metrics.gpu_free as f64,
+        npu: metrics.npu_free as f64,
+        mlu: metrics.mlu_free as f64,
+        memory_mb: metrics.memory_free as f64,
+        storage_gb: metrics.storage_free as f64,
+        user_define: Default::default(),
     }
 }
 
@@ -112,13 +90,13 @@ pub struct CandidateCenter {
     /// The spec's price at this center (`center_prices` override, else `price`).
     pub price: i64,
     /// Free capacity from `metrics` (all zero without a report).
-    pub free: FreeCapacity,
+    pub free: ResourceAmounts,
 }
 
 impl CandidateCenter {
     pub fn new(center: Center, metrics: Option<CenterMetrics>, spec: &ResourceSpec) -> Self {
         let price = spec.center_prices.get(&center.ai_center_id).copied().unwrap_or(spec.price);
-        let free = metrics.as_ref().map(FreeCapacity::from_metrics).unwrap_or_default();
+        let free = metrics.as_ref().map(free_capacity).unwrap_or_default();
         CandidateCenter { center, metrics, price, free }
     }
 
@@ -187,7 +165,7 @@ pub struct DataLocation {
 pub struct JobContext {
     pub replicas: u32,
     /// Per replica, in Table 2's units.
-    pub demand: ResourceDemand,
+    pub demand: ResourceAmounts,
     pub data: Option<DataLocation>,
     pub duration_secs: f64,
     /// Centers already chosen for this job's earlier replicas in this cycle. They are not in the
@@ -197,7 +175,7 @@ pub struct JobContext {
 
 impl JobContext {
     /// A job with no data, no siblings placed yet, and the default duration.
-    pub fn new(demand: ResourceDemand, replicas: u32) -> Self {
+    pub fn new(demand: ResourceAmounts, replicas: u32) -> Self {
         JobContext { replicas, demand, data: None, duration_secs: DEFAULT_DURATION_SECS, sibling_centers: Vec::new() }
     }
 
@@ -224,10 +202,10 @@ mod tests {
     fn free_capacity_reads_table_4_in_table_2_units() {
         let metrics = CenterMetrics { gpu_free: 3, memory_free: 2048, storage_free: 7, ..Default::default() };
         let candidate = CandidateCenter::new(center("a"), Some(metrics), &spec(1));
-        assert_eq!(candidate.free.of(DeviceKind::Gpu), 3.0);
-        assert_eq!(candidate.free.of(DeviceKind::Memory), 2048.0);
-        assert_eq!(candidate.free.of(DeviceKind::Storage), 7.0);
-        assert_eq!(CandidateCenter::new(center("a"), None, &spec(1)).free, FreeCapacity::default());
+        assert_eq!(DeviceKind::Gpu.amount(&candidate.free), 3.0);
+        assert_eq!(DeviceKind::Memory.amount(&candidate.free), 2048.0);
+        assert_eq!(DeviceKind::Storage.amount(&candidate.free), 7.0);
+        assert_eq!(CandidateCenter::new(center("a"), None, &spec(1)).free, ResourceAmounts::default());
     }
 
     #[test]
