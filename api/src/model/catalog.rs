@@ -98,6 +98,12 @@ pub struct NetworkPosition {
     /// Typical latency to the scheduler in ms.
     #[serde(default)]
     pub latency_ms: f64,
+    /// Latency jitter in ms.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Packet loss, percent (0..=100).
+    #[serde(default)]
+    pub loss_pct: f64,
 }
 
 fn check_number(field: &str, value: f64, min: f64, max: f64) -> Result<(), ApiError> {
@@ -125,6 +131,8 @@ impl Center {
         validate::optional_text("network.site", &self.network.site, MAX_ID_LEN)?;
         check_number("network.bandwidth_mbps", self.network.bandwidth_mbps, 0.0, 1e9)?;
         check_number("network.latency_ms", self.network.latency_ms, 0.0, 1e6)?;
+        check_number("network.jitter_ms", self.network.jitter_ms, 0.0, 1e6)?;
+        check_number("network.loss_pct", self.network.loss_pct, 0.0, 100.0)?;
         for (device, factor) in &self.performance {
             check_number(&format!("performance.{device}"), *factor, 0.0, 1e3)?;
         }

@@ -1,8 +1,11 @@
 //! Jobs and tasks (Tables 7–9) and the Appendix A.1–A.4 bodies.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::schedule::{PolicyMode, QosTarget, SchedulingOptions};
 use super::ObjectKind;
 use crate::error::ApiError;
 use crate::validate::{self, MAX_A1_FIELD_LEN, MAX_COMMAND_LEN, MAX_DESC_LEN, MAX_ID_LEN, MAX_REPLICAS, MAX_TASKS};
@@ -39,8 +42,9 @@ impl RunState {
     }
 }
 
-/// A.1 request body: create a training job.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+/// A.1 request body: create a training job. After the standard's `name` and `tasks` come
+/// jcs's optional extension fields; a body with only the standard's fields is complete.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTrainJob {
     /// Job name, at most 32 characters.
@@ -52,10 +56,28 @@ pub struct CreateTrainJob {
     /// Extension: Table 7 `desc`.
     #[serde(default)]
     pub desc: Option<String>,
+    /// Extension: the policy mode (§5 f); the operator's default when absent.
+    #[serde(default)]
+    pub policy: Option<PolicyMode>,
+    /// Extension: per-strategy weight overrides (`algorithmId` → weight).
+    #[serde(default)]
+    pub weights: BTreeMap<String, u32>,
+    /// Extension: lowest acceptable center security grade.
+    #[serde(default)]
+    pub security_grade: Option<i32>,
+    /// Extension: the input dataset, `data_name@data_version`.
+    #[serde(default)]
+    pub dataset_id: Option<String>,
+    /// Extension: estimated run time, seconds.
+    #[serde(default)]
+    pub duration_secs: Option<u64>,
+    /// Extension: QoS target (policy `qos`).
+    #[serde(default)]
+    pub qos: Option<QosTarget>,
 }
 
-/// A.1 task (Table 8 plus `replicaNumber`).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+/// A.1 task (Table 8 plus `replicaNumber`), with jcs's placement extensions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTask {
     pub name: String,
@@ -63,12 +85,32 @@ pub struct CreateTask {
     pub image_id: String,
     pub resource_spec_id: String,
     pub replica_number: i64,
+    /// Extension: pin the task — one center for every replica, or one per replica. This is how
+    /// a plan from `POST /openapi/v1/trainjob/plan` is confirmed.
+    #[serde(default, rename = "centerIDs")]
+    pub center_ids: Vec<String>,
+    /// Extension: `false` lets this task be placed apart from the job's other tasks (default
+    /// `true`: all gang tasks of a job are placed together or none is).
+    #[serde(default)]
+    pub gang: Option<bool>,
 }
 
 /// The user a job belongs to when the request names none.
 pub const DEFAULT_USER: &str = "default";
 
 impl CreateTrainJob {
+    /// The scheduling extension fields as one value.
+    pub fn scheduling_options(&self) -> SchedulingOptions {
+        SchedulingOptions {
+            policy: self.policy,
+            weights: self.weights.clone(),
+            security_grade: self.security_grade,
+            dataset_id: self.dataset_id.clone(),
+            duration_secs: self.duration_secs,
+            qos: self.qos.clone(),
+        }
+    }
+
     /// Checks every field rule; the error names the first offending field.
     pub fn validate(&self) -> Result<(), ApiError> {
         validate::text("name", &self.name, MAX_A1_FIELD_LEN)?;
@@ -98,6 +140,21 @@ impl CreateTrainJob {
             validate::id(&field("imageId"), &task.image_id, MAX_A1_FIELD_LEN)?;
             validate::id(&field("resourceSpecId"), &task.resource_spec_id, MAX_A1_FIELD_LEN)?;
             validate::range(&field("replicaNumber"), task.replica_number, 1, MAX_REPLICAS)?;
+            let pins = task.center_ids.len();
+            if pins > 1 && pins as i64 != task.replica_number {
+                let why = format!("has {pins} centers; give one for all replicas or one per replica");
+                return Err(ApiError::invalid(&field("centerIDs"), why));
+            }
+            for center in &task.center_ids {
+                validate::id(&field("centerIDs"), center, MAX_ID_LEN)?;
+            }
+        }
+        let options = self.scheduling_options();
+        options.validate()?;
+        if options.policy == Some(PolicyMode::Manual) {
+            if let Some(i) = self.tasks.iter().position(|t| t.center_ids.is_empty()) {
+                return Err(ApiError::invalid(&format!("tasks[{i}].centerIDs"), "is required by policy manual"));
+            }
         }
         Ok(())
     }
@@ -114,6 +171,31 @@ pub struct Task {
     /// Center of each replica; empty while the task is unplaced.
     pub center_ids: Vec<String>,
     pub replica_status: Vec<RunState>,
+    /// Centers the user pinned the task to (one for all replicas, or one per replica).
+    #[serde(default)]
+    pub pin: Vec<String>,
+    /// Placed together with the job's other gang tasks.
+    #[serde(default = "yes")]
+    pub gang: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Task {
+    /// The center pinned for `replica`, if the task is pinned.
+    pub fn pinned_center(&self, replica: usize) -> Option<&str> {
+        match self.pin.len() {
+            0 => None,
+            1 => Some(&self.pin[0]),
+            _ => self.pin.get(replica).map(String::as_str),
+        }
+    }
+
+    pub fn is_placed(&self) -> bool {
+        !self.center_ids.is_empty()
+    }
 }
 
 /// A job as stored in the replicated state (Table 7).
@@ -131,9 +213,20 @@ pub struct Job {
     pub idempotency_key: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// What steers the job's placement.
+    #[serde(default)]
+    pub options: SchedulingOptions,
+    /// Unix ms when the last task was placed; `None` while the job waits in the queue.
+    #[serde(default)]
+    pub placed_at: Option<i64>,
 }
 
 impl Job {
+    /// Whether every task has its centers.
+    pub fn is_placed(&self) -> bool {
+        self.tasks.iter().all(Task::is_placed)
+    }
+
     /// Builds a pending job from a validated request.
     pub fn from_request(id: String, req: &CreateTrainJob, idempotency_key: Option<String>, now_ms: i64) -> Job {
         let user = req.user_name.clone().unwrap_or_else(|| DEFAULT_USER.to_string());
@@ -154,6 +247,8 @@ impl Job {
                     replica_number: t.replica_number as u32,
                     center_ids: Vec::new(),
                     replica_status: vec![RunState::Pending; t.replica_number as usize],
+                    pin: t.center_ids.clone(),
+                    gang: t.gang.unwrap_or(true),
                 })
                 .collect(),
             status: RunState::Pending,
@@ -161,6 +256,8 @@ impl Job {
             idempotency_key,
             created_at: now_ms,
             updated_at: now_ms,
+            options: req.scheduling_options(),
+            placed_at: None,
         }
     }
 
@@ -169,6 +266,7 @@ impl Job {
         self.name == req.name
             && self.user_name == req.user_name.as_deref().unwrap_or(DEFAULT_USER)
             && self.desc == req.desc.as_deref().unwrap_or_default()
+            && self.options == req.scheduling_options()
             && self.tasks.len() == req.tasks.len()
             && self.tasks.iter().zip(&req.tasks).all(|(t, r)| {
                 t.name == r.name
@@ -176,6 +274,8 @@ impl Job {
                     && t.image_id == r.image_id
                     && t.resource_spec_id == r.resource_spec_id
                     && i64::from(t.replica_number) == r.replica_number
+                    && t.pin == r.center_ids
+                    && t.gang == r.gang.unwrap_or(true)
             })
     }
 

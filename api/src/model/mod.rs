@@ -5,9 +5,11 @@
 
 pub mod catalog;
 pub mod job;
+pub mod schedule;
 
 pub use catalog::*;
 pub use job::*;
+pub use schedule::*;
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

@@ -161,9 +161,10 @@ fn prepare(count: u64) -> Vec<Submission> {
                     image_id: "pytorch-hunan-univ".into(),
                     resource_spec_id: "gpu-1x".into(),
                     replica_number: 1,
+                    ..Default::default()
                 }],
                 user_name: Some("bench".into()),
-                desc: None,
+                ..Default::default()
             };
             let body = Bytes::from(serde_json::to_vec(&job).expect("API types serialize to JSON"));
             Submission { body, key: format!("{run_key}-{i}") }

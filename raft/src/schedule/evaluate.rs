@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use crate::schedule::snapshot::{JobContext, Snapshot};
-use crate::schedule::strategy::{score, Strategy};
+use crate::schedule::strategy::{normalize, raw, Strategy};
 
 /// How much each strategy counts. A strategy not listed counts 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,19 +16,20 @@ pub struct Weights(BTreeMap<Strategy, u32>);
 
 impl Default for Weights {
     /// Load and capacity lead (20 each), since a replica that does not fit or waits behind a
-    /// queue gains nothing elsewhere; data affinity next (15); price, energy, performance and
-    /// fairness at 10; security 5, because a job's required grade is a filter, not a preference.
-    /// The weights sum to 100, so a weight reads as a percentage.
+    /// queue gains nothing elsewhere; data affinity, price, energy, performance and fairness at
+    /// 10; security 5, because a job's required grade is a filter, not a preference; network
+    /// quality 5. The weights sum to 100, so a weight reads as a percentage.
     fn default() -> Self {
         Weights::from_pairs([
             (Strategy::LeastWorkload, 20),
             (Strategy::MostFreeCapacity, 20),
-            (Strategy::DataAffinity, 15),
+            (Strategy::DataAffinity, 10),
             (Strategy::LowestPrice, 10),
             (Strategy::LowestEnergy, 10),
             (Strategy::HighestPerformance, 10),
             (Strategy::HighestSecurity, 5),
             (Strategy::LoadFairness, 10),
+            (Strategy::NetworkQuality, 5),
         ])
     }
 }
@@ -41,6 +42,12 @@ impl Weights {
     /// Only this strategy counts (a single-factor policy).
     pub fn only(strategy: Strategy) -> Self {
         Weights::from_pairs([(strategy, 1)])
+    }
+
+    /// These weights with `strategy` set to `weight`.
+    pub fn with(mut self, strategy: Strategy, weight: u32) -> Self {
+        self.0.insert(strategy, weight);
+        self
     }
 
     pub fn get(&self, strategy: Strategy) -> u32 {
@@ -75,6 +82,46 @@ impl EvaluationModel for WeightedSum {
     }
 }
 
+/// One candidate's scores: per weighted strategy `(strategy, raw, normalized)`, and the total.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredCenter {
+    pub center_id: String,
+    pub strategies: Vec<(Strategy, Option<f64>, u32)>,
+    pub total: u32,
+}
+
+/// Every candidate scored under `model`, best first; equal totals in ascending center id.
+/// Strategies of weight 0 are skipped: they cannot change a total.
+pub fn score_table(
+    model: &dyn EvaluationModel,
+    weights: &Weights,
+    job: &JobContext,
+    snapshot: &Snapshot,
+) -> Vec<ScoredCenter> {
+    let per_strategy: Vec<(Strategy, Vec<Option<f64>>, Vec<u32>)> = Strategy::ALL
+        .into_iter()
+        .filter(|s| weights.get(*s) > 0)
+        .map(|s| {
+            let raw = raw(s, job, snapshot);
+            let normalized = normalize(&raw, s.higher_is_better());
+            (s, raw, normalized)
+        })
+        .collect();
+    let mut table: Vec<ScoredCenter> = snapshot
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(index, candidate)| {
+            let strategies: Vec<(Strategy, Option<f64>, u32)> =
+                per_strategy.iter().map(|(s, raw, normalized)| (*s, raw[index], normalized[index])).collect();
+            let scores: Vec<(Strategy, u32)> = strategies.iter().map(|(s, _, n)| (*s, *n)).collect();
+            ScoredCenter { center_id: candidate.id().to_string(), total: model.combine(&scores, weights), strategies }
+        })
+        .collect();
+    table.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.center_id.cmp(&b.center_id)));
+    table
+}
+
 /// Every candidate's total under `model`, best first; equal totals in ascending center id.
 pub fn rank(
     model: &dyn EvaluationModel,
@@ -82,20 +129,7 @@ pub fn rank(
     job: &JobContext,
     snapshot: &Snapshot,
 ) -> Vec<(String, u32)> {
-    let per_strategy: Vec<(Strategy, Vec<u32>)> =
-        Strategy::ALL.into_iter().map(|s| (s, score(s, job, snapshot))).collect();
-    let mut ranked: Vec<(String, u32)> = snapshot
-        .candidates
-        .iter()
-        .enumerate()
-        .map(|(index, candidate)| {
-            let center_scores: Vec<(Strategy, u32)> =
-                per_strategy.iter().map(|(strategy, scores)| (*strategy, scores[index])).collect();
-            (candidate.id().to_string(), model.combine(&center_scores, weights))
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    ranked
+    score_table(model, weights, job, snapshot).into_iter().map(|s| (s.center_id, s.total)).collect()
 }
 
 /// Why an A.6 request's scores cannot be combined.

@@ -137,3 +137,20 @@ pub fn negative_workload_variance(job: &JobContext, snapshot: &Snapshot) -> Vec<
         })
         .collect()
 }
+
+/// (extension) Effective bandwidth of the path to each candidate: uplink Mbit/s less the loss
+/// rate, divided by `1 + (latency + 2 × jitter) / 10 ms`; higher is better. A center with no
+/// bandwidth configured cannot be judged.
+pub fn network_quality(snapshot: &Snapshot) -> Vec<Option<f64>> {
+    snapshot
+        .candidates
+        .iter()
+        .map(|c| {
+            let net = &c.center.network;
+            (net.bandwidth_mbps > 0.0).then(|| {
+                let delivered = net.bandwidth_mbps * (1.0 - net.loss_pct / 100.0);
+                delivered / (1.0 + (net.latency_ms + 2.0 * net.jitter_ms) / 10.0)
+            })
+        })
+        .collect()
+}

@@ -88,7 +88,7 @@ prop_compose! {
         c.security_grade = grade;
         c.power.static_watts = static_watts.into();
         c.power.device_watts.insert("gpu".into(), gpu_watts.into());
-        c.network = NetworkPosition { site: format!("s{site}"), bandwidth_mbps: bandwidth.into(), latency_ms: 0.0 };
+        c.network = NetworkPosition { site: format!("s{site}"), bandwidth_mbps: bandwidth.into(), latency_ms: 0.0, ..Default::default() };
         c.region = format!("r{region}");
         c.performance.insert("gpu".into(), f64::from(gpu_speed) / 10.0);
         let metrics = reported.then(|| CenterMetrics {

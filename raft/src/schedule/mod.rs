@@ -11,17 +11,29 @@
 //! * [`strategy`] — the eight strategies, their ids, and min-max normalization.
 //! * [`factors`] — each strategy's raw factor per candidate.
 //! * [`evaluate`] — weights, the weighted-sum model, ranking, and the A.6 combined score.
-//! * [`state`] — a snapshot built from the replicated state.
+//! * [`state`] — a snapshot and a cycle's catalog built from the replicated state.
+//! * [`problem`] — what a cycle decides over: catalog, monitoring, in-flight ledger, settings.
+//! * [`policy`] — the policy modes of §5 f as weight profiles.
+//! * [`filter`] — whether a replica may go to a center at all, with a reason code when not.
+//! * [`migration`] — ranking the copies a job's data could be fetched from (§6.3.2).
+//! * [`solve`] — one cycle: queue in, placements and explain records out.
 
 pub mod evaluate;
 pub mod factors;
+pub mod filter;
+pub mod migration;
+pub mod policy;
+pub mod problem;
 pub mod snapshot;
+pub mod solve;
 pub mod state;
 pub mod strategy;
 
 #[cfg(test)]
 mod fixtures;
 
-pub use evaluate::{combine_algorithm_scores, rank, EvaluationModel, ScoreError, WeightedSum, Weights};
+pub use evaluate::{combine_algorithm_scores, rank, score_table, EvaluationModel, ScoreError, WeightedSum, Weights};
+pub use problem::{Catalog, LedgerEntry, SolverConfig};
+pub use solve::{solve, JobDecision};
 pub use snapshot::{free_capacity, CandidateCenter, DataLocation, DeviceKind, JobContext, Location, Snapshot};
 pub use strategy::{normalize, raw, score, Strategy};

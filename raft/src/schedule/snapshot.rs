@@ -3,6 +3,7 @@
 //! decision depends on nothing that is not written down here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jcs_api::model::{Center, CenterMetrics, ResourceSpec};
 use jcs_api::quantity::ResourceAmounts;
@@ -84,7 +85,8 @@ pub fn free_capacity(metrics: &CenterMetrics) -> ResourceAmounts {
 /// One center a replica could go to, as the cycle's snapshot saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CandidateCenter {
-    pub center: Center,
+    /// Shared: a cycle builds many candidates of one center.
+    pub center: Arc<Center>,
     /// The latest monitoring report; `None` when the center has not reported.
     pub metrics: Option<CenterMetrics>,
     /// The spec's price at this center (`center_prices` override, else `price`).
@@ -94,7 +96,8 @@ pub struct CandidateCenter {
 }
 
 impl CandidateCenter {
-    pub fn new(center: Center, metrics: Option<CenterMetrics>, spec: &ResourceSpec) -> Self {
+    pub fn new(center: impl Into<Arc<Center>>, metrics: Option<CenterMetrics>, spec: &ResourceSpec) -> Self {
+        let center = center.into();
         let price = spec.center_prices.get(&center.ai_center_id).copied().unwrap_or(spec.price);
         let free = metrics.as_ref().map(free_capacity).unwrap_or_default();
         CandidateCenter { center, metrics, price, free }

@@ -1,4 +1,4 @@
-//! The eight scheduling strategies of §6.6.2, each turning its raw factor (see [`factors`]) into
+//! The eight scheduling strategies of §6.6.2 (and jcs's network-quality extension), each turning its raw factor (see [`factors`]) into
 //! a normalized score per candidate: an integer 0..=100, higher is better, so the evaluation
 //! model can weigh strategies with different units against each other. The string ids are the
 //! `algorithmId`s of the A.5 and A.6 endpoints.
@@ -28,10 +28,13 @@ pub enum Strategy {
     HighestSecurity,
     /// (h) Least spread of workload across centers after placement.
     LoadFairness,
+    /// jcs extension for policy modes 6 and 8: best network path (bandwidth, latency, jitter,
+    /// loss).
+    NetworkQuality,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 8] = [
+    pub const ALL: [Strategy; 9] = [
         Strategy::LeastWorkload,
         Strategy::MostFreeCapacity,
         Strategy::DataAffinity,
@@ -40,6 +43,7 @@ impl Strategy {
         Strategy::HighestPerformance,
         Strategy::HighestSecurity,
         Strategy::LoadFairness,
+        Strategy::NetworkQuality,
     ];
 
     /// The stable `algorithmId`.
@@ -53,6 +57,7 @@ impl Strategy {
             Strategy::HighestPerformance => "highest_performance",
             Strategy::HighestSecurity => "highest_security",
             Strategy::LoadFairness => "load_fairness",
+            Strategy::NetworkQuality => "network_quality",
         }
     }
 
@@ -83,6 +88,7 @@ pub fn raw(strategy: Strategy, job: &JobContext, snapshot: &Snapshot) -> Vec<Opt
         Strategy::HighestPerformance => factors::performance(job, snapshot),
         Strategy::HighestSecurity => factors::security_grade(snapshot),
         Strategy::LoadFairness => factors::negative_workload_variance(job, snapshot),
+        Strategy::NetworkQuality => factors::network_quality(snapshot),
     }
 }
 

@@ -1,0 +1,124 @@
+//! The filters: whether one replica may go to one center at all, before any scoring. Each
+//! rejection carries a [`RejectCode`] and the numbers behind it, so that "why pending" always
+//! has an answer.
+
+use std::collections::HashSet;
+
+use jcs_api::model::{center_status, Dataset, PolicyMode, QosTarget, RejectCode, Rejection};
+
+use crate::schedule::problem::{Capacity, CenterState, SolverConfig, SpecInfo};
+use crate::schedule::snapshot::DeviceKind;
+
+/// What a job asks of every center, whatever the task.
+#[derive(Debug, Clone)]
+pub struct JobNeeds<'a> {
+    pub mode: PolicyMode,
+    pub security_grade: i32,
+    pub dataset: Option<&'a Dataset>,
+    pub qos: Option<&'a QosTarget>,
+    pub duration_secs: f64,
+}
+
+impl JobNeeds<'_> {
+    /// Whether `center_id` holds a copy of the job's data (trivially true without data).
+    pub fn data_at(&self, center_id: &str) -> bool {
+        self.dataset.is_none_or(|d| d.location.iter().any(|l| l.ai_center_id == center_id))
+    }
+
+    pub fn data_size_mb(&self) -> f64 {
+        self.dataset.map_or(0.0, |d| d.size_mb as f64)
+    }
+}
+
+/// What one task asks of a center.
+#[derive(Debug, Clone)]
+pub struct TaskNeeds<'a> {
+    pub spec: &'a SpecInfo,
+    /// Centers holding the task's image (by name) in a version that fits the spec.
+    pub image_centers: HashSet<&'a str>,
+    pub image_name: &'a str,
+}
+
+fn reject(center_id: &str, code: RejectCode, detail: String) -> Rejection {
+    Rejection { center_id: center_id.to_string(), code, detail }
+}
+
+/// Seconds to copy the job's data to a center (0 when it holds a copy); `None` when it cannot
+/// be copied (no bandwidth configured).
+pub fn copy_secs(job: &JobNeeds, state: &CenterState) -> Option<f64> {
+    if job.data_at(&state.center.ai_center_id) || job.data_size_mb() <= 0.0 {
+        return Some(0.0);
+    }
+    let bandwidth = state.center.network.bandwidth_mbps;
+    (bandwidth > 0.0).then(|| job.data_size_mb() * 8.0 / bandwidth)
+}
+
+/// Runs every filter for one replica of `task` at the center; `free` is its capacity left in
+/// this cycle (reported free, less in-flight and this cycle's earlier placements).
+pub fn check(
+    state: &CenterState,
+    free: &Capacity,
+    job: &JobNeeds,
+    task: &TaskNeeds,
+    config: &SolverConfig,
+) -> Result<(), Rejection> {
+    let id = state.center.ai_center_id.as_str();
+    if state.center.status == center_status::UNAVAILABLE {
+        return Err(reject(id, RejectCode::CenterUnavailable, "center status is 0 (unavailable)".into()));
+    }
+    let Some(metrics) = &state.metrics else {
+        return Err(reject(id, RejectCode::MonitoringMissing, "no monitoring report yet".into()));
+    };
+    let age = config.now_ms.saturating_sub(metrics.reported_at);
+    if config.stale_after_ms > 0 && age > config.stale_after_ms {
+        let detail = format!("last report {}s old, bound {}s", age / 1000, config.stale_after_ms / 1000);
+        return Err(reject(id, RejectCode::MonitoringStale, detail));
+    }
+    let grade = state.center.security_grade.max(metrics.security_grade);
+    if grade < job.security_grade {
+        let detail = format!("grade {grade} < required {}", job.security_grade);
+        return Err(reject(id, RejectCode::SecurityGradeTooLow, detail));
+    }
+    if !task.image_centers.contains(id) {
+        let detail = format!("no image '{}' fitting spec '{}'", task.image_name, task.spec.spec.resource_spec_id);
+        return Err(reject(id, RejectCode::ImageNotAtCenter, detail));
+    }
+    if let Some(dataset) = job.dataset.filter(|_| !job.data_at(id)) {
+        if dataset.private {
+            let detail = format!("dataset '{}' is private", dataset.dataset_id());
+            return Err(reject(id, RejectCode::PrivateDataElsewhere, detail));
+        }
+        if job.mode == PolicyMode::Data && dataset.size_mb > config.data_move_limit_mb {
+            let detail = format!("{} MB > move limit {} MB", dataset.size_mb, config.data_move_limit_mb);
+            return Err(reject(id, RejectCode::DataTooLargeToMove, detail));
+        }
+    }
+    if let Some(qos) = job.qos {
+        check_qos(state, job, qos, task)?;
+    }
+    if let Some((kind, needed, available)) = free.shortfall(&task.spec.capacity) {
+        let detail = format!("{kind}: needs {needed}, free {available} ({} in flight)", state.in_flight_replicas);
+        return Err(reject(id, RejectCode::InsufficientCapacity, detail));
+    }
+    Ok(())
+}
+
+fn check_qos(state: &CenterState, job: &JobNeeds, qos: &QosTarget, task: &TaskNeeds) -> Result<(), Rejection> {
+    let id = state.center.ai_center_id.as_str();
+    let latency = state.center.network.latency_ms;
+    if let Some(bound) = qos.max_latency_ms.filter(|bound| latency > *bound) {
+        return Err(reject(id, RejectCode::QosLatency, format!("latency {latency} ms > {bound} ms")));
+    }
+    if let Some(deadline) = qos.deadline_secs {
+        let kind = DeviceKind::dominant(&task.spec.demand);
+        let speed = state.center.performance.get(kind.key()).copied().unwrap_or(1.0);
+        let finish = match copy_secs(job, state) {
+            Some(copy) if speed > 0.0 => copy + job.duration_secs / speed,
+            _ => f64::INFINITY,
+        };
+        if finish > deadline as f64 {
+            return Err(reject(id, RejectCode::QosDeadline, format!("finishes in {finish:.0}s > deadline {deadline}s")));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! What one scheduling cycle decides over: the catalog and latest monitoring as one consistent
+//! read, the in-flight ledger, and the solver's settings. Built from the replicated state by
+//! [`crate::schedule::state::load_catalog`], or by hand in tests and benchmarks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use jcs_api::model::{Center, CenterMetrics, Dataset, Image, PolicyMode, ResourceSpec};
+use jcs_api::quantity::ResourceAmounts;
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::snapshot::DeviceKind;
+
+/// A replica placed but not yet confirmed by its center. Its demand is deducted from the
+/// center's reported free capacity until the center confirms it, the job ends, or the entry
+/// expires — so a cycle never over-commits on monitoring that predates its own placements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub center_id: String,
+    pub job_id: String,
+    pub task: u32,
+    pub replica: u32,
+    pub demand: ResourceAmounts,
+    /// Unix ms of the placement.
+    pub placed_at: i64,
+}
+
+/// Amounts per device kind (Table 2 order) plus the user-defined pool, as plain numbers so that
+/// the solver's arithmetic allocates nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Capacity(pub [f64; 7]);
+
+/// The names of [`Capacity`]'s slots, for explanations.
+pub const CAPACITY_KINDS: [&str; 7] = ["cpu", "gpu", "npu", "mlu", "memory", "storage", "user_define"];
+
+impl Capacity {
+    pub fn of_demand(amounts: &ResourceAmounts) -> Capacity {
+        let mut slots = [0.0; 7];
+        for (slot, kind) in slots.iter_mut().zip(DeviceKind::ALL) {
+            *slot = kind.amount(amounts);
+        }
+        slots[6] = amounts.user_define.values().sum();
+        Capacity(slots)
+    }
+
+    /// The free counters of a Table 4 report.
+    pub fn free_in(metrics: &CenterMetrics) -> Capacity {
+        let m = metrics;
+        Capacity(
+            [m.cpu_free, m.gpu_free, m.npu_free, m.mlu_free, m.memory_free, m.storage_free, m.defineres_free]
+                .map(|v| v as f64),
+        )
+    }
+
+    pub fn add(&mut self, other: &Capacity) {
+        self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a += b);
+    }
+
+    pub fn sub(&mut self, other: &Capacity) {
+        self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a -= b);
+    }
+
+    /// The first kind where `demand` exceeds what is here: `(kind, needed, available)`.
+    pub fn shortfall(&self, demand: &Capacity) -> Option<(&'static str, f64, f64)> {
+        (0..7).find(|&i| demand.0[i] > 0.0 && demand.0[i] > self.0[i] + 1e-9).map(|i| (CAPACITY_KINDS[i], demand.0[i], self.0[i]))
+    }
+
+    /// As [`ResourceAmounts`] (user-defined pooled under `user_define`), for the strategies.
+    pub fn to_amounts(self) -> ResourceAmounts {
+        let [cpu, gpu, npu, mlu, memory_mb, storage_gb, user] = self.0;
+        let user_define = if user > 0.0 { [("user_define".to_string(), user)].into() } else { BTreeMap::new() };
+        ResourceAmounts { cpu, gpu, npu, mlu, memory_mb, storage_gb, user_define }
+    }
+}
+
+/// A center as the cycle sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CenterState {
+    pub center: Arc<Center>,
+    pub metrics: Option<CenterMetrics>,
+    /// Demand of this center's live ledger entries.
+    pub in_flight: Capacity,
+    pub in_flight_replicas: i64,
+}
+
+/// A spec with its demand parsed once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecInfo {
+    pub spec: ResourceSpec,
+    pub demand: ResourceAmounts,
+    pub capacity: Capacity,
+    pub offered: Vec<String>,
+}
+
+impl SpecInfo {
+    pub fn new(spec: ResourceSpec) -> SpecInfo {
+        let demand = ResourceAmounts::from_quantities(&spec.resource_quantity).unwrap_or_default();
+        let offered = spec.centers();
+        SpecInfo { capacity: Capacity::of_demand(&demand), demand, offered, spec }
+    }
+}
+
+/// The consistent read a cycle decides over.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalog {
+    /// By id, so iteration (and every tie) is in id order.
+    pub centers: BTreeMap<String, CenterState>,
+    pub specs: HashMap<String, SpecInfo>,
+    pub images: HashMap<String, Image>,
+    /// Images by name: a center "has" an image when an image of the same name is registered
+    /// there (each center registers its own copy under its own id).
+    pub images_by_name: HashMap<String, Vec<Image>>,
+    /// By `data_name@data_version`.
+    pub datasets: HashMap<String, Dataset>,
+}
+
+impl Catalog {
+    /// Assembles a catalog; ledger entries older than `ledger_ttl_ms` at `now_ms` are ignored.
+    pub fn new(
+        centers: Vec<(Center, Option<CenterMetrics>)>,
+        specs: Vec<ResourceSpec>,
+        images: Vec<Image>,
+        datasets: Vec<Dataset>,
+        ledger: &[LedgerEntry],
+        now_ms: i64,
+        ledger_ttl_ms: i64,
+    ) -> Catalog {
+        let mut centers: BTreeMap<String, CenterState> = centers
+            .into_iter()
+            .map(|(center, metrics)| {
+                let state =
+                    CenterState { center: Arc::new(center), metrics, in_flight: Capacity::default(), in_flight_replicas: 0 };
+                (state.center.ai_center_id.clone(), state)
+            })
+            .collect();
+        for entry in ledger.iter().filter(|e| is_live(e, now_ms, ledger_ttl_ms)) {
+            if let Some(state) = centers.get_mut(&entry.center_id) {
+                state.in_flight.add(&Capacity::of_demand(&entry.demand));
+                state.in_flight_replicas += 1;
+            }
+        }
+        let mut images_by_name: HashMap<String, Vec<Image>> = HashMap::new();
+        for image in &images {
+            images_by_name.entry(image.name.clone()).or_default().push(image.clone());
+        }
+        Catalog {
+            centers,
+            specs: specs.into_iter().map(|s| (s.resource_spec_id.clone(), SpecInfo::new(s))).collect(),
+            images: images.into_iter().map(|i| (i.image_id.clone(), i)).collect(),
+            images_by_name,
+            datasets: datasets.into_iter().map(|d| (d.dataset_id(), d)).collect(),
+        }
+    }
+}
+
+/// Whether a ledger entry still holds capacity at `now_ms`.
+pub fn is_live(entry: &LedgerEntry, now_ms: i64, ledger_ttl_ms: i64) -> bool {
+    entry.placed_at.saturating_add(ledger_ttl_ms) > now_ms
+}
+
+/// The solver's settings and the cycle's identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SolverConfig {
+    /// The cycle's clock, Unix ms.
+    pub now_ms: i64,
+    /// Monitoring older than this is stale (ms); 0 never goes stale.
+    pub stale_after_ms: i64,
+    /// Data larger than this (MB) is not moved under policy `data`: the job goes to the data.
+    pub data_move_limit_mb: i64,
+    /// The mode of jobs that name none.
+    pub default_policy: PolicyMode,
+    /// The leader term deciding, recorded in every explain record.
+    pub term: u64,
+    /// The placement version of the state read.
+    pub snapshot_version: u64,
+}
+
+impl Default for SolverConfig {
+    fn default() -> Self {
+        SolverConfig {
+            now_ms: 0,
+            stale_after_ms: 0,
+            data_move_limit_mb: 10_240,
+            default_policy: PolicyMode::Balanced,
+            term: 0,
+            snapshot_version: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_shortfall_names_the_first_short_kind() {
+        let free = Capacity([8.0, 1.0, 0.0, 0.0, 1000.0, 0.0, 0.0]);
+        let demand = Capacity([4.0, 2.0, 0.0, 0.0, 2000.0, 0.0, 0.0]);
+        assert_eq!(free.shortfall(&demand), Some(("gpu", 2.0, 1.0)));
+        assert_eq!(free.shortfall(&Capacity([8.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])), None);
+    }
+
+    #[test]
+    fn expired_ledger_entries_hold_nothing() {
+        let entry = |placed_at| LedgerEntry {
+            center_id: "a".into(),
+            job_id: "j".into(),
+            task: 0,
+            replica: 0,
+            demand: ResourceAmounts { gpu: 1.0, ..Default::default() },
+            placed_at,
+        };
+        let center: Center = serde_json::from_value(serde_json::json!({"ai_center_id":"a","name":"a","region":"r"})).unwrap();
+        let catalog = Catalog::new(vec![(center, None)], vec![], vec![], vec![], &[entry(100), entry(900)], 1000, 500);
+        assert_eq!(catalog.centers["a"].in_flight_replicas, 1);
+        assert_eq!(catalog.centers["a"].in_flight.0[1], 1.0);
+    }
+}

@@ -1,0 +1,365 @@
+//! The solver on crafted catalogs (every filter, gang, FCFS, pins, each policy mode, the ledger)
+//! and as properties over arbitrary ones (capacity never exceeded, gang all-or-nothing, same
+//! inputs → same decisions).
+
+use std::collections::BTreeMap;
+
+use jcs_api::model::{
+    Center, CenterMetrics, CreateTask, CreateTrainJob, Dataset, DecisionOutcome, Image, Job, PolicyMode, QosTarget,
+    ResourceSpec,
+};
+use jcs_api::quantity::ResourceAmounts;
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::schedule::problem::LedgerEntry;
+
+const NOW: i64 = 1_000_000;
+
+fn center(id: &str, gpus: i64) -> (Center, Option<CenterMetrics>) {
+    let center: Center = serde_json::from_value(json!({"ai_center_id": id, "name": id, "region": "r1", "status": 1,
+        "network": {"bandwidth_mbps": 1000.0}}))
+    .unwrap();
+    let metrics = CenterMetrics { gpu_free: gpus, cpu_free: 64, memory_free: 1_000_000, reported_at: NOW, ..Default::default() };
+    (center, Some(metrics))
+}
+
+fn spec_at(centers: &[&str]) -> ResourceSpec {
+    serde_json::from_value(json!({"resource_spec_id": "g1", "resource_spec_name": "g1",
+        "resource_quantity": {"gpu": "1", "cpu": "1"}, "price": 10, "computing_center_list": centers.join(",")}))
+    .unwrap()
+}
+
+fn image_at(centers: &[&str]) -> Vec<Image> {
+    centers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            serde_json::from_value(json!({"image_id": format!("img-{i}"), "name": "pytorch", "ai_center_id": c}))
+                .unwrap()
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+struct World {
+    centers: Vec<(Center, Option<CenterMetrics>)>,
+    specs: Vec<ResourceSpec>,
+    images: Vec<Image>,
+    datasets: Vec<Dataset>,
+    ledger: Vec<LedgerEntry>,
+}
+
+impl World {
+    /// Centers with the given free GPUs, all offering spec `g1` and holding image `pytorch`.
+    fn new(gpus: &[(&str, i64)]) -> World {
+        let ids: Vec<&str> = gpus.iter().map(|(id, _)| *id).collect();
+        World {
+            centers: gpus.iter().map(|(id, n)| center(id, *n)).collect(),
+            specs: vec![spec_at(&ids)],
+            images: image_at(&ids),
+            datasets: Vec::new(),
+            ledger: Vec::new(),
+        }
+    }
+
+    fn edit(mut self, id: &str, change: impl FnOnce(&mut Center, &mut Option<CenterMetrics>)) -> World {
+        let (center, metrics) = self.centers.iter_mut().find(|(c, _)| c.ai_center_id == id).unwrap();
+        change(center, metrics);
+        self
+    }
+
+    fn catalog(&self) -> Catalog {
+        let images = self.images.clone();
+        Catalog::new(self.centers.clone(), self.specs.clone(), images, self.datasets.clone(), &self.ledger, NOW, 60_000)
+    }
+
+    fn solve(&self, jobs: &[Job]) -> Vec<JobDecision> {
+        solve(&self.catalog(), jobs, &config())
+    }
+}
+
+fn config() -> SolverConfig {
+    SolverConfig { now_ms: NOW, stale_after_ms: 60_000, ..Default::default() }
+}
+
+fn job_with(id: &str, replicas: &[i64], edit: impl FnOnce(&mut CreateTrainJob)) -> Job {
+    let mut request = CreateTrainJob {
+        name: id.into(),
+        tasks: replicas
+            .iter()
+            .enumerate()
+            .map(|(i, n)| CreateTask {
+                name: format!("t{i}"),
+                command: "run".into(),
+                image_id: "img-0".into(),
+                resource_spec_id: "g1".into(),
+                replica_number: *n,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    edit(&mut request);
+    Job::from_request(id.into(), &request, None, NOW)
+}
+
+fn job(id: &str, replicas: i64) -> Job {
+    job_with(id, &[replicas], |_| {})
+}
+
+fn placed(decision: &JobDecision) -> Vec<Vec<String>> {
+    decision.placements.iter().flatten().cloned().collect()
+}
+
+fn rejections(decision: &JobDecision) -> BTreeMap<String, u32> {
+    decision.explain.tasks[0].replicas[0].rejected_count.clone()
+}
+
+#[test]
+fn replicas_and_later_jobs_see_the_capacity_taken_before_them() {
+    let world = World::new(&[("a", 2), ("b", 1)]);
+    let decisions = world.solve(&[job("j1", 2), job("j2", 1), job("j3", 1)]);
+    let mut used: BTreeMap<String, i64> = BTreeMap::new();
+    for center in decisions.iter().flat_map(placed).flatten() {
+        *used.entry(center).or_default() += 1;
+    }
+    assert_eq!(used, BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 1)]));
+    assert_eq!(decisions[2].explain.outcome, DecisionOutcome::Pending);
+    assert_eq!(rejections(&decisions[2])["INSUFFICIENT_CAPACITY"], 2);
+    assert!(decisions[2].explain.reason.contains("INSUFFICIENT_CAPACITY 2"), "{}", decisions[2].explain.reason);
+}
+
+#[test]
+fn every_filter_rejects_with_its_code() {
+    let world = World::new(&[("ok", 4), ("down", 4), ("stale", 4), ("silent", 4), ("lowgrade", 4), ("noimage", 4)])
+        .edit("down", |c, _| c.status = 0)
+        .edit("stale", |_, m| m.as_mut().unwrap().reported_at = NOW - 120_000)
+        .edit("silent", |_, m| *m = None)
+        .edit("lowgrade", |c, _| c.security_grade = 1)
+        .edit("ok", |c, _| c.security_grade = 5);
+    let mut world = world;
+    world.images.retain(|i| i.ai_center_id != "noimage");
+    world.centers.push(center("elsewhere", 4));
+    for (_, m) in world.centers.iter_mut().filter(|(c, _)| c.ai_center_id != "ok") {
+        if let Some(m) = m.as_mut() {
+            m.security_grade = 0;
+        }
+    }
+    world = world.edit("noimage", |c, _| c.security_grade = 9).edit("stale", |c, _| c.security_grade = 9);
+    let decision = &world.solve(&[job_with("j", &[1], |r| r.security_grade = Some(3))])[0];
+    let codes = rejections(decision);
+    for code in ["CENTER_UNAVAILABLE", "MONITORING_STALE", "MONITORING_MISSING", "SECURITY_GRADE_TOO_LOW", "IMAGE_NOT_AT_CENTER", "SPEC_NOT_OFFERED"] {
+        assert_eq!(codes.get(code), Some(&1), "{code}: {codes:?}");
+    }
+    assert_eq!(placed(decision), vec![vec!["ok".to_string()]]);
+}
+
+#[test]
+fn the_in_flight_ledger_is_deducted_until_it_expires() {
+    let mut world = World::new(&[("a", 1)]);
+    let entry = |placed_at| LedgerEntry {
+        center_id: "a".into(),
+        job_id: "old".into(),
+        task: 0,
+        replica: 0,
+        demand: ResourceAmounts { gpu: 1.0, ..Default::default() },
+        placed_at,
+    };
+    world.ledger = vec![entry(NOW - 1_000)];
+    assert_eq!(world.solve(&[job("j", 1)])[0].explain.outcome, DecisionOutcome::Pending);
+    world.ledger = vec![entry(NOW - 61_000)];
+    assert_eq!(world.solve(&[job("j", 1)])[0].explain.outcome, DecisionOutcome::Placed);
+}
+
+#[test]
+fn gang_tasks_are_placed_together_or_not_at_all_and_give_capacity_back() {
+    let world = World::new(&[("a", 2)]);
+    let decisions = world.solve(&[job_with("big", &[1, 2], |_| {}), job("small", 2)]);
+    assert_eq!(decisions[0].explain.outcome, DecisionOutcome::Pending);
+    assert!(placed(&decisions[0]).is_empty());
+    assert!(decisions[0].explain.tasks[0].center_ids.is_empty(), "the rolled-back task shows no centers");
+    assert_eq!(placed(&decisions[1]), vec![vec!["a".to_string(), "a".to_string()]]);
+}
+
+#[test]
+fn a_task_that_opts_out_of_gang_is_placed_alone() {
+    let world = World::new(&[("a", 2)]);
+    let decision = &world.solve(&[job_with("j", &[2, 3], |r| r.tasks[0].gang = Some(false))])[0];
+    assert_eq!(decision.explain.outcome, DecisionOutcome::PartlyPlaced);
+    assert_eq!(decision.placements[0], Some(vec!["a".to_string(), "a".to_string()]));
+    assert_eq!(decision.placements[1], None);
+}
+
+#[test]
+fn under_fcfs_no_job_overtakes_a_blocked_one() {
+    let world = World::new(&[("a", 1)]);
+    let fcfs = |id: &str, n| job_with(id, &[n], |r| r.policy = Some(PolicyMode::Fcfs));
+    let decisions = world.solve(&[fcfs("blocked", 2), fcfs("fits", 1), job("balanced", 1)]);
+    assert_eq!(decisions[1].explain.outcome, DecisionOutcome::Pending);
+    assert_eq!(decisions[1].explain.reason, "fcfs: waits behind blocked job blocked");
+    assert_eq!(decisions[2].explain.outcome, DecisionOutcome::Pending, "an FCFS blocker holds every later job");
+    let decisions = world.solve(&[job("blocked", 2), job("fits", 1)]);
+    assert_eq!(decisions[1].explain.outcome, DecisionOutcome::Placed, "without FCFS a small job may pass");
+}
+
+#[test]
+fn manual_pins_are_respected_or_the_job_waits_with_the_reason() {
+    let world = World::new(&[("a", 4), ("b", 0)]);
+    let pinned = |center: &str| {
+        let center = center.to_string();
+        job_with("j", &[1], move |r| {
+            r.policy = Some(PolicyMode::Manual);
+            r.tasks[0].center_ids = vec![center];
+        })
+    };
+    assert_eq!(placed(&world.solve(&[pinned("a")])[0]), vec![vec!["a".to_string()]]);
+    let decision = &world.solve(&[pinned("b")])[0];
+    assert_eq!(decision.explain.outcome, DecisionOutcome::Pending, "never silently elsewhere");
+    assert_eq!(rejections(decision).get("INSUFFICIENT_CAPACITY"), Some(&1));
+    assert_eq!(rejections(decision).get("NOT_PINNED"), Some(&1));
+}
+
+fn winner_under(world: &World, edit: impl FnOnce(&mut CreateTrainJob)) -> String {
+    let decision = &world.solve(&[job_with("j", &[1], edit)])[0];
+    assert_eq!(decision.explain.outcome, DecisionOutcome::Placed, "{}", decision.explain.reason);
+    decision.placements[0].as_ref().unwrap()[0].clone()
+}
+
+#[test]
+fn each_policy_mode_picks_what_its_factor_says() {
+    let policy = |mode| move |r: &mut CreateTrainJob| r.policy = Some(mode);
+    let mut world = World::new(&[("cheap", 4), ("green", 4), ("fast", 4), ("empty", 4)]);
+    world.specs[0].center_prices = BTreeMap::from([("cheap".to_string(), 1)]);
+    let world = world
+        .edit("green", |c, _| {
+            c.power.device_watts.insert("gpu".into(), 10.0);
+        })
+        .edit("cheap", |c, _| _ = c.power.device_watts.insert("gpu".into(), 500.0))
+        .edit("fast", |c, _| {
+            c.power.device_watts.insert("gpu".into(), 500.0);
+            c.network = serde_json::from_value(json!({"bandwidth_mbps": 100000.0, "latency_ms": 1.0})).unwrap();
+        })
+        .edit("empty", |c, _| _ = c.power.device_watts.insert("gpu".into(), 500.0));
+    let loaded = |m: &mut Option<CenterMetrics>| m.as_mut().unwrap().running_task_num = 50;
+    let world = world.edit("cheap", |_, m| loaded(m)).edit("green", |_, m| loaded(m)).edit("fast", |_, m| loaded(m));
+    assert_eq!(winner_under(&world, policy(PolicyMode::Price)), "cheap");
+    assert_eq!(winner_under(&world, policy(PolicyMode::Energy)), "green");
+    assert_eq!(winner_under(&world, policy(PolicyMode::Network)), "fast");
+    assert_eq!(winner_under(&world, policy(PolicyMode::Load)), "empty");
+    let qos = |r: &mut CreateTrainJob| {
+        r.policy = Some(PolicyMode::Qos);
+        r.qos = Some(QosTarget { max_latency_ms: Some(5.0), deadline_secs: None });
+    };
+    assert_eq!(winner_under(&world, qos), "fast", "only 'fast' meets the latency bound");
+    let job_weights = |r: &mut CreateTrainJob| r.weights = BTreeMap::from([("lowest_price".to_string(), 1000)]);
+    assert_eq!(winner_under(&world, job_weights), "cheap", "a job's own weights count");
+}
+
+#[test]
+fn qos_deadline_is_a_hard_constraint() {
+    let world = World::new(&[("slow", 4), ("quick", 4)]).edit("quick", |c, _| _ = c.performance.insert("gpu".into(), 2.0));
+    let deadline = |r: &mut CreateTrainJob| {
+        r.policy = Some(PolicyMode::Qos);
+        r.duration_secs = Some(3000);
+        r.qos = Some(QosTarget { max_latency_ms: None, deadline_secs: Some(2000) });
+    };
+    let decision = &world.solve(&[job_with("j", &[1], deadline)])[0];
+    assert_eq!(placed(decision), vec![vec!["quick".to_string()]]);
+    assert_eq!(rejections(decision).get("QOS_DEADLINE"), Some(&1));
+}
+
+fn dataset(holder: &str, size_mb: i64, private: bool) -> Dataset {
+    serde_json::from_value(json!({"data_name": "d", "data_version": "v1", "size_mb": size_mb, "private": private,
+        "location": [{"dataset_url": "s3://d", "access": "r", "ai_center_id": holder}]}))
+    .unwrap()
+}
+
+#[test]
+fn data_aware_moves_small_data_and_sends_large_or_private_jobs_to_the_data() {
+    let mut world = World::new(&[("holder", 4), ("idle", 4)]).edit("holder", |_, m| m.as_mut().unwrap().running_task_num = 90);
+    let data_job = |r: &mut CreateTrainJob| {
+        r.policy = Some(PolicyMode::Data);
+        r.dataset_id = Some("d@v1".into());
+        r.weights = BTreeMap::from([("data_affinity".to_string(), 0)]);
+    };
+    world.datasets = vec![dataset("holder", 10, false)];
+    let decision = &world.solve(&[job_with("j", &[1], data_job)])[0];
+    assert_eq!(placed(decision), vec![vec!["idle".to_string()]], "small data moves to the best center: {:#?}", decision.explain);
+    let plan = &decision.explain.tasks[0].migrations[0];
+    assert_eq!((plan.to_center.as_str(), plan.sources.clone()), ("idle", vec!["holder".to_string()]));
+    world.datasets = vec![dataset("holder", 1_000_000, false)];
+    assert_eq!(winner_under(&world, data_job), "holder", "large data stays; the job goes to it");
+    world.datasets = vec![dataset("holder", 10, true)];
+    let balanced = |r: &mut CreateTrainJob| r.dataset_id = Some("d@v1".into());
+    assert_eq!(winner_under(&world, balanced), "holder", "private data never leaves, under any policy");
+}
+
+fn arb_world() -> impl Strategy<Value = (World, Vec<Job>)> {
+    let centers = proptest::collection::vec(0i64..4, 1..6);
+    let jobs = proptest::collection::vec((proptest::collection::vec(1i64..4, 1..3), any::<bool>(), any::<bool>()), 1..8);
+    (centers, jobs).prop_map(|(gpus, jobs)| {
+        let named: Vec<(String, i64)> = gpus.iter().enumerate().map(|(i, n)| (format!("c{i}"), *n)).collect();
+        let refs: Vec<(&str, i64)> = named.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+        let world = World::new(&refs);
+        let jobs = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (replicas, fcfs, loose))| {
+                job_with(&format!("j{i}"), &replicas, |r| {
+                    r.policy = fcfs.then_some(PolicyMode::Fcfs);
+                    r.tasks[0].gang = loose.then_some(false);
+                })
+            })
+            .collect();
+        (world, jobs)
+    })
+}
+
+proptest! {
+    #[test]
+    fn never_places_beyond_free_capacity((world, jobs) in arb_world()) {
+        let decisions = world.solve(&jobs);
+        let mut used: BTreeMap<String, i64> = BTreeMap::new();
+        for center in decisions.iter().flat_map(placed).flatten() {
+            *used.entry(center).or_default() += 1;
+        }
+        for (center, metrics) in &world.centers {
+            let free = metrics.as_ref().unwrap().gpu_free;
+            prop_assert!(used.get(&center.ai_center_id).copied().unwrap_or(0) <= free);
+        }
+    }
+
+    #[test]
+    fn gang_groups_are_all_or_nothing_and_placements_cover_every_replica((world, jobs) in arb_world()) {
+        for (job, decision) in jobs.iter().zip(world.solve(&jobs)) {
+            let gang: Vec<usize> = (0..job.tasks.len()).filter(|i| job.tasks[*i].gang).collect();
+            let placed_gang = gang.iter().filter(|i| decision.placements[**i].is_some()).count();
+            prop_assert!(placed_gang == 0 || placed_gang == gang.len());
+            for (task, centers) in job.tasks.iter().zip(&decision.placements) {
+                if let Some(centers) = centers {
+                    prop_assert_eq!(centers.len(), task.replica_number as usize);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn same_inputs_same_decisions((world, jobs) in arb_world()) {
+        prop_assert_eq!(world.solve(&jobs), world.solve(&jobs));
+    }
+
+    #[test]
+    fn fcfs_jobs_never_pass_a_blocked_earlier_job((world, jobs) in arb_world()) {
+        let decisions = world.solve(&jobs);
+        let first_blocked = decisions.iter().position(|d| d.explain.outcome != DecisionOutcome::Placed);
+        if let Some(blocked) = first_blocked {
+            for (job, decision) in jobs.iter().zip(&decisions).skip(blocked + 1) {
+                if job.options.policy == Some(PolicyMode::Fcfs) {
+                    prop_assert!(!decision.places_something(), "{} overtook {}", job.id, jobs[blocked].id);
+                }
+            }
+        }
+    }
+}
