@@ -8,7 +8,11 @@ use serde::Serialize;
 
 use crate::command::{Command, CommandResult, Outcome, Refusal, WriteMode};
 use crate::kv::{get_json, put_json, Kv, StoreError};
-use crate::tables::{self, all, exists, get, idempotency_key, metrics_key, object_key, status_key, JOB_SEQ_KEY};
+use crate::tables::{
+    self, all, exists, get, idempotency_key, metrics_key, object_key, queue_key, status_key, JOB_SEQ_KEY,
+};
+
+pub mod place;
 
 /// Applies one command at time `at_ms`. `Err` is a storage fault (fatal); a refused command is
 /// `Ok(Err(refusal))` and changes nothing.
@@ -81,6 +85,7 @@ pub fn apply(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandR
         }
         Command::SubmitJob { request, idempotency_key: key } => submit_job(kv, request, key.as_deref(), at_ms),
         Command::StopJob { job_id, reason } => stop_job(kv, job_id, reason, at_ms),
+        Command::Place(batch) => place::place(kv, batch, at_ms),
     }
 }
 
@@ -106,7 +111,8 @@ fn validate(command: &Command) -> Result<(), jcs_api::ApiError> {
         Command::StopJob { reason, .. } => {
             jcs_api::validate::optional_text("reason", reason, jcs_api::validate::MAX_DESC_LEN)
         }
-        Command::DeleteCenter { .. }
+        Command::Place(_)
+        | Command::DeleteCenter { .. }
         | Command::DeleteSpec { .. }
         | Command::DeleteImage { .. }
         | Command::DeleteDataset { .. } => Ok(()),
@@ -237,15 +243,43 @@ fn submit_job(
             ))));
         }
     }
+    if let Some(refusal) = scheduling_refusal(kv, request)? {
+        return Ok(Err(refusal));
+    }
     let seq = get_json::<u64>(kv, JOB_SEQ_KEY)?.unwrap_or(0) + 1;
     put_json(kv, JOB_SEQ_KEY.to_vec(), &seq);
     let job = Job::from_request(tables::job_id(seq), request, key.map(String::from), at_ms);
     put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
     kv.put(status_key(job.status, &job.id), Vec::new());
+    kv.put(queue_key(&job.id), Vec::new());
     if let Some(key) = key {
         put_json(kv, idempotency_key(key), &job.id);
     }
     Ok(Ok(Outcome::Job { job: Box::new(job), replayed: false }))
+}
+
+/// The references of the scheduling extension fields: strategy ids in `weights`, the dataset,
+/// pinned centers.
+fn scheduling_refusal(
+    kv: &impl Kv,
+    request: &jcs_api::model::CreateTrainJob,
+) -> Result<Option<Refusal>, StoreError> {
+    if let Err(why) = crate::schedule::policy::resolve(&request.scheduling_options(), Default::default()) {
+        return Ok(Some(Refusal::Invalid(why)));
+    }
+    if let Some(dataset) = &request.dataset_id {
+        let dataset = vec![(ObjectKind::Dataset, dataset.clone())];
+        if let Some(refusal) = missing_reference(kv, "datasetId", dataset)? {
+            return Ok(Some(refusal));
+        }
+    }
+    for (i, task) in request.tasks.iter().enumerate() {
+        let pins = task.center_ids.iter().map(|c| (ObjectKind::Center, c.clone())).collect();
+        if let Some(refusal) = missing_reference(kv, &format!("tasks[{i}].centerIDs"), pins)? {
+            return Ok(Some(refusal));
+        }
+    }
+    Ok(None)
 }
 
 fn stop_job(kv: &mut impl Kv, job_id: &str, reason: &str, at_ms: i64) -> Result<CommandResult, StoreError> {
@@ -256,6 +290,8 @@ fn stop_job(kv: &mut impl Kv, job_id: &str, reason: &str, at_ms: i64) -> Result<
         return Ok(Ok(Outcome::Job { job: Box::new(job), replayed: true }));
     }
     kv.delete(status_key(job.status, &job.id));
+    kv.delete(queue_key(&job.id));
+    place::release_job(kv, &job);
     job.status = RunState::Failed;
     job.status_reason = reason.into();
     job.updated_at = at_ms;

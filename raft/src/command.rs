@@ -2,7 +2,7 @@
 //! Raft and applied by [`crate::apply`]. Commands carry everything apply needs (the proposer's
 //! clock included), so applying the same log gives the same state on every node.
 
-use jcs_api::model::{Center, CenterMetrics, CreateTrainJob, Dataset, Image, Job, ObjectKind, ResourceSpec};
+use jcs_api::model::{Center, CenterMetrics, CreateTrainJob, Dataset, Explain, Image, Job, ObjectKind, ResourceSpec};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -59,6 +59,31 @@ pub enum Command {
         job_id: String,
         reason: String,
     },
+    /// One scheduling cycle's decisions, committed together.
+    Place(Box<PlacementBatch>),
+}
+
+/// The decisions of one scheduling cycle. Fenced: refused whole unless `term` is at least the
+/// highest scheduling term seen and `snapshot_version` is the current placement version — a
+/// deposed leader's batch, or one computed before another batch landed, changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacementBatch {
+    /// The proposing leader's term.
+    pub term: u64,
+    /// The placement version of the state the batch was computed on.
+    pub snapshot_version: u64,
+    /// In-flight ledger entries older than this (ms) are released while applying.
+    pub ledger_ttl_ms: i64,
+    pub decisions: Vec<PlacementDecision>,
+}
+
+/// One job's decision: the centers of each task placed now, and the explain record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacementDecision {
+    pub job_id: String,
+    /// Per task: one center per replica if placed by this decision.
+    pub placements: Vec<Option<Vec<String>>>,
+    pub explain: Explain,
 }
 
 /// The Raft log's application payload: a batch of commands stamped with the proposer's clock.
@@ -90,6 +115,9 @@ pub enum Outcome {
         replayed: bool,
     },
     Deleted,
+    /// A placement batch was applied: jobs whose decision took effect, and those skipped
+    /// because they changed since the snapshot (stopped, already placed, center gone).
+    Placed { applied: Vec<String>, skipped: Vec<String> },
 }
 
 /// Why a command was refused. Refusals are ordinary results, replicated like successes:
@@ -109,6 +137,9 @@ pub enum Refusal {
     StillReferenced { kind: ObjectKind, id: String, by_kind: ObjectKind, by_id: String },
     #[error("Idempotency-Key '{key}' was used for a different request (job '{job_id}')")]
     IdempotencyKeyReused { key: String, job_id: String },
+    /// A placement batch from an old term or computed on an old placement version.
+    #[error("stale placement: {0}")]
+    StalePlacement(String),
 }
 
 impl From<jcs_api::ApiError> for Refusal {

@@ -11,7 +11,11 @@
 //! | `j/{job}` | `Job` (job ids sort in submission order) |
 //! | `x/{status}/{job}` | empty: the status index (`x/pending/` is the queue) |
 //! | `k/{idempotency key}` | job id |
+//! | `q/{job}` | empty: the scheduling queue — jobs with a task still unplaced, in order |
+//! | `e/{job}` | `Explain`: the job's latest scheduling decision |
+//! | `l/{center}/{job}/{task}/{replica}` | `LedgerEntry`: placed, not yet confirmed |
 //! | `meta/job_seq` | last job sequence number |
+//! | `meta/sched_fence` | `SchedulerFence`: highest scheduling term and placement version |
 
 use std::ops::ControlFlow;
 
@@ -21,6 +25,65 @@ use serde::de::DeserializeOwned;
 use crate::kv::{decode, get_json, KvRead, StoreError};
 
 pub const JOB_SEQ_KEY: &[u8] = b"meta/job_seq";
+pub const SCHED_FENCE_KEY: &[u8] = b"meta/sched_fence";
+pub const QUEUE_PREFIX: &[u8] = b"q/";
+pub const LEDGER_PREFIX: &[u8] = b"l/";
+
+/// Fences placements: a batch must come from the current (or a newer) scheduling term and be
+/// computed on the current placement version, else it was decided on a stale view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SchedulerFence {
+    pub term: u64,
+    pub version: u64,
+}
+
+pub fn queue_key(job_id: &str) -> Vec<u8> {
+    format!("q/{job_id}").into_bytes()
+}
+
+pub fn explain_key(job_id: &str) -> Vec<u8> {
+    format!("e/{job_id}").into_bytes()
+}
+
+pub fn ledger_key(center_id: &str, job_id: &str, task: u32, replica: u32) -> Vec<u8> {
+    format!("l/{center_id}/{job_id}/{task}/{replica}").into_bytes()
+}
+
+/// The scheduling fence (zero before the first placement).
+pub fn sched_fence(kv: &(impl KvRead + ?Sized)) -> Result<SchedulerFence, StoreError> {
+    Ok(get_json(kv, SCHED_FENCE_KEY)?.unwrap_or_default())
+}
+
+/// Every value under `prefix`, decoded, in key order.
+pub fn values_under<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    let mut failure = None;
+    kv.scan(prefix, &mut |k, v| match decode(k, v) {
+        Ok(item) => {
+            out.push(item);
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            failure = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    failure.map_or(Ok(out), Err)
+}
+
+/// The first `limit` queued job ids, in queue order.
+pub fn queued_job_ids(kv: &(impl KvRead + ?Sized), limit: usize) -> Result<Vec<String>, StoreError> {
+    let mut ids = Vec::new();
+    kv.scan(QUEUE_PREFIX, &mut |k, _| {
+        ids.push(String::from_utf8_lossy(&k[QUEUE_PREFIX.len()..]).into_owned());
+        if ids.len() >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok(ids)
+}
 
 /// The key prefix of a catalog kind.
 pub fn prefix(kind: ObjectKind) -> &'static str {
@@ -74,19 +137,7 @@ pub fn exists(kv: &(impl KvRead + ?Sized), kind: ObjectKind, id: &str) -> Result
 
 /// Every object of a kind, decoded (catalog kinds only: they are small).
 pub fn all<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), kind: ObjectKind) -> Result<Vec<T>, StoreError> {
-    let mut out = Vec::new();
-    let mut failure = None;
-    kv.scan(prefix(kind).as_bytes(), &mut |k, v| match decode(k, v) {
-        Ok(item) => {
-            out.push(item);
-            ControlFlow::Continue(())
-        }
-        Err(e) => {
-            failure = Some(e);
-            ControlFlow::Break(())
-        }
-    })?;
-    failure.map_or(Ok(out), Err)
+    values_under(kv, prefix(kind).as_bytes())
 }
 
 /// One page of a kind, in id order.

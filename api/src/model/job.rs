@@ -281,12 +281,18 @@ impl Job {
 
     /// The catalog objects this job's tasks point at.
     pub fn references(&self) -> Vec<(ObjectKind, String)> {
-        self.tasks
+        let mut refs: Vec<(ObjectKind, String)> = self
+            .tasks
             .iter()
             .flat_map(|t| {
+                let pins = t.pin.iter().map(|c| (ObjectKind::Center, c.clone()));
                 [(ObjectKind::Image, t.image_id.clone()), (ObjectKind::ResourceSpec, t.resource_spec_id.clone())]
+                    .into_iter()
+                    .chain(pins)
             })
-            .collect()
+            .collect();
+        refs.extend(self.options.dataset_id.iter().map(|d| (ObjectKind::Dataset, d.clone())));
+        refs
     }
 }
 

@@ -1,11 +1,45 @@
-//! Builds a scheduling [`Snapshot`] from the replicated state: the centers offering a spec, each
-//! with its latest monitoring report and its price for that spec.
+//! Builds the scheduler's inputs from the replicated state: a cycle's [`Catalog`], and the
+//! [`Snapshot`] of the centers offering one spec (for A.5).
 
-use jcs_api::model::{Center, CenterMetrics, ObjectKind, ResourceSpec};
+use jcs_api::model::{Center, CenterMetrics, Job, ObjectKind, ResourceSpec};
 
+use super::problem::Catalog;
 use super::snapshot::{CandidateCenter, Snapshot};
+use crate::apply::place::ledger;
 use crate::kv::{get_json, KvRead, StoreError};
 use crate::tables;
+
+/// Everything a cycle decides over, read at once: centers with their latest reports, specs,
+/// images, datasets, and the in-flight ledger live at `now_ms`.
+pub fn load_catalog(kv: &(impl KvRead + ?Sized), now_ms: i64, ledger_ttl_ms: i64) -> Result<Catalog, StoreError> {
+    let mut centers = Vec::new();
+    for center in tables::all::<Center>(kv, ObjectKind::Center)? {
+        let metrics: Option<CenterMetrics> = get_json(kv, &tables::metrics_key(&center.ai_center_id))?;
+        centers.push((center, metrics));
+    }
+    Ok(Catalog::new(
+        centers,
+        tables::all(kv, ObjectKind::ResourceSpec)?,
+        tables::all(kv, ObjectKind::Image)?,
+        tables::all(kv, ObjectKind::Dataset)?,
+        &ledger(kv)?,
+        now_ms,
+        ledger_ttl_ms,
+    ))
+}
+
+/// The first `limit` jobs of the scheduling queue, in order.
+pub fn load_queue(kv: &(impl KvRead + ?Sized), limit: usize) -> Result<Vec<Job>, StoreError> {
+    let mut jobs = Vec::new();
+    for id in tables::queued_job_ids(kv, limit)? {
+        let job = tables::get::<Job>(kv, ObjectKind::Job, &id)?.ok_or_else(|| StoreError::Corrupt {
+            key: String::from_utf8_lossy(&tables::queue_key(&id)).into_owned(),
+            reason: "queue names a missing job".into(),
+        })?;
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
 
 /// The candidates for `spec`: every center in its `computing_center_list` that exists. Every
 /// other center is still known by location, for data and sibling affinity.

@@ -23,6 +23,7 @@ mod deletes;
 mod jobs;
 mod metrics;
 mod props;
+mod placement;
 mod references;
 
 /// The proposer's clock in unit tests.

@@ -1,0 +1,122 @@
+//! Applying a scheduling cycle's [`PlacementBatch`]: fence check, ledger expiry, then each job's
+//! decision — re-checked against the state as it is now, since jobs may have been stopped or
+//! centers deleted after the leader took its snapshot.
+
+use std::ops::ControlFlow;
+
+use jcs_api::model::{Job, ObjectKind};
+
+use crate::command::{CommandResult, Outcome, PlacementBatch, PlacementDecision, Refusal};
+use crate::kv::{decode, put_json, Kv, StoreError};
+use crate::schedule::problem::{is_live, LedgerEntry, SpecInfo};
+use crate::tables::{
+    self, exists, explain_key, get, ledger_key, object_key, queue_key, sched_fence, SchedulerFence, LEDGER_PREFIX,
+    SCHED_FENCE_KEY,
+};
+
+pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<CommandResult, StoreError> {
+    let fence = sched_fence(kv)?;
+    if batch.term < fence.term {
+        let why = format!("term {} is older than the scheduling term {}", batch.term, fence.term);
+        return Ok(Err(Refusal::StalePlacement(why)));
+    }
+    if batch.snapshot_version != fence.version {
+        let why = format!("computed on placement version {}, now {}", batch.snapshot_version, fence.version);
+        return Ok(Err(Refusal::StalePlacement(why)));
+    }
+    release_expired(kv, at_ms, batch.ledger_ttl_ms)?;
+    let mut applied = Vec::new();
+    let mut skipped = Vec::new();
+    for decision in &batch.decisions {
+        if apply_decision(kv, decision, at_ms)? {
+            applied.push(decision.job_id.clone());
+        } else {
+            skipped.push(decision.job_id.clone());
+        }
+    }
+    put_json(kv, SCHED_FENCE_KEY.to_vec(), &SchedulerFence { term: batch.term, version: fence.version + 1 });
+    Ok(Ok(Outcome::Placed { applied, skipped }))
+}
+
+/// Deletes ledger entries whose time-to-live has passed.
+fn release_expired(kv: &mut impl Kv, at_ms: i64, ttl_ms: i64) -> Result<(), StoreError> {
+    let mut expired = Vec::new();
+    let mut failure = None;
+    kv.scan(LEDGER_PREFIX, &mut |k, v| match decode::<LedgerEntry>(k, v) {
+        Ok(entry) => {
+            if !is_live(&entry, at_ms, ttl_ms) {
+                expired.push(k.to_vec());
+            }
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            failure = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    expired.into_iter().for_each(|key| kv.delete(key));
+    Ok(())
+}
+
+/// Releases every ledger entry of a job (it was stopped or finished).
+pub fn release_job(kv: &mut impl Kv, job: &Job) {
+    for (task_index, task) in job.tasks.iter().enumerate() {
+        for (replica, center) in task.center_ids.iter().enumerate() {
+            kv.delete(ledger_key(center, &job.id, task_index as u32, replica as u32));
+        }
+    }
+}
+
+/// Applies one job's decision if it still fits the state; `false` when skipped.
+fn apply_decision(kv: &mut impl Kv, decision: &PlacementDecision, at_ms: i64) -> Result<bool, StoreError> {
+    let Some(mut job) = get::<Job>(kv, ObjectKind::Job, &decision.job_id)? else { return Ok(false) };
+    if job.status.is_final() || job.is_placed() || decision.placements.len() != job.tasks.len() {
+        return Ok(false);
+    }
+    for (task, placement) in job.tasks.iter().zip(&decision.placements) {
+        let Some(centers) = placement else { continue };
+        if task.is_placed() || centers.len() != task.replica_number as usize {
+            return Ok(false);
+        }
+        for center in centers {
+            if !exists(kv, ObjectKind::Center, center)? {
+                return Ok(false);
+            }
+        }
+    }
+    for (task_index, placement) in decision.placements.iter().enumerate() {
+        let Some(centers) = placement else { continue };
+        let task = &mut job.tasks[task_index];
+        let spec = get(kv, ObjectKind::ResourceSpec, &task.resource_spec_id)?.map(SpecInfo::new);
+        let demand = spec.map(|s| s.demand).unwrap_or_default();
+        for (replica, center) in centers.iter().enumerate() {
+            let entry = LedgerEntry {
+                center_id: center.clone(),
+                job_id: job.id.clone(),
+                task: task_index as u32,
+                replica: replica as u32,
+                demand: demand.clone(),
+                placed_at: at_ms,
+            };
+            put_json(kv, ledger_key(center, &job.id, task_index as u32, replica as u32), &entry);
+        }
+        task.center_ids = centers.clone();
+    }
+    job.status_reason = decision.explain.reason.clone();
+    job.updated_at = at_ms;
+    if job.is_placed() {
+        job.placed_at = Some(at_ms);
+        kv.delete(queue_key(&job.id));
+    }
+    put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
+    put_json(kv, explain_key(&job.id), &decision.explain);
+    Ok(true)
+}
+
+/// The ledger as stored (live or not; readers filter by age).
+pub fn ledger(kv: &(impl crate::kv::KvRead + ?Sized)) -> Result<Vec<LedgerEntry>, StoreError> {
+    tables::values_under(kv, LEDGER_PREFIX)
+}

@@ -1,0 +1,133 @@
+//! Applying scheduling batches: fencing by term and placement version, the ledger written and
+//! released, decisions re-checked against the state as it is now.
+
+use jcs_api::model::{DecisionOutcome, Explain, PolicyMode};
+
+use super::*;
+use crate::command::{PlacementBatch, PlacementDecision};
+use crate::schedule::problem::LedgerEntry;
+use crate::tables::{sched_fence, SchedulerFence};
+
+fn explain(job_id: &str, outcome: DecisionOutcome, reason: &str) -> Explain {
+    Explain {
+        job_id: job_id.into(),
+        at: T0,
+        term: 1,
+        snapshot_version: 0,
+        policy: PolicyMode::Balanced,
+        weights: BTreeMap::new(),
+        outcome,
+        reason: reason.into(),
+        tasks: Vec::new(),
+    }
+}
+
+fn batch(term: u64, version: u64, decisions: Vec<PlacementDecision>) -> Command {
+    Command::Place(Box::new(PlacementBatch { term, snapshot_version: version, ledger_ttl_ms: 60_000, decisions }))
+}
+
+fn placed_on(job_id: &str, centers: &[&str]) -> PlacementDecision {
+    PlacementDecision {
+        job_id: job_id.into(),
+        placements: vec![Some(centers.iter().map(|c| c.to_string()).collect())],
+        explain: explain(job_id, DecisionOutcome::Placed, "placed"),
+    }
+}
+
+fn ledger(kv: &MemKv) -> Vec<LedgerEntry> {
+    crate::apply::place::ledger(kv).unwrap()
+}
+
+#[test]
+fn a_placement_sets_centers_writes_the_ledger_and_leaves_the_queue() {
+    let mut kv = catalog();
+    let job = submitted(&mut kv, job_request("img1", "s1", 2));
+    assert_eq!(count_under(&kv, "q/"), 1);
+    let outcome = ok_at(&mut kv, batch(3, 0, vec![placed_on(&job.id, &["c1", "c1"])]), T1);
+    assert_eq!(outcome, Outcome::Placed { applied: vec![job.id.clone()], skipped: vec![] });
+    let stored: Job = stored(&kv, JOB, &job.id).unwrap();
+    assert_eq!(stored.tasks[0].center_ids, vec!["c1", "c1"]);
+    assert_eq!((stored.placed_at, stored.status), (Some(T1), RunState::Pending));
+    assert_eq!(count_under(&kv, "q/"), 0);
+    assert_eq!(ledger(&kv).len(), 2);
+    assert_eq!(ledger(&kv)[0].demand.gpu, 1.0);
+    assert!(kv.get(&tables::explain_key(&job.id)).unwrap().is_some());
+    assert_eq!(sched_fence(&kv).unwrap(), SchedulerFence { term: 3, version: 1 });
+}
+
+#[test]
+fn stale_terms_and_versions_are_refused_whole() {
+    let mut kv = catalog();
+    let job = submitted(&mut kv, job_request("img1", "s1", 1));
+    ok(&mut kv, batch(5, 0, vec![]));
+    let old_term = refused(&mut kv, batch(4, 1, vec![placed_on(&job.id, &["c1"])]));
+    assert!(matches!(old_term, Refusal::StalePlacement(ref why) if why.contains("term 4")), "{old_term:?}");
+    let old_version = refused(&mut kv, batch(5, 0, vec![placed_on(&job.id, &["c1"])]));
+    assert!(matches!(old_version, Refusal::StalePlacement(ref why) if why.contains("version 0")), "{old_version:?}");
+    ok(&mut kv, batch(6, 1, vec![placed_on(&job.id, &["c1"])]));
+    assert_eq!(sched_fence(&kv).unwrap(), SchedulerFence { term: 6, version: 2 });
+}
+
+#[test]
+fn decisions_that_no_longer_fit_the_state_are_skipped() {
+    let mut kv = catalog();
+    let stopped = submitted(&mut kv, job_request("img1", "s1", 1));
+    ok(&mut kv, stop(&stopped.id));
+    let wrong_count = submitted(&mut kv, job_request("img1", "s1", 2));
+    let gone_center = submitted(&mut kv, job_request("img1", "s1", 1));
+    let decisions = vec![
+        placed_on(&stopped.id, &["c1"]),
+        placed_on(&wrong_count.id, &["c1"]),
+        placed_on(&gone_center.id, &["nowhere"]),
+        placed_on("job-999999999999", &["c1"]),
+    ];
+    let outcome = ok(&mut kv, batch(1, 0, decisions));
+    let Outcome::Placed { applied, skipped } = outcome else { panic!("{outcome:?}") };
+    assert!(applied.is_empty());
+    assert_eq!(skipped.len(), 4);
+    assert!(ledger(&kv).is_empty());
+}
+
+#[test]
+fn a_pending_decision_records_the_reason_and_keeps_the_job_queued() {
+    let mut kv = catalog();
+    let job = submitted(&mut kv, job_request("img1", "s1", 1));
+    let decision = PlacementDecision {
+        job_id: job.id.clone(),
+        placements: vec![None],
+        explain: explain(&job.id, DecisionOutcome::Pending, "task 't0' replica 0: no feasible center"),
+    };
+    ok(&mut kv, batch(1, 0, vec![decision]));
+    let stored: Job = stored(&kv, JOB, &job.id).unwrap();
+    assert_eq!(stored.status_reason, "task 't0' replica 0: no feasible center");
+    assert_eq!(count_under(&kv, "q/"), 1);
+}
+
+#[test]
+fn stop_and_expiry_release_the_ledger() {
+    let mut kv = catalog();
+    let a = submitted(&mut kv, job_request("img1", "s1", 1));
+    let b = submitted(&mut kv, job_request("img1", "s1", 1));
+    ok_at(&mut kv, batch(1, 0, vec![placed_on(&a.id, &["c1"])]), T0);
+    ok_at(&mut kv, batch(1, 1, vec![placed_on(&b.id, &["c1"])]), T0 + 50_000);
+    assert_eq!(ledger(&kv).len(), 2);
+    ok(&mut kv, stop(&b.id));
+    assert_eq!(ledger(&kv).iter().map(|e| e.job_id.clone()).collect::<Vec<_>>(), vec![a.id.clone()]);
+    ok_at(&mut kv, batch(1, 2, vec![]), T0 + 61_000);
+    assert!(ledger(&kv).is_empty(), "a's entry expired");
+}
+
+#[test]
+fn jobs_are_refused_for_unknown_weights_datasets_and_pinned_centers() {
+    let mut kv = catalog();
+    let mut bad_weight = job_request("img1", "s1", 1);
+    bad_weight.weights = BTreeMap::from([("fastest".to_string(), 1)]);
+    assert!(matches!(refused(&mut kv, submit(bad_weight)), Refusal::Invalid(ref m) if m.contains("fastest")));
+    let mut bad_data = job_request("img1", "s1", 1);
+    bad_data.dataset_id = Some("nope@v1".into());
+    assert!(matches!(refused(&mut kv, submit(bad_data)), Refusal::UnknownReference { ref field, .. } if field == "datasetId"));
+    let mut bad_pin = job_request("img1", "s1", 1);
+    bad_pin.tasks[0].center_ids = vec!["c9".into()];
+    let refusal = refused(&mut kv, submit(bad_pin));
+    assert!(matches!(refusal, Refusal::UnknownReference { ref field, .. } if field == "tasks[0].centerIDs"), "{refusal:?}");
+}
