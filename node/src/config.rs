@@ -38,6 +38,22 @@ pub struct Config {
     pub snapshot_after_logs: u64,
     /// Entries kept in the log behind a snapshot, so lagging followers catch up without one.
     pub logs_kept_after_snapshot: u64,
+    /// Period of the leader's scheduling cycle (ms); a cycle also runs whenever jobs arrive.
+    pub schedule_interval_ms: u64,
+    /// Most queued jobs one cycle decides (they commit as one Raft entry).
+    pub schedule_batch: usize,
+    /// How long A.1 waits for the placement before answering with the job still pending (ms).
+    pub placement_wait_ms: u64,
+    /// A center whose last monitoring report is older than this is not scheduled on (s; 0: never
+    /// stale). Ignored with `demo`, whose centers have no pollers yet.
+    pub monitoring_stale_after_secs: u64,
+    /// Placed-but-unconfirmed capacity is held this long at most, then returned (s).
+    pub ledger_ttl_secs: u64,
+    /// Under policy `data`, data larger than this (MB) is not moved: the job goes to the data.
+    pub data_move_limit_mb: i64,
+    /// Policy mode of jobs that name none: balanced, fcfs, load, energy, price, network, data
+    /// or qos.
+    pub default_policy: String,
     /// On the first start of a cluster, load the demo catalog (four centers in two regions).
     pub demo: bool,
     /// Log filter in `tracing_subscriber::EnvFilter` syntax (`RUST_LOG` overrides it).
@@ -60,6 +76,13 @@ impl Default for Config {
             election_timeout_max_ms: 800,
             snapshot_after_logs: 20_000,
             logs_kept_after_snapshot: 5_000,
+            schedule_interval_ms: 1_000,
+            schedule_batch: 10_000,
+            placement_wait_ms: 1_000,
+            monitoring_stale_after_secs: 300,
+            ledger_ttl_secs: 300,
+            data_move_limit_mb: 10_240,
+            default_policy: "balanced".into(),
             demo: false,
             log: "info,openraft=warn".into(),
         }
@@ -98,6 +121,20 @@ pub struct ServeArgs {
     pub snapshot_after_logs: Option<u64>,
     #[arg(long, env = "JCS_LOGS_KEPT_AFTER_SNAPSHOT")]
     pub logs_kept_after_snapshot: Option<u64>,
+    #[arg(long, env = "JCS_SCHEDULE_INTERVAL_MS")]
+    pub schedule_interval_ms: Option<u64>,
+    #[arg(long, env = "JCS_SCHEDULE_BATCH")]
+    pub schedule_batch: Option<usize>,
+    #[arg(long, env = "JCS_PLACEMENT_WAIT_MS")]
+    pub placement_wait_ms: Option<u64>,
+    #[arg(long, env = "JCS_MONITORING_STALE_AFTER_SECS")]
+    pub monitoring_stale_after_secs: Option<u64>,
+    #[arg(long, env = "JCS_LEDGER_TTL_SECS")]
+    pub ledger_ttl_secs: Option<u64>,
+    #[arg(long, env = "JCS_DATA_MOVE_LIMIT_MB")]
+    pub data_move_limit_mb: Option<i64>,
+    #[arg(long, env = "JCS_DEFAULT_POLICY")]
+    pub default_policy: Option<String>,
     /// Load the demo catalog on the first start.
     #[arg(long, env = "JCS_DEMO")]
     pub demo: bool,
@@ -147,6 +184,13 @@ impl Config {
             election_timeout_max_ms,
             snapshot_after_logs,
             logs_kept_after_snapshot,
+            schedule_interval_ms,
+            schedule_batch,
+            placement_wait_ms,
+            monitoring_stale_after_secs,
+            ledger_ttl_secs,
+            data_move_limit_mb,
+            default_policy,
             log
         );
         config.demo |= args.demo;
@@ -167,7 +211,21 @@ impl Config {
         {
             return fail("need heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms");
         }
+        if self.schedule_interval_ms == 0 || self.schedule_batch == 0 || self.ledger_ttl_secs == 0 {
+            return fail("schedule_interval_ms, schedule_batch and ledger_ttl_secs must be at least 1");
+        }
+        if self.data_move_limit_mb < 0 {
+            return fail("data_move_limit_mb must not be negative");
+        }
+        self.policy()?;
         Ok(())
+    }
+
+    /// The default policy mode.
+    pub fn policy(&self) -> Result<jcs_api::model::PolicyMode, ConfigError> {
+        jcs_api::model::PolicyMode::parse(&self.default_policy)
+            .filter(|mode| *mode != jcs_api::model::PolicyMode::Manual && *mode != jcs_api::model::PolicyMode::Qos)
+            .ok_or_else(|| ConfigError::Invalid(format!("default_policy '{}' is not a default mode", self.default_policy)))
     }
 
     pub fn write_timeout(&self) -> Duration {
@@ -220,6 +278,13 @@ mod tests {
             "election_timeout_max_ms",
             "snapshot_after_logs",
             "logs_kept_after_snapshot",
+            "schedule_interval_ms",
+            "schedule_batch",
+            "placement_wait_ms",
+            "monitoring_stale_after_secs",
+            "ledger_ttl_secs",
+            "data_move_limit_mb",
+            "default_policy",
             "demo",
             "log",
         ] {
@@ -262,6 +327,20 @@ mod tests {
             "17",
             "--logs-kept-after-snapshot",
             "18",
+            "--schedule-interval-ms",
+            "19",
+            "--schedule-batch",
+            "20",
+            "--placement-wait-ms",
+            "21",
+            "--monitoring-stale-after-secs",
+            "22",
+            "--ledger-ttl-secs",
+            "23",
+            "--data-move-limit-mb",
+            "24",
+            "--default-policy",
+            "price",
             "--demo",
             "--log",
             "debug",
@@ -282,6 +361,13 @@ mod tests {
             election_timeout_max_ms: 16,
             snapshot_after_logs: 17,
             logs_kept_after_snapshot: 18,
+            schedule_interval_ms: 19,
+            schedule_batch: 20,
+            placement_wait_ms: 21,
+            monitoring_stale_after_secs: 22,
+            ledger_ttl_secs: 23,
+            data_move_limit_mb: 24,
+            default_policy: "price".into(),
             demo: true,
             log: "debug".into(),
         };

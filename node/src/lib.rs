@@ -3,6 +3,7 @@
 //! * [`config`] — settings from defaults, TOML, `JCS_*` and flags.
 //! * [`node`] — starting and stopping a node's services.
 //! * [`proposer`] — group commit of API writes into Raft entries.
+//! * [`scheduler`] — the leader's scheduling cycles around the pure solver.
 //! * [`http`] — the REST API.
 //! * [`network`] — the Raft peer transport.
 //! * [`demo`] — the demo catalog.
@@ -15,3 +16,4 @@ pub mod http;
 pub mod network;
 pub mod node;
 pub mod proposer;
+pub mod scheduler;

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::network::NoPeers;
 use crate::proposer::Proposer;
+use crate::scheduler::{Scheduler, Settings};
 
 /// The process-wide Prometheus recorder (installed once, shared by every node in the process).
 pub fn prometheus() -> PrometheusHandle {
@@ -33,9 +34,12 @@ pub fn prometheus() -> PrometheusHandle {
 pub struct Node {
     pub raft: Raft,
     pub proposer: Proposer,
+    pub scheduler: Scheduler,
     /// The bound REST address (useful when configured with port 0).
     pub http_addr: SocketAddr,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop_scheduler: tokio::sync::watch::Sender<()>,
+    scheduler_task: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -67,21 +71,51 @@ impl Node {
             crate::demo::load(&proposer).await?;
         }
 
-        let state =
-            AppState { raft: raft.clone(), proposer: proposer.clone(), reader, prometheus: prometheus(), ready_index };
+        let (stop_scheduler, stop) = tokio::sync::watch::channel(());
+        let (scheduler, scheduler_task) =
+            Scheduler::start(raft.clone(), proposer.clone(), reader.clone(), scheduler_settings(&config)?, stop);
+        let state = AppState {
+            raft: raft.clone(),
+            proposer: proposer.clone(),
+            scheduler: scheduler.clone(),
+            reader,
+            prometheus: prometheus(),
+            ready_index,
+            placement_wait: Duration::from_millis(config.placement_wait_ms),
+        };
         let app = http::router(state, config.max_body_bytes);
         let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
         tracing::info!(node_id = config.node_id, %http_addr, data_dir = %config.data_dir.display(), "jcs node serving");
-        Ok(Node { raft, proposer, http_addr, server })
+        Ok(Node { raft, proposer, scheduler, http_addr, server, stop_scheduler, scheduler_task })
     }
 
-    /// Waits for the REST API to stop (after the shutdown signal), then stops Raft.
+    /// Waits for the REST API to stop (after the shutdown signal), then stops the scheduler and
+    /// Raft.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.server.await??;
+        let _ = self.stop_scheduler.send(());
+        self.scheduler_task.await?;
         self.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
         tracing::info!("jcs node stopped");
         Ok(())
     }
+}
+
+fn scheduler_settings(config: &Config) -> anyhow::Result<Settings> {
+    let stale_after_secs = if config.demo {
+        tracing::info!("demo: the demo centers have no pollers yet, so their monitoring never goes stale");
+        0
+    } else {
+        config.monitoring_stale_after_secs
+    };
+    Ok(Settings {
+        interval: Duration::from_millis(config.schedule_interval_ms),
+        batch: config.schedule_batch,
+        stale_after_ms: (stale_after_secs as i64).saturating_mul(1000),
+        ledger_ttl_ms: (config.ledger_ttl_secs as i64).saturating_mul(1000),
+        data_move_limit_mb: config.data_move_limit_mb,
+        default_policy: config.policy()?,
+    })
 }
 
 /// Mirrors Raft's own metrics into Prometheus gauges as they change.

@@ -32,7 +32,9 @@ async fn a1_to_a4_follow_the_standard() {
         (json!(200), json!("OK"), json!(""))
     );
     let job_id = created["data"]["jobId"].as_str().unwrap().to_string();
-    assert_eq!(created["data"]["taskInfos"], json!([{"name": "train", "centerIDs": []}]));
+    // The demo catalog has room: A.1 waits for the scheduling cycle and returns the placement.
+    let placed = created["data"]["taskInfos"][0]["centerIDs"].clone();
+    assert_eq!(placed.as_array().map(Vec::len), Some(2), "{created}");
 
     let (status, info) = node.get(&format!("/openapi/v1/trainjob/{job_id}")).await;
     assert_eq!(status, 200);
@@ -46,6 +48,7 @@ async fn a1_to_a4_follow_the_standard() {
     assert_eq!(task["resourceSpecId"], "gpu-1x");
     assert_eq!(task["replicaNumber"], 2);
     assert_eq!(task["replicaStatus"], json!(["pending", "pending"]));
+    assert_eq!(task["centerIDs"], placed);
 
     let (status, log) = node.get(&format!("/openapi/v1/trainjob/{job_id}/task/0/replica/1/log")).await;
     assert_eq!((status, log["code"].as_str()), (404, Some("LOG_NOT_AVAILABLE")), "{log}");
@@ -310,7 +313,7 @@ async fn a_restarted_node_keeps_everything() {
 async fn a5_and_a6_score_centers_from_the_replicated_state() {
     let node = TestNode::start().await;
     let (_, algorithms) = node.get("/scheduler/algorithms").await;
-    assert_eq!(algorithms["data"].as_array().unwrap().len(), 8, "{algorithms}");
+    assert_eq!(algorithms["data"].as_array().unwrap().len(), 9, "{algorithms}");
 
     // gpu-1x costs 18 at hangzhou-a and 20 at hunan-univ (demo catalog).
     let (status, cheap) = node.get("/scheduler/algorithm/lowest_price/score/hangzhou-a?resourceSpecId=gpu-1x").await;
@@ -353,5 +356,61 @@ async fn a5_and_a6_score_centers_from_the_replicated_state() {
         .get("/scheduler/evaluate/score/hangzhou-a?algorithmIds=least_workload,lowest_price&algorithmScores=80,20")
         .await;
     assert_eq!((status, combined["data"]["score"].clone()), (200, json!(60)), "{combined}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn decisions_are_explained_and_a_plan_can_be_confirmed() {
+    let node = TestNode::start().await;
+    // No demo center has grade 9: the job stays pending, and A.3 and explain say why.
+    let mut strict = job_body("strict");
+    strict["securityGrade"] = json!(9);
+    let (status, created) = node.post("/openapi/v1/trainjob", strict).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["data"]["taskInfos"][0]["centerIDs"], json!([]));
+    let job_id = created["data"]["jobId"].as_str().unwrap().to_string();
+    let (_, info) = node.get(&format!("/openapi/v1/trainjob/{job_id}")).await;
+    assert_eq!(info["data"]["status"], "pending");
+    let reason = info["data"]["statusReason"].as_str().unwrap();
+    assert!(reason.contains("SECURITY_GRADE_TOO_LOW"), "{reason}");
+    let (status, explain) = node.get(&format!("/openapi/v1/trainjob/{job_id}/explain")).await;
+    assert_eq!(status, 200, "{explain}");
+    assert_eq!(explain["data"]["outcome"], "pending");
+    let replica = &explain["data"]["tasks"][0]["replicas"][0];
+    assert_eq!(replica["rejectedCount"]["SECURITY_GRADE_TOO_LOW"], 2, "{explain}");
+    assert_eq!(replica["rejections"][0]["code"], "SECURITY_GRADE_TOO_LOW");
+
+    // Dry-run: a plan with scores, and nothing committed.
+    let (_, before) = node.get("/openapi/v1/trainjob").await;
+    let mut cheap = job_body("cheap");
+    cheap["policy"] = json!("price");
+    let (status, plan) = node.post("/openapi/v1/trainjob/plan", cheap.clone()).await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["data"]["outcome"], "placed");
+    let planned = plan["data"]["tasks"][0]["centerIDs"].clone();
+    assert_eq!(planned, json!(["hangzhou-a", "hangzhou-a"]), "gpu-1x is cheapest at hangzhou-a: {plan}");
+    let scores = &plan["data"]["tasks"][0]["replicas"][0]["scores"];
+    assert_eq!(scores[0]["centerId"], "hangzhou-a");
+    assert!(scores[0]["strategies"].as_array().unwrap().iter().any(|s| s["algorithmId"] == "lowest_price"));
+    let (_, after) = node.get("/openapi/v1/trainjob").await;
+    assert_eq!(before["data"]["total"], after["data"]["total"], "a plan commits nothing");
+
+    // Confirm: submit with the plan's centers pinned.
+    cheap["tasks"][0]["centerIDs"] = planned.clone();
+    let (status, confirmed) = node.post("/openapi/v1/trainjob", cheap).await;
+    assert_eq!(status, 200, "{confirmed}");
+    assert_eq!(confirmed["data"]["taskInfos"][0]["centerIDs"], planned);
+
+    // Unknown references and weights in the extension fields are client errors.
+    let mut bad = job_body("bad");
+    bad["weights"] = json!({"fastest": 3});
+    let (status, body) = node.post("/openapi/v1/trainjob/plan", bad).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("INVALID_ARGUMENT")), "{body}");
+    let mut bad = job_body("bad");
+    bad["tasks"][0]["centerIDs"] = json!(["atlantis"]);
+    let (status, body) = node.post("/openapi/v1/trainjob", bad).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("UNKNOWN_REFERENCE")), "{body}");
+    let (status, body) = node.get("/openapi/v1/trainjob/job-999999999999/explain").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("NOT_FOUND")), "{body}");
     node.stop().await;
 }

@@ -29,6 +29,8 @@ impl From<Refusal> for HttpError {
             Refusal::UnknownReference { .. } => ErrorCode::UnknownReference,
             Refusal::StillReferenced { .. } => ErrorCode::StillReferenced,
             Refusal::IdempotencyKeyReused { .. } => ErrorCode::IdempotencyKeyReused,
+            // Only the scheduler proposes placements; a client never sees this.
+            Refusal::StalePlacement(_) => ErrorCode::Internal,
         };
         HttpError(ApiError::new(code, refusal.to_string()))
     }

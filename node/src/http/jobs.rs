@@ -3,11 +3,14 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use jcs_api::model::{
-    CreateTrainJob, CreateTrainJobResponse, Job, JobFilter, JobInfo, LogLocation, ObjectKind, Page, PageQuery,
+    CreateTrainJob, CreateTrainJobResponse, Explain, Job, JobFilter, JobInfo, LogLocation, ObjectKind, Page, PageQuery,
 };
 use jcs_api::validate::{self, MAX_IDEMPOTENCY_KEY_LEN, MAX_ID_LEN};
 use jcs_api::{ApiError, Envelope, ErrorCode};
 use jcs_raft::command::{Command, Outcome};
+use jcs_raft::kv::{get_json, Overlay};
+use jcs_raft::schedule::state::load_catalog;
+use jcs_raft::schedule::solve;
 use jcs_raft::tables;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,6 +27,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_job))
         .routes(routes!(stop_job))
         .routes(routes!(job_log))
+        .routes(routes!(explain_job))
+        .routes(routes!(plan_job))
 }
 
 fn job_outcome(outcome: Outcome) -> Result<Job, HttpError> {
@@ -55,7 +60,73 @@ async fn create_job(
     let job = job_outcome(state.write(Command::SubmitJob { request, idempotency_key: key }).await?)?;
     metrics::counter!("jcs_jobs_submitted_total").increment(1);
     tracing::debug!(job_id = %job.id, "job queued");
+    let job = await_placement(&state, job).await?;
     ok(CreateTrainJobResponse::from(&job))
+}
+
+/// Waits up to the configured bound for the scheduler to place `job`; returns it as it then is
+/// (still pending, with empty `centerIDs`, if the bound passed).
+async fn await_placement(state: &AppState, job: Job) -> Result<Job, HttpError> {
+    if job.is_placed() || job.status.is_final() {
+        return Ok(job);
+    }
+    let deadline = tokio::time::Instant::now() + state.placement_wait;
+    let mut cycles = state.scheduler.cycles();
+    state.scheduler.kick();
+    let mut current = job;
+    loop {
+        if tokio::time::timeout_at(deadline, cycles.changed()).await.is_err() {
+            return Ok(current);
+        }
+        if let Some(job) = tables::get::<Job>(&state.reader, ObjectKind::Job, &current.id)? {
+            current = job;
+        }
+        if current.is_placed() || current.status.is_final() {
+            return Ok(current);
+        }
+    }
+}
+
+/// Why a job went where it went, or why it is still pending: the stored decision record —
+/// every filter's rejections with their reason codes, each strategy's raw, normalized and
+/// weighted scores per center, the totals and the winner.
+#[utoipa::path(get, path = "/openapi/v1/trainjob/{id}/explain", tag = "jobs",
+    params(("id" = String, Path), ReadOptions),
+    responses((status = 200, body = Envelope<Explain>)))]
+async fn explain_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(options): Params<ReadOptions>,
+) -> HttpResult<Explain> {
+    let job = read_job(&state, &options, &id).await?;
+    let explain: Option<Explain> = get_json(&state.reader, &tables::explain_key(&job.id))?;
+    let message = format!("job '{}' has not been through a scheduling cycle yet", job.id);
+    ok(explain.ok_or_else(|| ApiError::new(ErrorCode::NotFound, message))?)
+}
+
+/// Dry-run: where an A.1 body would be placed now, with its explain record; nothing is
+/// committed. Confirm by submitting the body with each task's `centerIDs` set to the plan's.
+#[utoipa::path(post, path = "/openapi/v1/trainjob/plan", tag = "jobs",
+    request_body = CreateTrainJob,
+    responses((status = 200, body = Envelope<Explain>)))]
+async fn plan_job(State(state): State<AppState>, Body(request): Body<CreateTrainJob>) -> HttpResult<Explain> {
+    request.validate()?;
+    let reader = state.read(&ReadOptions::default()).await?;
+    // The same checks as a submission, applied to a throw-away overlay of the current state.
+    let mut overlay = Overlay::new(reader);
+    let command = Command::SubmitJob { request, idempotency_key: None };
+    let now = crate::scheduler::now_ms();
+    let job = job_outcome(jcs_raft::apply::apply(&mut overlay, &command, now)??)?;
+    let settings = &state.scheduler.settings;
+    let catalog = load_catalog(reader, now, settings.ledger_ttl_ms)?;
+    let term = state.raft.metrics().borrow().current_term;
+    let fence = tables::sched_fence(reader)?;
+    let decision = solve(&catalog, &[job], &state.scheduler.solver_config(now, term, fence.version));
+    let mut explain = decision.into_iter().next().map(|d| d.explain).ok_or_else(|| {
+        HttpError::from(ApiError::new(ErrorCode::Internal, "the solver returned no decision"))
+    })?;
+    explain.job_id = String::new();
+    ok(explain)
 }
 
 /// A.2 — stop a job (idempotent).

@@ -11,15 +11,19 @@ use utoipa::IntoParams;
 
 use super::error::HttpError;
 use crate::proposer::Proposer;
+use crate::scheduler::Scheduler;
 
 #[derive(Clone)]
 pub struct AppState {
     pub raft: Raft,
     pub proposer: Proposer,
+    pub scheduler: Scheduler,
     pub reader: StateReader,
     pub prometheus: PrometheusHandle,
     /// The log index this node must have applied, after a restart, before it is ready.
     pub ready_index: u64,
+    /// How long A.1 waits for the placement.
+    pub placement_wait: std::time::Duration,
 }
 
 /// `?consistency=` on reads.
@@ -31,9 +35,12 @@ pub struct ReadOptions {
 }
 
 impl AppState {
-    /// Commits a command; a refusal becomes the matching client error.
+    /// Commits a command; a refusal becomes the matching client error. Every change (a job,
+    /// a report, a catalog edit) can make a queued job placeable, so it kicks the scheduler.
     pub async fn write(&self, command: Command) -> Result<Outcome, HttpError> {
-        Ok(self.proposer.propose(command).await??)
+        let outcome = self.proposer.propose(command).await??;
+        self.scheduler.kick();
+        Ok(outcome)
     }
 
     /// Makes the local state fit for a read under `options`, and returns the reader.

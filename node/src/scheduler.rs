@@ -1,0 +1,215 @@
+//! The scheduling loop (standard figure 6) around the pure solver. On the leader only: every
+//! `schedule_interval_ms`, and at once when kicked (a job arrived, a center reported), it reads
+//! the queue and catalog from the applied state, calls `solve`, and commits the batch's
+//! decisions as one fenced `Place` command. Followers' loops idle; a new leader's loop resumes
+//! on its next tick, after a ReadIndex round has brought its state up to every committed entry
+//! (a deposed leader's placements included).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jcs_api::model::{DecisionOutcome, Job, PolicyMode};
+use jcs_raft::command::{Command, Outcome, PlacementBatch, PlacementDecision};
+use jcs_raft::schedule::state::{load_catalog, load_queue};
+use jcs_raft::schedule::{solve, SolverConfig};
+use jcs_raft::store::StateReader;
+use jcs_raft::tables::sched_fence;
+use jcs_raft::Raft;
+use tokio::sync::{watch, Notify};
+
+use crate::proposer::Proposer;
+
+/// The scheduler's settings, from the node's configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub interval: Duration,
+    pub batch: usize,
+    pub stale_after_ms: i64,
+    pub ledger_ttl_ms: i64,
+    pub data_move_limit_mb: i64,
+    pub default_policy: PolicyMode,
+}
+
+/// Handle to the loop: kick it, or wait for its next cycle.
+#[derive(Clone)]
+pub struct Scheduler {
+    kick: Arc<Notify>,
+    cycles: watch::Receiver<u64>,
+    pub settings: Settings,
+}
+
+impl Scheduler {
+    /// Starts the loop; it runs until `stop` is sent (or dropped), then releases the store.
+    pub fn start(
+        raft: Raft,
+        proposer: Proposer,
+        reader: StateReader,
+        settings: Settings,
+        stop: watch::Receiver<()>,
+    ) -> (Scheduler, tokio::task::JoinHandle<()>) {
+        let kick = Arc::new(Notify::new());
+        let (done, cycles) = watch::channel(0);
+        let scheduler = Scheduler { kick: kick.clone(), cycles, settings: settings.clone() };
+        let task = tokio::spawn(run(raft, proposer, reader, settings, kick, done, stop));
+        (scheduler, task)
+    }
+
+    /// Asks for a cycle now.
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// A receiver that changes after every completed cycle.
+    pub fn cycles(&self) -> watch::Receiver<u64> {
+        self.cycles.clone()
+    }
+
+    /// The solver settings for a cycle (or a dry-run) at `now_ms`.
+    pub fn solver_config(&self, now_ms: i64, term: u64, snapshot_version: u64) -> SolverConfig {
+        SolverConfig {
+            now_ms,
+            stale_after_ms: self.settings.stale_after_ms,
+            data_move_limit_mb: self.settings.data_move_limit_mb,
+            default_policy: self.settings.default_policy,
+            term,
+            snapshot_version,
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn run(
+    raft: Raft,
+    proposer: Proposer,
+    reader: StateReader,
+    settings: Settings,
+    kick: Arc<Notify>,
+    done: watch::Sender<u64>,
+    mut stop: watch::Receiver<()>,
+) {
+    let handle = Scheduler { kick: kick.clone(), cycles: done.subscribe(), settings: settings.clone() };
+    loop {
+        tokio::select! {
+            _ = kick.notified() => {},
+            _ = tokio::time::sleep(settings.interval) => {},
+            _ = stop.changed() => return,
+        }
+        let (leader, term) = {
+            let m = raft.metrics().borrow().clone();
+            (m.current_leader == Some(m.id), m.current_term)
+        };
+        if !leader {
+            continue;
+        }
+        if let Err(e) = raft.ensure_linearizable().await {
+            tracing::debug!(error = %e, term, "no scheduling cycle: not a confirmed leader");
+            continue;
+        }
+        match cycle(&proposer, &reader, &handle, term).await {
+            Ok(Some(report)) => {
+                // More may be queued than one batch took: go again at once.
+                if report.decided >= settings.batch {
+                    kick.notify_one();
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, term, "scheduling cycle failed"),
+        }
+        done.send_modify(|n| *n += 1);
+    }
+}
+
+struct CycleReport {
+    decided: usize,
+}
+
+/// Whether a decision is worth a Raft write: it places something, or the job's pending reason
+/// changed. Unchanged pending jobs cost nothing per cycle.
+fn worth_writing(decision: &PlacementDecision, job: &Job) -> bool {
+    decision.placements.iter().any(Option::is_some) || decision.explain.reason != job.status_reason
+}
+
+async fn cycle(proposer: &Proposer, reader: &StateReader, scheduler: &Scheduler, term: u64) -> anyhow::Result<Option<CycleReport>> {
+    let started = Instant::now();
+    let settings = &scheduler.settings;
+    let queue = load_queue(reader, settings.batch)?;
+    metrics::gauge!("jcs_schedule_queue_depth").set(queue.len() as f64);
+    if queue.is_empty() {
+        return Ok(None);
+    }
+    let now = now_ms();
+    let fence = sched_fence(reader)?;
+    let catalog = load_catalog(reader, now, settings.ledger_ttl_ms)?;
+    let decisions = solve(&catalog, &queue, &scheduler.solver_config(now, term, fence.version));
+    let solved = started.elapsed();
+    let mut pending_by_reason: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let mut placed_jobs = Vec::new();
+    let mut writes = Vec::new();
+    for (decision, job) in decisions.into_iter().zip(&queue) {
+        let code = match decision.explain.outcome {
+            DecisionOutcome::Placed => {
+                placed_jobs.push(job.created_at);
+                None
+            }
+            _ => Some(pending_code(&decision.explain.reason)),
+        };
+        if let Some(code) = code {
+            *pending_by_reason.entry(code).or_default() += 1;
+        }
+        let decision =
+            PlacementDecision { job_id: decision.job_id, placements: decision.placements, explain: decision.explain };
+        if worth_writing(&decision, job) {
+            writes.push(decision);
+        }
+    }
+    for (reason, count) in &pending_by_reason {
+        metrics::gauge!("jcs_schedule_pending_jobs", "reason" => *reason).set(*count as f64);
+    }
+    metrics::histogram!("jcs_schedule_batch_jobs").record(queue.len() as f64);
+    if writes.is_empty() {
+        return Ok(Some(CycleReport { decided: queue.len() }));
+    }
+    let batch = PlacementBatch { term, snapshot_version: fence.version, ledger_ttl_ms: settings.ledger_ttl_ms, decisions: writes };
+    match proposer.propose(Command::Place(Box::new(batch))).await? {
+        Ok(Outcome::Placed { applied, skipped }) => {
+            let committed = now_ms();
+            for created_at in placed_jobs {
+                // Scheduling time T of §6.7: request received → placed (dispatch comes with adapters).
+                metrics::histogram!("jcs_schedule_time_seconds").record((committed - created_at).max(0) as f64 / 1000.0);
+            }
+            metrics::counter!("jcs_schedule_decisions_applied_total").increment(applied.len() as u64);
+            metrics::counter!("jcs_schedule_decisions_skipped_total").increment(skipped.len() as u64);
+            tracing::debug!(term, applied = applied.len(), skipped = skipped.len(), solve_ms = solved.as_millis() as u64, "scheduling cycle committed");
+        }
+        Ok(other) => anyhow::bail!("unexpected outcome of a placement batch: {other:?}"),
+        Err(refusal) => {
+            metrics::counter!("jcs_schedule_stale_batches_total").increment(1);
+            tracing::info!(%refusal, term, "placement batch refused; the next cycle recomputes");
+        }
+    }
+    metrics::histogram!("jcs_schedule_cycle_seconds").record(started.elapsed().as_secs_f64());
+    Ok(Some(CycleReport { decided: queue.len() }))
+}
+
+/// The leading reason code of a pending job's one-line reason, as a metric label.
+fn pending_code(reason: &str) -> &'static str {
+    const CODES: [&str; 13] = [
+        "INSUFFICIENT_CAPACITY",
+        "MONITORING_STALE",
+        "MONITORING_MISSING",
+        "CENTER_UNAVAILABLE",
+        "SPEC_NOT_OFFERED",
+        "IMAGE_NOT_AT_CENTER",
+        "SECURITY_GRADE_TOO_LOW",
+        "NOT_PINNED",
+        "PRIVATE_DATA_ELSEWHERE",
+        "DATA_TOO_LARGE_TO_MOVE",
+        "QOS_LATENCY",
+        "QOS_DEADLINE",
+        "fcfs",
+    ];
+    CODES.into_iter().find(|code| reason.contains(code)).unwrap_or("other")
+}
