@@ -99,6 +99,12 @@ async fn catalog_and_job_commands_work_against_a_node() {
     for column in ["JOB ID", "NAME", "USER", "STATUS", "TASKS", "CENTERS", job_id.as_str(), "page 1 of 1, 2 in total"] {
         assert!(pending.contains(column), "{column} missing:\n{pending}");
     }
+    let explained = ok(&node, &["job", "explain", &job_id]).await;
+    for expected in ["policy balanced", "task ", "replica 0: winner", "CENTER", "TOTAL", "least_workload (w20)"] {
+        assert!(explained.contains(expected), "{expected} missing:\n{explained}");
+    }
+    let plan = json(&node, &["job", "plan", "-f", &example("job.yaml")]).await;
+    assert_eq!(plan["outcome"], "placed", "{plan}");
     let stopped = ok(&node, &["job", "stop", &job_id]).await;
     assert!(stopped.contains(&job_id) && stopped.contains("failed"), "{stopped}");
     let info = json(&node, &["job", "get", &job_id]).await;

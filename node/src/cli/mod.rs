@@ -20,7 +20,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use jcs_api::model::{Center, CreateTrainJob, CreateTrainJobResponse, Dataset, Image, JobInfo, Page, ResourceSpec};
+use jcs_api::model::{
+    Center, CreateTrainJob, CreateTrainJobResponse, Dataset, Explain, Image, JobInfo, Page, ResourceSpec,
+};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -153,6 +155,14 @@ enum JobAction {
     },
     /// Stop a job (A.2); stopping a stopped job succeeds.
     Stop { id: String },
+    /// Why a job went where it went, or why it is still pending: filters, scores, winner.
+    Explain { id: String },
+    /// Dry-run a submission (an A.1 body): the placement and its explanation, nothing committed.
+    /// Confirm by submitting the body with each task's `centerIDs` set to the plan's.
+    Plan {
+        #[command(flatten)]
+        file: FileArg,
+    },
 }
 
 /// What differs between the four catalog kinds.
@@ -266,6 +276,15 @@ async fn job(args: JobArgs) -> anyhow::Result<()> {
             let url = client.url(&["trainjob", &id, "stop"], &[]);
             let stopped: JobInfo = client.send_json(Method::POST, url, &serde_json::json!({}), None).await?;
             show(output, &stopped, |j| table::rows(std::slice::from_ref(j)))
+        }
+        JobAction::Explain { id } => {
+            show(output, &client.get::<Explain>(client.url(&["trainjob", &id, "explain"], &[])).await?, table::explain)
+        }
+        JobAction::Plan { file } => {
+            let request: CreateTrainJob = read_file(&file.file)?;
+            let url = client.url(&["trainjob", "plan"], &[]);
+            let plan: Explain = client.send_json(Method::POST, url, &request, None).await?;
+            show(output, &plan, table::explain)
         }
     }
 }

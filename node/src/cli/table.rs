@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
-use jcs_api::model::{center_status, Center, Dataset, Image, JobInfo, Page, ResourceSpec, TaskInfo};
+use jcs_api::model::{center_status, Center, Dataset, Explain, Image, JobInfo, Page, ResourceSpec, TaskInfo};
 use serde_json::Value;
 
 /// How an object appears as a row of a listing.
@@ -73,6 +73,57 @@ pub fn job(job: &JobInfo) -> String {
         map.remove("taskInfos");
     }
     format!("{}\n{}", detail(&fields), rows(&job.task_infos))
+}
+
+/// A scheduling decision: the outcome line, then per task and replica the rejections by code
+/// and a table of the best centers' scores (one column per weighted strategy:
+/// `normalized (raw)`).
+pub fn explain(explain: &Explain) -> String {
+    let weights: Vec<String> = explain.weights.iter().map(|(id, w)| format!("{id}={w}")).collect();
+    let mut out = format!(
+        "{:?} — {}\npolicy {} · weights {} · term {} · version {}\n",
+        explain.outcome,
+        explain.reason,
+        explain.policy.as_str(),
+        weights.join(" "),
+        explain.term,
+        explain.snapshot_version
+    );
+    for task in &explain.tasks {
+        out.push_str(&format!("\ntask {} → {}\n", task.name, joined(task.center_ids.iter().map(String::as_str))));
+        for replica in &task.replicas {
+            let rejected: Vec<String> = replica.rejected_count.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+            out.push_str(&format!(
+                "  replica {}: winner {} · {} feasible · rejected {}\n",
+                replica.replica,
+                replica.winner.as_deref().unwrap_or("-"),
+                replica.feasible,
+                joined(rejected.iter().map(String::as_str))
+            ));
+            for rejection in &replica.rejections {
+                out.push_str(&format!("    ✗ {} {}: {}\n", rejection.center_id, rejection.code.as_str(), rejection.detail));
+            }
+            let Some(first) = replica.scores.first() else { continue };
+            let mut header = vec!["CENTER".to_string(), "TOTAL".to_string()];
+            header.extend(first.strategies.iter().map(|s| format!("{} (w{})", s.algorithm_id, s.weight)));
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            let mut table = new_table(&header);
+            for scored in &replica.scores {
+                let mut cells = vec![scored.center_id.clone(), scored.total.to_string()];
+                cells.extend(scored.strategies.iter().map(|s| match s.raw {
+                    Some(raw) => format!("{} ({raw:.3})", s.normalized),
+                    None => format!("{} (-)", s.normalized),
+                }));
+                table.add_row(cells);
+            }
+            out.push_str(&format!("{table}\n"));
+        }
+        for plan in &task.migrations {
+            let sources = joined(plan.sources.iter().map(String::as_str));
+            out.push_str(&format!("  migrate {} ({} MB) → {} from {sources}\n", plan.dataset_id, plan.size_mb, plan.to_center));
+        }
+    }
+    out
 }
 
 fn scalar(value: &Value) -> String {
