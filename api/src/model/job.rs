@@ -43,7 +43,9 @@ impl RunState {
 }
 
 /// A.1 request body: create a training job. After the standard's `name` and `tasks` come
-/// jcs's optional extension fields; a body with only the standard's fields is complete.
+/// jcs's optional extension fields; a body with only the standard's fields is complete. The
+/// scheduling fields repeat [`SchedulingOptions`] rather than flattening it, because serde
+/// cannot combine `flatten` with `deny_unknown_fields`, and a misspelt field must be an error.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTrainJob {

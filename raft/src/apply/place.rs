@@ -2,12 +2,10 @@
 //! decision — re-checked against the state as it is now, since jobs may have been stopped or
 //! centers deleted after the leader took its snapshot.
 
-use std::ops::ControlFlow;
-
 use jcs_api::model::{Job, ObjectKind};
 
 use crate::command::{CommandResult, Outcome, PlacementBatch, PlacementDecision, Refusal};
-use crate::kv::{decode, put_json, Kv, StoreError};
+use crate::kv::{put_json, Kv, StoreError};
 use crate::schedule::problem::{is_live, LedgerEntry, SpecInfo};
 use crate::tables::{
     self, exists, explain_key, get, ledger_key, object_key, queue_key, sched_fence, SchedulerFence, LEDGER_PREFIX,
@@ -40,24 +38,9 @@ pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<Com
 
 /// Deletes ledger entries whose time-to-live has passed.
 fn release_expired(kv: &mut impl Kv, at_ms: i64, ttl_ms: i64) -> Result<(), StoreError> {
-    let mut expired = Vec::new();
-    let mut failure = None;
-    kv.scan(LEDGER_PREFIX, &mut |k, v| match decode::<LedgerEntry>(k, v) {
-        Ok(entry) => {
-            if !is_live(&entry, at_ms, ttl_ms) {
-                expired.push(k.to_vec());
-            }
-            ControlFlow::Continue(())
-        }
-        Err(e) => {
-            failure = Some(e);
-            ControlFlow::Break(())
-        }
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
+    for entry in ledger(kv)?.into_iter().filter(|e| !is_live(e, at_ms, ttl_ms)) {
+        kv.delete(ledger_key(&entry.center_id, &entry.job_id, entry.task, entry.replica));
     }
-    expired.into_iter().for_each(|key| kv.delete(key));
     Ok(())
 }
 
