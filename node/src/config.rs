@@ -225,7 +225,9 @@ impl Config {
     pub fn policy(&self) -> Result<jcs_api::model::PolicyMode, ConfigError> {
         jcs_api::model::PolicyMode::parse(&self.default_policy)
             .filter(|mode| *mode != jcs_api::model::PolicyMode::Manual && *mode != jcs_api::model::PolicyMode::Qos)
-            .ok_or_else(|| ConfigError::Invalid(format!("default_policy '{}' is not a default mode", self.default_policy)))
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!("default_policy '{}' is not a default mode", self.default_policy))
+            })
     }
 
     pub fn write_timeout(&self) -> Duration {

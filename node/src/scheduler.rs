@@ -132,7 +132,12 @@ fn worth_writing(decision: &PlacementDecision, job: &Job) -> bool {
     decision.placements.iter().any(Option::is_some) || decision.explain.reason != job.status_reason
 }
 
-async fn cycle(proposer: &Proposer, reader: &StateReader, scheduler: &Scheduler, term: u64) -> anyhow::Result<Option<CycleReport>> {
+async fn cycle(
+    proposer: &Proposer,
+    reader: &StateReader,
+    scheduler: &Scheduler,
+    term: u64,
+) -> anyhow::Result<Option<CycleReport>> {
     let started = Instant::now();
     let settings = &scheduler.settings;
     let queue = load_queue(reader, settings.batch)?;
@@ -172,17 +177,29 @@ async fn cycle(proposer: &Proposer, reader: &StateReader, scheduler: &Scheduler,
     if writes.is_empty() {
         return Ok(Some(CycleReport { decided: queue.len() }));
     }
-    let batch = PlacementBatch { term, snapshot_version: fence.version, ledger_ttl_ms: settings.ledger_ttl_ms, decisions: writes };
+    let batch = PlacementBatch {
+        term,
+        snapshot_version: fence.version,
+        ledger_ttl_ms: settings.ledger_ttl_ms,
+        decisions: writes,
+    };
     match proposer.propose(Command::Place(Box::new(batch))).await? {
         Ok(Outcome::Placed { applied, skipped }) => {
             let committed = now_ms();
             for created_at in placed_jobs {
                 // Scheduling time T of §6.7: request received → placed (dispatch comes with adapters).
-                metrics::histogram!("jcs_schedule_time_seconds").record((committed - created_at).max(0) as f64 / 1000.0);
+                metrics::histogram!("jcs_schedule_time_seconds")
+                    .record((committed - created_at).max(0) as f64 / 1000.0);
             }
             metrics::counter!("jcs_schedule_decisions_applied_total").increment(applied.len() as u64);
             metrics::counter!("jcs_schedule_decisions_skipped_total").increment(skipped.len() as u64);
-            tracing::debug!(term, applied = applied.len(), skipped = skipped.len(), solve_ms = solved.as_millis() as u64, "scheduling cycle committed");
+            tracing::debug!(
+                term,
+                applied = applied.len(),
+                skipped = skipped.len(),
+                solve_ms = solved.as_millis() as u64,
+                "scheduling cycle committed"
+            );
         }
         Ok(other) => anyhow::bail!("unexpected outcome of a placement batch: {other:?}"),
         Err(refusal) => {

@@ -260,10 +260,7 @@ fn submit_job(
 
 /// The references of the scheduling extension fields: strategy ids in `weights`, the dataset,
 /// pinned centers.
-fn scheduling_refusal(
-    kv: &impl Kv,
-    request: &jcs_api::model::CreateTrainJob,
-) -> Result<Option<Refusal>, StoreError> {
+fn scheduling_refusal(kv: &impl Kv, request: &jcs_api::model::CreateTrainJob) -> Result<Option<Refusal>, StoreError> {
     if let Err(why) = crate::schedule::policy::resolve(&request.scheduling_options(), Default::default()) {
         return Ok(Some(Refusal::Invalid(why)));
     }

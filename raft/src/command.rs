@@ -117,7 +117,10 @@ pub enum Outcome {
     Deleted,
     /// A placement batch was applied: jobs whose decision took effect, and those skipped
     /// because they changed since the snapshot (stopped, already placed, center gone).
-    Placed { applied: Vec<String>, skipped: Vec<String> },
+    Placed {
+        applied: Vec<String>,
+        skipped: Vec<String>,
+    },
 }
 
 /// Why a command was refused. Refusals are ordinary results, replicated like successes:

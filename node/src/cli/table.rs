@@ -101,7 +101,12 @@ pub fn explain(explain: &Explain) -> String {
                 joined(rejected.iter().map(String::as_str))
             ));
             for rejection in &replica.rejections {
-                out.push_str(&format!("    ✗ {} {}: {}\n", rejection.center_id, rejection.code.as_str(), rejection.detail));
+                out.push_str(&format!(
+                    "    ✗ {} {}: {}\n",
+                    rejection.center_id,
+                    rejection.code.as_str(),
+                    rejection.detail
+                ));
             }
             let Some(first) = replica.scores.first() else { continue };
             let mut header = vec!["CENTER".to_string(), "TOTAL".to_string()];
@@ -120,7 +125,10 @@ pub fn explain(explain: &Explain) -> String {
         }
         for plan in &task.migrations {
             let sources = joined(plan.sources.iter().map(String::as_str));
-            out.push_str(&format!("  migrate {} ({} MB) → {} from {sources}\n", plan.dataset_id, plan.size_mb, plan.to_center));
+            out.push_str(&format!(
+                "  migrate {} ({} MB) → {} from {sources}\n",
+                plan.dataset_id, plan.size_mb, plan.to_center
+            ));
         }
     }
     out

@@ -9,8 +9,8 @@ use jcs_api::validate::{self, MAX_IDEMPOTENCY_KEY_LEN, MAX_ID_LEN};
 use jcs_api::{ApiError, Envelope, ErrorCode};
 use jcs_raft::command::{Command, Outcome};
 use jcs_raft::kv::{get_json, Overlay};
-use jcs_raft::schedule::state::load_catalog;
 use jcs_raft::schedule::solve;
+use jcs_raft::schedule::state::load_catalog;
 use jcs_raft::tables;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -122,9 +122,11 @@ async fn plan_job(State(state): State<AppState>, Body(request): Body<CreateTrain
     let term = state.raft.metrics().borrow().current_term;
     let fence = tables::sched_fence(reader)?;
     let decision = solve(&catalog, &[job], &state.scheduler.solver_config(now, term, fence.version));
-    let mut explain = decision.into_iter().next().map(|d| d.explain).ok_or_else(|| {
-        HttpError::from(ApiError::new(ErrorCode::Internal, "the solver returned no decision"))
-    })?;
+    let mut explain = decision
+        .into_iter()
+        .next()
+        .map(|d| d.explain)
+        .ok_or_else(|| HttpError::from(ApiError::new(ErrorCode::Internal, "the solver returned no decision")))?;
     explain.job_id = String::new();
     ok(explain)
 }

@@ -117,7 +117,11 @@ fn check_qos(state: &CenterState, job: &JobNeeds, qos: &QosTarget, task: &TaskNe
             _ => f64::INFINITY,
         };
         if finish > deadline as f64 {
-            return Err(reject(id, RejectCode::QosDeadline, format!("finishes in {finish:.0}s > deadline {deadline}s")));
+            return Err(reject(
+                id,
+                RejectCode::QosDeadline,
+                format!("finishes in {finish:.0}s > deadline {deadline}s"),
+            ));
         }
     }
     Ok(())

@@ -26,7 +26,9 @@ pub fn profile(mode: PolicyMode) -> Weights {
             (LowestEnergy, 5),
             (LowestPrice, 5),
         ],
-        PolicyMode::Qos => &[(NetworkQuality, 40), (HighestPerformance, 40), (LeastWorkload, 10), (MostFreeCapacity, 10)],
+        PolicyMode::Qos => {
+            &[(NetworkQuality, 40), (HighestPerformance, 40), (LeastWorkload, 10), (MostFreeCapacity, 10)]
+        }
     };
     Weights::from_pairs(pairs.iter().copied())
 }

@@ -62,7 +62,9 @@ impl Capacity {
 
     /// The first kind where `demand` exceeds what is here: `(kind, needed, available)`.
     pub fn shortfall(&self, demand: &Capacity) -> Option<(&'static str, f64, f64)> {
-        (0..7).find(|&i| demand.0[i] > 0.0 && demand.0[i] > self.0[i] + 1e-9).map(|i| (CAPACITY_KINDS[i], demand.0[i], self.0[i]))
+        (0..7)
+            .find(|&i| demand.0[i] > 0.0 && demand.0[i] > self.0[i] + 1e-9)
+            .map(|i| (CAPACITY_KINDS[i], demand.0[i], self.0[i]))
     }
 
     /// As [`ResourceAmounts`] (user-defined pooled under `user_define`), for the strategies.
@@ -128,8 +130,12 @@ impl Catalog {
         let mut centers: BTreeMap<String, CenterState> = centers
             .into_iter()
             .map(|(center, metrics)| {
-                let state =
-                    CenterState { center: Arc::new(center), metrics, in_flight: Capacity::default(), in_flight_replicas: 0 };
+                let state = CenterState {
+                    center: Arc::new(center),
+                    metrics,
+                    in_flight: Capacity::default(),
+                    in_flight_replicas: 0,
+                };
                 (state.center.ai_center_id.clone(), state)
             })
             .collect();
@@ -210,7 +216,8 @@ mod tests {
             demand: ResourceAmounts { gpu: 1.0, ..Default::default() },
             placed_at,
         };
-        let center: Center = serde_json::from_value(serde_json::json!({"ai_center_id":"a","name":"a","region":"r"})).unwrap();
+        let center: Center =
+            serde_json::from_value(serde_json::json!({"ai_center_id":"a","name":"a","region":"r"})).unwrap();
         let catalog = Catalog::new(vec![(center, None)], vec![], vec![], vec![], &[entry(100), entry(900)], 1000, 500);
         assert_eq!(catalog.centers["a"].in_flight_replicas, 1);
         assert_eq!(catalog.centers["a"].in_flight.0[1], 1.0);

@@ -87,7 +87,8 @@ pub fn solve(catalog: &Catalog, queue: &[Job], config: &SolverConfig) -> Vec<Job
                 continue;
             }
         };
-        let barrier = first_blocked.as_ref().filter(|(_, mode)| *mode == PolicyMode::Fcfs || policy.mode == PolicyMode::Fcfs);
+        let barrier =
+            first_blocked.as_ref().filter(|(_, mode)| *mode == PolicyMode::Fcfs || policy.mode == PolicyMode::Fcfs);
         if let Some((blocker, _)) = barrier {
             let reason = format!("fcfs: waits behind blocked job {blocker}");
             decisions.push(pending(job, &policy, config, reason, Vec::new()));
@@ -134,7 +135,13 @@ fn groups(job: &Job) -> Vec<Vec<usize>> {
     groups
 }
 
-fn decide_job(catalog: &Catalog, ledger: &mut Ledger, job: &Job, policy: &Policy, config: &SolverConfig) -> JobDecision {
+fn decide_job(
+    catalog: &Catalog,
+    ledger: &mut Ledger,
+    job: &Job,
+    policy: &Policy,
+    config: &SolverConfig,
+) -> JobDecision {
     let needs = JobNeeds {
         mode: policy.mode,
         security_grade: job.options.security_grade.unwrap_or(0),
@@ -150,7 +157,8 @@ fn decide_job(catalog: &Catalog, ledger: &mut Ledger, job: &Job, policy: &Policy
         let mut group_failure = None;
         let mut chosen = Vec::new();
         for &index in &group {
-            let (explain, centers, failure) = decide_task(catalog, ledger, &needs, job, index, policy, config, &mut taken);
+            let (explain, centers, failure) =
+                decide_task(catalog, ledger, &needs, job, index, policy, config, &mut taken);
             explains[index] = Some(explain);
             match failure {
                 Some(reason) => {
@@ -257,7 +265,8 @@ fn decide_task(
     });
     let mut centers = Vec::new();
     for replica in 0..task.replica_number as usize {
-        let (replica_explain, winner) = decide_replica(catalog, ledger, needs, &task_needs, task, replica, policy, config, &context);
+        let (replica_explain, winner) =
+            decide_replica(catalog, ledger, needs, &task_needs, task, replica, policy, config, &context);
         explain.replicas.push(replica_explain);
         let Some(winner) = winner else {
             let counts = &explain.replicas[replica].rejected_count;

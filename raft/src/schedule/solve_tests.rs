@@ -21,7 +21,8 @@ fn center(id: &str, gpus: i64) -> (Center, Option<CenterMetrics>) {
     let center: Center = serde_json::from_value(json!({"ai_center_id": id, "name": id, "region": "r1", "status": 1,
         "network": {"bandwidth_mbps": 1000.0}}))
     .unwrap();
-    let metrics = CenterMetrics { gpu_free: gpus, cpu_free: 64, memory_free: 1_000_000, reported_at: NOW, ..Default::default() };
+    let metrics =
+        CenterMetrics { gpu_free: gpus, cpu_free: 64, memory_free: 1_000_000, reported_at: NOW, ..Default::default() };
     (center, Some(metrics))
 }
 
@@ -150,7 +151,14 @@ fn every_filter_rejects_with_its_code() {
     world = world.edit("noimage", |c, _| c.security_grade = 9).edit("stale", |c, _| c.security_grade = 9);
     let decision = &world.solve(&[job_with("j", &[1], |r| r.security_grade = Some(3))])[0];
     let codes = rejections(decision);
-    for code in ["CENTER_UNAVAILABLE", "MONITORING_STALE", "MONITORING_MISSING", "SECURITY_GRADE_TOO_LOW", "IMAGE_NOT_AT_CENTER", "SPEC_NOT_OFFERED"] {
+    for code in [
+        "CENTER_UNAVAILABLE",
+        "MONITORING_STALE",
+        "MONITORING_MISSING",
+        "SECURITY_GRADE_TOO_LOW",
+        "IMAGE_NOT_AT_CENTER",
+        "SPEC_NOT_OFFERED",
+    ] {
         assert_eq!(codes.get(code), Some(&1), "{code}: {codes:?}");
     }
     assert_eq!(placed(decision), vec![vec!["ok".to_string()]]);
@@ -259,7 +267,8 @@ fn each_policy_mode_picks_what_its_factor_says() {
 
 #[test]
 fn qos_deadline_is_a_hard_constraint() {
-    let world = World::new(&[("slow", 4), ("quick", 4)]).edit("quick", |c, _| _ = c.performance.insert("gpu".into(), 2.0));
+    let world =
+        World::new(&[("slow", 4), ("quick", 4)]).edit("quick", |c, _| _ = c.performance.insert("gpu".into(), 2.0));
     let deadline = |r: &mut CreateTrainJob| {
         r.policy = Some(PolicyMode::Qos);
         r.duration_secs = Some(3000);
@@ -278,7 +287,8 @@ fn dataset(holder: &str, size_mb: i64, private: bool) -> Dataset {
 
 #[test]
 fn data_aware_moves_small_data_and_sends_large_or_private_jobs_to_the_data() {
-    let mut world = World::new(&[("holder", 4), ("idle", 4)]).edit("holder", |_, m| m.as_mut().unwrap().running_task_num = 90);
+    let mut world =
+        World::new(&[("holder", 4), ("idle", 4)]).edit("holder", |_, m| m.as_mut().unwrap().running_task_num = 90);
     let data_job = |r: &mut CreateTrainJob| {
         r.policy = Some(PolicyMode::Data);
         r.dataset_id = Some("d@v1".into());
@@ -286,7 +296,12 @@ fn data_aware_moves_small_data_and_sends_large_or_private_jobs_to_the_data() {
     };
     world.datasets = vec![dataset("holder", 10, false)];
     let decision = &world.solve(&[job_with("j", &[1], data_job)])[0];
-    assert_eq!(placed(decision), vec![vec!["idle".to_string()]], "small data moves to the best center: {:#?}", decision.explain);
+    assert_eq!(
+        placed(decision),
+        vec![vec!["idle".to_string()]],
+        "small data moves to the best center: {:#?}",
+        decision.explain
+    );
     let plan = &decision.explain.tasks[0].migrations[0];
     assert_eq!((plan.to_center.as_str(), plan.sources.clone()), ("idle", vec!["holder".to_string()]));
     world.datasets = vec![dataset("holder", 1_000_000, false)];
@@ -298,7 +313,8 @@ fn data_aware_moves_small_data_and_sends_large_or_private_jobs_to_the_data() {
 
 fn arb_world() -> impl Strategy<Value = (World, Vec<Job>)> {
     let centers = proptest::collection::vec(0i64..4, 1..6);
-    let jobs = proptest::collection::vec((proptest::collection::vec(1i64..4, 1..3), any::<bool>(), any::<bool>()), 1..8);
+    let jobs =
+        proptest::collection::vec((proptest::collection::vec(1i64..4, 1..3), any::<bool>(), any::<bool>()), 1..8);
     (centers, jobs).prop_map(|(gpus, jobs)| {
         let named: Vec<(String, i64)> = gpus.iter().enumerate().map(|(i, n)| (format!("c{i}"), *n)).collect();
         let refs: Vec<(&str, i64)> = named.iter().map(|(id, n)| (id.as_str(), *n)).collect();

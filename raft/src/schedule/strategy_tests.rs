@@ -56,7 +56,10 @@ fn most_free_capacity_picks_most_room_for_the_demanded_kinds() {
 #[test]
 fn data_affinity_picks_the_center_holding_the_data_then_its_site_then_its_region() {
     let placed = |id: &str, site: &str, region: &str| {
-        with(id, |c| { let center = std::sync::Arc::make_mut(&mut c.center); (center.network.site, center.region) = (site.into(), region.into()) })
+        with(id, |c| {
+            let center = std::sync::Arc::make_mut(&mut c.center);
+            (center.network.site, center.region) = (site.into(), region.into())
+        })
     };
     let snapshot = Snapshot::new(vec![
         placed("far", "s9", "r9"),
@@ -116,7 +119,9 @@ fn lowest_energy_follows_formula_1_and_picks_the_greenest() {
 
 #[test]
 fn highest_performance_picks_the_fastest_for_the_dominant_kind() {
-    let speed = |id: &str, kind: &str, factor: f64| with(id, |c| _ = std::sync::Arc::make_mut(&mut c.center).performance.insert(kind.into(), factor));
+    let speed = |id: &str, kind: &str, factor: f64| {
+        with(id, |c| _ = std::sync::Arc::make_mut(&mut c.center).performance.insert(kind.into(), factor))
+    };
     let candidates = vec![speed("a", "gpu", 1.2), speed("b", "gpu", 1.5), speed("c", "cpu", 9.0), candidate("d")];
     assert_eq!(winner(Strategy::HighestPerformance, &gpu_job(), candidates.clone()), "b");
     let cpu_job = JobContext::new(demand(&[("cpu", 2.0)]), 1);
@@ -127,7 +132,8 @@ fn highest_performance_picks_the_fastest_for_the_dominant_kind() {
 fn highest_security_picks_the_highest_declared_or_reported_grade() {
     let declared = with("declared", |c| std::sync::Arc::make_mut(&mut c.center).security_grade = 5);
     let reported = with("reported", |c| c.metrics.as_mut().map_or((), |m| m.security_grade = 7));
-    let candidates = vec![declared, reported, with("low", |c| std::sync::Arc::make_mut(&mut c.center).security_grade = 2)];
+    let candidates =
+        vec![declared, reported, with("low", |c| std::sync::Arc::make_mut(&mut c.center).security_grade = 2)];
     assert_eq!(winner(Strategy::HighestSecurity, &gpu_job(), candidates), "reported");
 }
 
@@ -139,7 +145,8 @@ fn network_quality_picks_the_widest_cleanest_path() {
             (net.bandwidth_mbps, net.latency_ms, net.loss_pct) = (mbps, latency, loss);
         })
     };
-    let candidates = vec![link("far", 10_000.0, 40.0, 0.0), link("near", 10_000.0, 2.0, 0.0), link("lossy", 10_000.0, 2.0, 50.0)];
+    let candidates =
+        vec![link("far", 10_000.0, 40.0, 0.0), link("near", 10_000.0, 2.0, 0.0), link("lossy", 10_000.0, 2.0, 50.0)];
     assert_eq!(winner(Strategy::NetworkQuality, &gpu_job(), candidates.clone()), "near");
     let snapshot = Snapshot::new(vec![candidate("unknown"), link("known", 100.0, 1.0, 0.0)]);
     assert_eq!(raw(Strategy::NetworkQuality, &gpu_job(), &snapshot)[0], None);

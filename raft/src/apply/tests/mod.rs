@@ -22,8 +22,8 @@ mod catalog;
 mod deletes;
 mod jobs;
 mod metrics;
-mod props;
 mod placement;
+mod props;
 mod references;
 
 /// The proposer's clock in unit tests.

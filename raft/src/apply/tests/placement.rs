@@ -125,9 +125,14 @@ fn jobs_are_refused_for_unknown_weights_datasets_and_pinned_centers() {
     assert!(matches!(refused(&mut kv, submit(bad_weight)), Refusal::Invalid(ref m) if m.contains("fastest")));
     let mut bad_data = job_request("img1", "s1", 1);
     bad_data.dataset_id = Some("nope@v1".into());
-    assert!(matches!(refused(&mut kv, submit(bad_data)), Refusal::UnknownReference { ref field, .. } if field == "datasetId"));
+    assert!(
+        matches!(refused(&mut kv, submit(bad_data)), Refusal::UnknownReference { ref field, .. } if field == "datasetId")
+    );
     let mut bad_pin = job_request("img1", "s1", 1);
     bad_pin.tasks[0].center_ids = vec!["c9".into()];
     let refusal = refused(&mut kv, submit(bad_pin));
-    assert!(matches!(refusal, Refusal::UnknownReference { ref field, .. } if field == "tasks[0].centerIDs"), "{refusal:?}");
+    assert!(
+        matches!(refusal, Refusal::UnknownReference { ref field, .. } if field == "tasks[0].centerIDs"),
+        "{refusal:?}"
+    );
 }
