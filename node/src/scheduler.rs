@@ -147,7 +147,7 @@ async fn cycle(
     }
     let now = now_ms();
     let fence = sched_fence(reader)?;
-    let catalog = load_catalog(reader, now, settings.ledger_ttl_ms)?;
+    let catalog = load_catalog(reader)?;
     let decisions = solve(&catalog, &queue, &scheduler.solver_config(now, term, fence.version));
     let solved = started.elapsed();
     let mut pending_by_reason: std::collections::BTreeMap<&'static str, u64> = Default::default();

@@ -12,6 +12,7 @@ use crate::tables::{
     self, all, exists, get, idempotency_key, metrics_key, object_key, queue_key, status_key, JOB_SEQ_KEY,
 };
 
+pub mod ledger;
 pub mod place;
 
 /// Applies one command at time `at_ms`. `Err` is a storage fault (fatal); a refused command is
@@ -288,7 +289,7 @@ fn stop_job(kv: &mut impl Kv, job_id: &str, reason: &str, at_ms: i64) -> Result<
     }
     kv.delete(status_key(job.status, &job.id));
     kv.delete(queue_key(&job.id));
-    place::release_job(kv, &job);
+    ledger::release_job(kv, &job)?;
     job.status = RunState::Failed;
     job.status_reason = reason.into();
     job.updated_at = at_ms;

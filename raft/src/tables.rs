@@ -14,6 +14,8 @@
 //! | `q/{job}` | empty: the scheduling queue — jobs with a task still unplaced, in order |
 //! | `e/{job}` | `Explain`: the job's latest scheduling decision |
 //! | `l/{center}/{job}/{task}/{replica}` | `LedgerEntry`: placed, not yet confirmed |
+//! | `lt/{placed_at}/{center}/{job}/{task}/{replica}` | empty: the ledger by age, for expiry |
+//! | `lc/{center}` | `InFlight`: the center's ledger totals |
 //! | `meta/job_seq` | last job sequence number |
 //! | `meta/sched_fence` | `SchedulerFence`: highest scheduling term and placement version |
 
@@ -43,10 +45,6 @@ pub fn queue_key(job_id: &str) -> Vec<u8> {
 
 pub fn explain_key(job_id: &str) -> Vec<u8> {
     format!("e/{job_id}").into_bytes()
-}
-
-pub fn ledger_key(center_id: &str, job_id: &str, task: u32, replica: u32) -> Vec<u8> {
-    format!("l/{center_id}/{job_id}/{task}/{replica}").into_bytes()
 }
 
 /// The scheduling fence (zero before the first placement).

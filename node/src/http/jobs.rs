@@ -117,8 +117,7 @@ async fn plan_job(State(state): State<AppState>, Body(request): Body<CreateTrain
     let command = Command::SubmitJob { request, idempotency_key: None };
     let now = crate::scheduler::now_ms();
     let job = job_outcome(jcs_raft::apply::apply(&mut overlay, &command, now)??)?;
-    let settings = &state.scheduler.settings;
-    let catalog = load_catalog(reader, now, settings.ledger_ttl_ms)?;
+    let catalog = load_catalog(reader)?;
     let term = state.raft.metrics().borrow().current_term;
     let fence = tables::sched_fence(reader)?;
     let decision = solve(&catalog, &[job], &state.scheduler.solver_config(now, term, fence.version));

@@ -4,13 +4,11 @@
 
 use jcs_api::model::{Job, ObjectKind};
 
+use crate::apply::ledger;
 use crate::command::{CommandResult, Outcome, PlacementBatch, PlacementDecision, Refusal};
 use crate::kv::{put_json, Kv, StoreError};
-use crate::schedule::problem::{is_live, LedgerEntry, SpecInfo};
-use crate::tables::{
-    self, exists, explain_key, get, ledger_key, object_key, queue_key, sched_fence, SchedulerFence, LEDGER_PREFIX,
-    SCHED_FENCE_KEY,
-};
+use crate::schedule::problem::{LedgerEntry, SpecInfo};
+use crate::tables::{exists, explain_key, get, object_key, queue_key, sched_fence, SchedulerFence, SCHED_FENCE_KEY};
 
 pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<CommandResult, StoreError> {
     let fence = sched_fence(kv)?;
@@ -22,7 +20,7 @@ pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<Com
         let why = format!("computed on placement version {}, now {}", batch.snapshot_version, fence.version);
         return Ok(Err(Refusal::StalePlacement(why)));
     }
-    release_expired(kv, at_ms, batch.ledger_ttl_ms)?;
+    ledger::release_placed_before(kv, at_ms.saturating_sub(batch.ledger_ttl_ms))?;
     let mut applied = Vec::new();
     let mut skipped = Vec::new();
     for decision in &batch.decisions {
@@ -34,23 +32,6 @@ pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<Com
     }
     put_json(kv, SCHED_FENCE_KEY.to_vec(), &SchedulerFence { term: batch.term, version: fence.version + 1 });
     Ok(Ok(Outcome::Placed { applied, skipped }))
-}
-
-/// Deletes ledger entries whose time-to-live has passed.
-fn release_expired(kv: &mut impl Kv, at_ms: i64, ttl_ms: i64) -> Result<(), StoreError> {
-    for entry in ledger(kv)?.into_iter().filter(|e| !is_live(e, at_ms, ttl_ms)) {
-        kv.delete(ledger_key(&entry.center_id, &entry.job_id, entry.task, entry.replica));
-    }
-    Ok(())
-}
-
-/// Releases every ledger entry of a job (it was stopped or finished).
-pub fn release_job(kv: &mut impl Kv, job: &Job) {
-    for (task_index, task) in job.tasks.iter().enumerate() {
-        for (replica, center) in task.center_ids.iter().enumerate() {
-            kv.delete(ledger_key(center, &job.id, task_index as u32, replica as u32));
-        }
-    }
 }
 
 /// Applies one job's decision if it still fits the state; `false` when skipped.
@@ -84,7 +65,7 @@ fn apply_decision(kv: &mut impl Kv, decision: &PlacementDecision, at_ms: i64) ->
                 demand: demand.clone(),
                 placed_at: at_ms,
             };
-            put_json(kv, ledger_key(center, &job.id, task_index as u32, replica as u32), &entry);
+            ledger::hold(kv, &entry)?;
         }
         task.center_ids = centers.clone();
     }
@@ -97,9 +78,4 @@ fn apply_decision(kv: &mut impl Kv, decision: &PlacementDecision, at_ms: i64) ->
     put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
     put_json(kv, explain_key(&job.id), &decision.explain);
     Ok(true)
-}
-
-/// The ledger as stored (live or not; readers filter by age).
-pub fn ledger(kv: &(impl crate::kv::KvRead + ?Sized)) -> Result<Vec<LedgerEntry>, StoreError> {
-    tables::values_under(kv, LEDGER_PREFIX)
 }

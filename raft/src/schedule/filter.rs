@@ -97,7 +97,7 @@ pub fn check(
         check_qos(state, job, qos, task)?;
     }
     if let Some((kind, needed, available)) = free.shortfall(&task.spec.capacity) {
-        let detail = format!("{kind}: needs {needed}, free {available} ({} in flight)", state.in_flight_replicas);
+        let detail = format!("{kind}: needs {needed}, free {available} ({} in flight)", state.in_flight.replicas);
         return Err(reject(id, RejectCode::InsufficientCapacity, detail));
     }
     Ok(())

@@ -33,7 +33,7 @@ pub mod strategy;
 mod fixtures;
 
 pub use evaluate::{combine_algorithm_scores, rank, score_table, EvaluationModel, ScoreError, WeightedSum, Weights};
-pub use problem::{Catalog, LedgerEntry, SolverConfig};
+pub use problem::{Catalog, InFlight, LedgerEntry, SolverConfig};
 pub use snapshot::{free_capacity, CandidateCenter, DataLocation, DeviceKind, JobContext, Location, Snapshot};
 pub use solve::{solve, JobDecision};
 pub use strategy::{normalize, raw, score, Strategy};

@@ -13,7 +13,8 @@ use crate::schedule::snapshot::DeviceKind;
 
 /// A replica placed but not yet confirmed by its center. Its demand is deducted from the
 /// center's reported free capacity until the center confirms it, the job ends, or the entry
-/// expires — so a cycle never over-commits on monitoring that predates its own placements.
+/// expires (`ledger_ttl_secs`) — so a cycle never over-commits on monitoring that predates its
+/// own placements.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub center_id: String,
@@ -27,8 +28,16 @@ pub struct LedgerEntry {
 
 /// Amounts per device kind (Table 2 order) plus the user-defined pool, as plain numbers so that
 /// the solver's arithmetic allocates nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Capacity(pub [f64; 7]);
+
+/// What a center's live ledger entries hold in total (kept up to date by the state machine, so
+/// a cycle reads one value per center, not every entry).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub capacity: Capacity,
+    pub replicas: i64,
+}
 
 /// The names of [`Capacity`]'s slots, for explanations.
 pub const CAPACITY_KINDS: [&str; 7] = ["cpu", "gpu", "npu", "mlu", "memory", "storage", "user_define"];
@@ -80,9 +89,8 @@ impl Capacity {
 pub struct CenterState {
     pub center: Arc<Center>,
     pub metrics: Option<CenterMetrics>,
-    /// Demand of this center's live ledger entries.
-    pub in_flight: Capacity,
-    pub in_flight_replicas: i64,
+    /// What this center's live ledger entries hold.
+    pub in_flight: InFlight,
 }
 
 /// A spec with its demand parsed once.
@@ -117,34 +125,22 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Assembles a catalog; ledger entries older than `ledger_ttl_ms` at `now_ms` are ignored.
+    /// Assembles a catalog; `in_flight` holds each center's live ledger totals.
     pub fn new(
         centers: Vec<(Center, Option<CenterMetrics>)>,
         specs: Vec<ResourceSpec>,
         images: Vec<Image>,
         datasets: Vec<Dataset>,
-        ledger: &[LedgerEntry],
-        now_ms: i64,
-        ledger_ttl_ms: i64,
+        in_flight: &BTreeMap<String, InFlight>,
     ) -> Catalog {
-        let mut centers: BTreeMap<String, CenterState> = centers
+        let centers: BTreeMap<String, CenterState> = centers
             .into_iter()
             .map(|(center, metrics)| {
-                let state = CenterState {
-                    center: Arc::new(center),
-                    metrics,
-                    in_flight: Capacity::default(),
-                    in_flight_replicas: 0,
-                };
+                let in_flight = in_flight.get(&center.ai_center_id).copied().unwrap_or_default();
+                let state = CenterState { center: Arc::new(center), metrics, in_flight };
                 (state.center.ai_center_id.clone(), state)
             })
             .collect();
-        for entry in ledger.iter().filter(|e| is_live(e, now_ms, ledger_ttl_ms)) {
-            if let Some(state) = centers.get_mut(&entry.center_id) {
-                state.in_flight.add(&Capacity::of_demand(&entry.demand));
-                state.in_flight_replicas += 1;
-            }
-        }
         let mut images_by_name: HashMap<String, Vec<Image>> = HashMap::new();
         for image in &images {
             images_by_name.entry(image.name.clone()).or_default().push(image.clone());
@@ -157,11 +153,6 @@ impl Catalog {
             datasets: datasets.into_iter().map(|d| (d.dataset_id(), d)).collect(),
         }
     }
-}
-
-/// Whether a ledger entry still holds capacity at `now_ms`.
-pub fn is_live(entry: &LedgerEntry, now_ms: i64, ledger_ttl_ms: i64) -> bool {
-    entry.placed_at.saturating_add(ledger_ttl_ms) > now_ms
 }
 
 /// The solver's settings and the cycle's identity.
@@ -204,22 +195,5 @@ mod tests {
         let demand = Capacity([4.0, 2.0, 0.0, 0.0, 2000.0, 0.0, 0.0]);
         assert_eq!(free.shortfall(&demand), Some(("gpu", 2.0, 1.0)));
         assert_eq!(free.shortfall(&Capacity([8.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])), None);
-    }
-
-    #[test]
-    fn expired_ledger_entries_hold_nothing() {
-        let entry = |placed_at| LedgerEntry {
-            center_id: "a".into(),
-            job_id: "j".into(),
-            task: 0,
-            replica: 0,
-            demand: ResourceAmounts { gpu: 1.0, ..Default::default() },
-            placed_at,
-        };
-        let center: Center =
-            serde_json::from_value(serde_json::json!({"ai_center_id":"a","name":"a","region":"r"})).unwrap();
-        let catalog = Catalog::new(vec![(center, None)], vec![], vec![], vec![], &[entry(100), entry(900)], 1000, 500);
-        assert_eq!(catalog.centers["a"].in_flight_replicas, 1);
-        assert_eq!(catalog.centers["a"].in_flight.0[1], 1.0);
     }
 }

@@ -50,10 +50,10 @@ impl Ledger {
         let mut load = BTreeMap::new();
         for (id, state) in &catalog.centers {
             let mut capacity = state.metrics.as_ref().map(Capacity::free_in).unwrap_or_default();
-            capacity.sub(&state.in_flight);
+            capacity.sub(&state.in_flight.capacity);
             free.insert(id.clone(), capacity);
             let running = state.metrics.as_ref().map_or(0, |m| m.running_task_num);
-            load.insert(id.clone(), running.saturating_add(state.in_flight_replicas));
+            load.insert(id.clone(), running.saturating_add(state.in_flight.replicas));
         }
         Ledger { free, load }
     }

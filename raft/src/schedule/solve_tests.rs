@@ -8,12 +8,11 @@ use jcs_api::model::{
     Center, CenterMetrics, CreateTask, CreateTrainJob, Dataset, DecisionOutcome, Image, Job, PolicyMode, QosTarget,
     ResourceSpec,
 };
-use jcs_api::quantity::ResourceAmounts;
 use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::schedule::problem::LedgerEntry;
+use crate::schedule::problem::{Capacity, InFlight};
 
 const NOW: i64 = 1_000_000;
 
@@ -49,7 +48,7 @@ struct World {
     specs: Vec<ResourceSpec>,
     images: Vec<Image>,
     datasets: Vec<Dataset>,
-    ledger: Vec<LedgerEntry>,
+    in_flight: BTreeMap<String, InFlight>,
 }
 
 impl World {
@@ -61,7 +60,7 @@ impl World {
             specs: vec![spec_at(&ids)],
             images: image_at(&ids),
             datasets: Vec::new(),
-            ledger: Vec::new(),
+            in_flight: BTreeMap::new(),
         }
     }
 
@@ -73,7 +72,7 @@ impl World {
 
     fn catalog(&self) -> Catalog {
         let images = self.images.clone();
-        Catalog::new(self.centers.clone(), self.specs.clone(), images, self.datasets.clone(), &self.ledger, NOW, 60_000)
+        Catalog::new(self.centers.clone(), self.specs.clone(), images, self.datasets.clone(), &self.in_flight)
     }
 
     fn solve(&self, jobs: &[Job]) -> Vec<JobDecision> {
@@ -165,20 +164,15 @@ fn every_filter_rejects_with_its_code() {
 }
 
 #[test]
-fn the_in_flight_ledger_is_deducted_until_it_expires() {
-    let mut world = World::new(&[("a", 1)]);
-    let entry = |placed_at| LedgerEntry {
-        center_id: "a".into(),
-        job_id: "old".into(),
-        task: 0,
-        replica: 0,
-        demand: ResourceAmounts { gpu: 1.0, ..Default::default() },
-        placed_at,
-    };
-    world.ledger = vec![entry(NOW - 1_000)];
-    assert_eq!(world.solve(&[job("j", 1)])[0].explain.outcome, DecisionOutcome::Pending);
-    world.ledger = vec![entry(NOW - 61_000)];
-    assert_eq!(world.solve(&[job("j", 1)])[0].explain.outcome, DecisionOutcome::Placed);
+fn in_flight_capacity_is_deducted_and_counts_as_load() {
+    let mut world = World::new(&[("a", 1), ("b", 1)]);
+    let one_gpu = InFlight { capacity: Capacity([0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]), replicas: 1 };
+    world.in_flight = BTreeMap::from([("a".to_string(), one_gpu)]);
+    let decisions = world.solve(&[job("j1", 1), job("j2", 1)]);
+    assert_eq!(placed(&decisions[0]), vec![vec!["b".to_string()]], "a's only GPU is in flight");
+    assert_eq!(decisions[1].explain.outcome, DecisionOutcome::Pending);
+    let detail = &decisions[1].explain.tasks[0].replicas[0].rejections[0].detail;
+    assert!(detail.contains("1 in flight"), "{detail}");
 }
 
 #[test]

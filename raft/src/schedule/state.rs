@@ -5,13 +5,13 @@ use jcs_api::model::{Center, CenterMetrics, Job, ObjectKind, ResourceSpec};
 
 use super::problem::Catalog;
 use super::snapshot::{CandidateCenter, Snapshot};
-use crate::apply::place::ledger;
+use crate::apply::ledger;
 use crate::kv::{get_json, KvRead, StoreError};
 use crate::tables;
 
 /// Everything a cycle decides over, read at once: centers with their latest reports, specs,
-/// images, datasets, and the in-flight ledger live at `now_ms`.
-pub fn load_catalog(kv: &(impl KvRead + ?Sized), now_ms: i64, ledger_ttl_ms: i64) -> Result<Catalog, StoreError> {
+/// images, datasets, and each center's in-flight ledger totals.
+pub fn load_catalog(kv: &(impl KvRead + ?Sized)) -> Result<Catalog, StoreError> {
     let mut centers = Vec::new();
     for center in tables::all::<Center>(kv, ObjectKind::Center)? {
         let metrics: Option<CenterMetrics> = get_json(kv, &tables::metrics_key(&center.ai_center_id))?;
@@ -22,9 +22,7 @@ pub fn load_catalog(kv: &(impl KvRead + ?Sized), now_ms: i64, ledger_ttl_ms: i64
         tables::all(kv, ObjectKind::ResourceSpec)?,
         tables::all(kv, ObjectKind::Image)?,
         tables::all(kv, ObjectKind::Dataset)?,
-        &ledger(kv)?,
-        now_ms,
-        ledger_ttl_ms,
+        &ledger::totals(kv)?,
     ))
 }
 

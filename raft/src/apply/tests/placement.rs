@@ -35,7 +35,11 @@ fn placed_on(job_id: &str, centers: &[&str]) -> PlacementDecision {
 }
 
 fn ledger(kv: &MemKv) -> Vec<LedgerEntry> {
-    crate::apply::place::ledger(kv).unwrap()
+    crate::apply::ledger::entries(kv).unwrap()
+}
+
+fn in_flight(kv: &MemKv, center: &str) -> i64 {
+    crate::apply::ledger::totals(kv).unwrap().get(center).map_or(0, |t| t.replicas)
 }
 
 #[test]
@@ -51,6 +55,8 @@ fn a_placement_sets_centers_writes_the_ledger_and_leaves_the_queue() {
     assert_eq!(count_under(&kv, "q/"), 0);
     assert_eq!(ledger(&kv).len(), 2);
     assert_eq!(ledger(&kv)[0].demand.gpu, 1.0);
+    assert_eq!(in_flight(&kv, "c1"), 2);
+    assert_eq!(crate::apply::ledger::totals(&kv).unwrap()["c1"].capacity.0[1], 2.0);
     assert!(kv.get(&tables::explain_key(&job.id)).unwrap().is_some());
     assert_eq!(sched_fence(&kv).unwrap(), SchedulerFence { term: 3, version: 1 });
 }
@@ -111,10 +117,13 @@ fn stop_and_expiry_release_the_ledger() {
     ok_at(&mut kv, batch(1, 0, vec![placed_on(&a.id, &["c1"])]), T0);
     ok_at(&mut kv, batch(1, 1, vec![placed_on(&b.id, &["c1"])]), T0 + 50_000);
     assert_eq!(ledger(&kv).len(), 2);
+    assert_eq!(in_flight(&kv, "c1"), 2);
     ok(&mut kv, stop(&b.id));
     assert_eq!(ledger(&kv).iter().map(|e| e.job_id.clone()).collect::<Vec<_>>(), vec![a.id.clone()]);
+    assert_eq!(in_flight(&kv, "c1"), 1);
     ok_at(&mut kv, batch(1, 2, vec![]), T0 + 61_000);
     assert!(ledger(&kv).is_empty(), "a's entry expired");
+    assert_eq!(count_under(&kv, "lt/") + count_under(&kv, "lc/"), 0, "expiry leaves no index or totals behind");
 }
 
 #[test]

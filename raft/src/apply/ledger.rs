@@ -1,0 +1,113 @@
+//! The in-flight ledger in the replicated state. Three views of one set of entries, kept in
+//! step by the only functions that touch them:
+//!
+//! * `l/{center}/{job}/{task}/{replica}` → [`LedgerEntry`] — release by replica (stop, confirm);
+//! * `lt/{placed_at:020}/{center}/{job}/{task}/{replica}` → empty — expiry scans only what is due;
+//! * `lc/{center}` → [`InFlight`] — the per-center totals a scheduling cycle reads.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use jcs_api::model::Job;
+
+use crate::kv::{get_json, put_json, Kv, KvRead, StoreError};
+use crate::schedule::problem::{Capacity, InFlight, LedgerEntry};
+use crate::tables;
+
+const BY_TIME_PREFIX: &[u8] = b"lt/";
+const TOTALS_PREFIX: &[u8] = b"lc/";
+
+fn entry_key(center: &str, job: &str, task: u32, replica: u32) -> Vec<u8> {
+    format!("l/{center}/{job}/{task}/{replica}").into_bytes()
+}
+
+fn by_time_key(entry: &LedgerEntry) -> Vec<u8> {
+    let placed_at = entry.placed_at.max(0);
+    format!("lt/{placed_at:020}/{}/{}/{}/{}", entry.center_id, entry.job_id, entry.task, entry.replica).into_bytes()
+}
+
+fn totals_key(center: &str) -> Vec<u8> {
+    format!("lc/{center}").into_bytes()
+}
+
+/// Adds `sign` × the entry to its center's totals.
+fn adjust_totals(kv: &mut impl Kv, entry: &LedgerEntry, sign: f64) -> Result<(), StoreError> {
+    let key = totals_key(&entry.center_id);
+    let mut totals: InFlight = get_json(kv, &key)?.unwrap_or_default();
+    let mut demand = Capacity::of_demand(&entry.demand);
+    demand.0.iter_mut().for_each(|v| *v *= sign);
+    totals.capacity.add(&demand);
+    totals.replicas += sign as i64;
+    if totals.replicas <= 0 {
+        kv.delete(key);
+    } else {
+        put_json(kv, key, &totals);
+    }
+    Ok(())
+}
+
+/// Records a placed replica.
+pub fn hold(kv: &mut impl Kv, entry: &LedgerEntry) -> Result<(), StoreError> {
+    put_json(kv, entry_key(&entry.center_id, &entry.job_id, entry.task, entry.replica), entry);
+    kv.put(by_time_key(entry), Vec::new());
+    adjust_totals(kv, entry, 1.0)
+}
+
+/// Releases one replica's entry, if it is held.
+pub fn release(kv: &mut impl Kv, center: &str, job: &str, task: u32, replica: u32) -> Result<(), StoreError> {
+    let key = entry_key(center, job, task, replica);
+    let Some(entry) = get_json::<LedgerEntry>(kv, &key)? else { return Ok(()) };
+    kv.delete(key);
+    kv.delete(by_time_key(&entry));
+    adjust_totals(kv, &entry, -1.0)
+}
+
+/// Releases every entry of a job (stopped or finished).
+pub fn release_job(kv: &mut impl Kv, job: &Job) -> Result<(), StoreError> {
+    for (task, placed) in job.tasks.iter().enumerate() {
+        for (replica, center) in placed.center_ids.iter().enumerate() {
+            release(kv, center, &job.id, task as u32, replica as u32)?;
+        }
+    }
+    Ok(())
+}
+
+/// Releases every entry placed at or before `cutoff_ms`, reading only those.
+pub fn release_placed_before(kv: &mut impl Kv, cutoff_ms: i64) -> Result<(), StoreError> {
+    let mut due = Vec::new();
+    kv.scan(BY_TIME_PREFIX, &mut |k, _| {
+        let text = String::from_utf8_lossy(&k[BY_TIME_PREFIX.len()..]).into_owned();
+        let mut parts = text.splitn(5, '/');
+        let placed_at: i64 = parts.next().and_then(|t| t.parse().ok()).unwrap_or(i64::MAX);
+        if placed_at > cutoff_ms {
+            return ControlFlow::Break(());
+        }
+        let (center, job, task, replica) = (parts.next(), parts.next(), parts.next(), parts.next());
+        if let (Some(c), Some(j), Some(Ok(t)), Some(Ok(r))) =
+            (center, job, task.map(str::parse), replica.map(str::parse))
+        {
+            due.push((c.to_string(), j.to_string(), t, r));
+        }
+        ControlFlow::Continue(())
+    })?;
+    for (center, job, task, replica) in due {
+        release(kv, &center, &job, task, replica)?;
+    }
+    Ok(())
+}
+
+/// Every center's in-flight totals.
+pub fn totals(kv: &(impl KvRead + ?Sized)) -> Result<BTreeMap<String, InFlight>, StoreError> {
+    let mut centers = Vec::new();
+    kv.scan(TOTALS_PREFIX, &mut |k, _| {
+        centers.push(String::from_utf8_lossy(&k[TOTALS_PREFIX.len()..]).into_owned());
+        ControlFlow::Continue(())
+    })?;
+    let values: Vec<InFlight> = tables::values_under(kv, TOTALS_PREFIX)?;
+    Ok(centers.into_iter().zip(values).collect())
+}
+
+/// Every entry, in key order.
+pub fn entries(kv: &(impl KvRead + ?Sized)) -> Result<Vec<LedgerEntry>, StoreError> {
+    tables::values_under(kv, tables::LEDGER_PREFIX)
+}
