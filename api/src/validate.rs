@@ -17,8 +17,11 @@ pub const MAX_REPLICAS: i64 = 1024;
 pub const MAX_TASKS: usize = 64;
 /// jcs limit on an `Idempotency-Key` header.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
-/// jcs limit on free-text fields that the standard leaves unbounded (URLs, lists).
+/// jcs limit on free-text fields that the standard leaves unbounded (URLs, descriptions).
 pub const MAX_TEXT_LEN: usize = 1024;
+/// jcs limit on comma-separated id lists (`computing_center_list`, `resource_spec`): room for
+/// 10,000 ids, since a spec may be offered by every center of a large network.
+pub const MAX_ID_LIST_ITEMS: usize = 10_000;
 
 /// A required free-text field: present, not blank, at most `max` characters, no control
 /// characters.
@@ -74,8 +77,14 @@ pub fn split_list(value: &str) -> Vec<String> {
 
 /// A comma-separated list of ids, each checked with [`id`]; duplicates rejected.
 pub fn id_list(field: &str, value: &str) -> Result<Vec<String>, ApiError> {
-    optional_text(field, value, MAX_TEXT_LEN)?;
+    optional_text(field, value, MAX_ID_LIST_ITEMS * (MAX_ID_LEN + 1))?;
     let items = split_list(value);
+    if items.len() > MAX_ID_LIST_ITEMS {
+        return Err(ApiError::invalid(
+            field,
+            format!("lists {} ids, at most {MAX_ID_LIST_ITEMS} allowed", items.len()),
+        ));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for item in &items {
         id(field, item, MAX_ID_LEN)?;
@@ -117,6 +126,10 @@ mod tests {
         assert_eq!(id_list("l", "a, b,,c").unwrap(), vec!["a", "b", "c"]);
         assert!(id_list("l", "a,a").is_err());
         assert!(id_list("l", "a,../b").is_err());
+        let thousand: Vec<String> = (0..1000).map(|i| format!("center-{i:04}")).collect();
+        assert_eq!(id_list("l", &thousand.join(",")).unwrap().len(), 1000);
+        let too_many: Vec<String> = (0..=MAX_ID_LIST_ITEMS).map(|i| format!("c{i}")).collect();
+        assert!(id_list("l", &too_many.join(",")).unwrap_err().message.contains("at most 10000"));
     }
 
     proptest! {

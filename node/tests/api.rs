@@ -319,6 +319,14 @@ async fn a5_and_a6_score_centers_from_the_replicated_state() {
     let (status, cheap) = node.get("/scheduler/algorithm/lowest_price/score/hangzhou-a?resourceSpecId=gpu-1x").await;
     assert_eq!((status, cheap["data"]["score"].clone()), (200, json!(100)), "{cheap}");
     let (_, dear) = node.get("/scheduler/algorithm/lowest_price/score/hunan-univ?resourceSpecId=gpu-1x").await;
+    // jobId scores the job's demand: its first task asks for gpu-1x.
+    let (_, created) = node.post("/openapi/v1/trainjob", job_body("scored")).await;
+    let job_id = created["data"]["jobId"].as_str().unwrap().to_string();
+    let (status, by_job) =
+        node.get(&format!("/scheduler/algorithm/lowest_price/score/hangzhou-a?jobId={job_id}")).await;
+    assert_eq!((status, by_job["data"]["score"].clone()), (200, json!(100)), "{by_job}");
+    let both = format!("/scheduler/algorithm/lowest_price/score/hangzhou-a?jobId={job_id}&resourceSpecId=gpu-1x");
+    assert_eq!(node.get(&both).await.0, 400);
     assert_eq!(dear["data"]["score"], 0);
     // Without a spec, every center is a candidate: hangzhou-a has the highest grade (4), hunan-telecom the lowest (2).
     let (_, secure) = node.get("/scheduler/algorithm/highest_security/score/hangzhou-a").await;
@@ -391,7 +399,12 @@ async fn decisions_are_explained_and_a_plan_can_be_confirmed() {
     assert_eq!(planned, json!(["hangzhou-a", "hangzhou-a"]), "gpu-1x is cheapest at hangzhou-a: {plan}");
     let scores = &plan["data"]["tasks"][0]["replicas"][0]["scores"];
     assert_eq!(scores[0]["centerId"], "hangzhou-a");
-    assert!(scores[0]["strategies"].as_array().unwrap().iter().any(|s| s["algorithmId"] == "lowest_price"));
+    let strategies = scores[0]["strategies"].as_array().unwrap();
+    assert!(strategies.iter().any(|s| s["algorithmId"] == "lowest_price"));
+    for s in strategies {
+        let (normalized, weight) = (s["normalized"].as_u64().unwrap(), s["weight"].as_u64().unwrap());
+        assert_eq!(s["weighted"].as_u64(), Some(normalized * weight), "{s}");
+    }
     let (_, after) = node.get("/openapi/v1/trainjob").await;
     assert_eq!(before["data"]["total"], after["data"]["total"], "a plan commits nothing");
 

@@ -2,7 +2,7 @@
 //! function over a [`Kv`]. No clock, no randomness, no I/O beyond the map: the same log gives
 //! the same state everywhere.
 
-use jcs_api::model::{CenterMetrics, Dataset, Image, Job, ObjectKind, ResourceSpec, RunState};
+use jcs_api::model::{CenterMetrics, Dataset, Image, Job, ObjectKind, ReplicaRef, ResourceSpec, RunState};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -80,7 +80,10 @@ pub fn apply(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandR
             if !exists(kv, ObjectKind::Center, center_id)? {
                 return Ok(Err(Refusal::NotFound { kind: ObjectKind::Center, id: center_id.clone() }));
             }
-            let metrics = CenterMetrics { reported_at: at_ms, ..metrics.clone() };
+            let mut metrics = CenterMetrics { reported_at: at_ms, ..metrics.clone() };
+            for replica in std::mem::take(&mut metrics.confirmed_replicas).iter().filter_map(|r| ReplicaRef::parse(r)) {
+                ledger::release(kv, center_id, &replica.job_id, replica.task, replica.replica)?;
+            }
             put_json(kv, metrics_key(center_id), &metrics);
             Ok(Ok(Outcome::Metrics(metrics)))
         }

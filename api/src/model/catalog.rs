@@ -380,6 +380,9 @@ impl Dataset {
     }
 }
 
+/// Most replicas one report may confirm.
+pub const MAX_CONFIRMED_REPLICAS: usize = 100_000;
+
 /// A center's monitoring report (Table 4). Units follow Table 2: memory in MB, storage in GB.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -423,6 +426,32 @@ pub struct CenterMetrics {
     /// Set by jcs: Unix ms when the report was committed.
     #[serde(default)]
     pub reported_at: i64,
+    /// Extension: replicas the center now runs or queues, as `jobId/taskIndex/replicaIndex`.
+    /// Their in-flight ledger entries are released: this report's counters include them.
+    /// Not stored with the report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confirmed_replicas: Vec<String>,
+}
+
+/// A replica named in `confirmed_replicas`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRef {
+    pub job_id: String,
+    pub task: u32,
+    pub replica: u32,
+}
+
+impl ReplicaRef {
+    /// Parses `jobId/taskIndex/replicaIndex`.
+    pub fn parse(text: &str) -> Option<ReplicaRef> {
+        let mut parts = text.split('/');
+        let (job_id, task, replica) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        (parts.next().is_none() && validate::id("jobId", job_id, MAX_ID_LEN).is_ok()).then(|| ReplicaRef {
+            job_id: job_id.to_string(),
+            task,
+            replica,
+        })
+    }
 }
 
 impl CenterMetrics {
@@ -449,7 +478,20 @@ impl CenterMetrics {
         for (field, value) in counters {
             validate::range(field, value, 0, i64::MAX)?;
         }
-        validate::range("security_grade", self.security_grade.into(), 0, 10)
+        validate::range("security_grade", self.security_grade.into(), 0, 10)?;
+        if self.confirmed_replicas.len() > MAX_CONFIRMED_REPLICAS {
+            let why = format!("lists {} replicas, at most {MAX_CONFIRMED_REPLICAS}", self.confirmed_replicas.len());
+            return Err(ApiError::invalid("confirmed_replicas", why));
+        }
+        for (i, replica) in self.confirmed_replicas.iter().enumerate() {
+            if ReplicaRef::parse(replica).is_none() {
+                return Err(ApiError::invalid(
+                    &format!("confirmed_replicas[{i}]"),
+                    "must be jobId/taskIndex/replicaIndex",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -218,6 +218,9 @@ pub struct StrategyScore {
     /// 0..=100, best candidate 100.
     pub normalized: u32,
     pub weight: u32,
+    /// `normalized × weight`: this strategy's share of the weighted sum before it is divided
+    /// by the total weight.
+    pub weighted: u64,
 }
 
 /// One feasible center's scores for one replica.

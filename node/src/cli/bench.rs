@@ -10,7 +10,12 @@
 //! command exit non-zero after the report.
 //!
 //! Jobs use the demo catalog (`jcs serve --demo`): image `pytorch-hunan-univ`, spec `gpu-1x`,
-//! one replica; each has a unique name and its own `Idempotency-Key`.
+//! one replica; each has a unique name and its own `Idempotency-Key`. With `--centers N` the
+//! run first registers N bench centers (each with an image, a large monitoring report, and the
+//! spec `bench-gpu` offered at all of them) and submits to those: A.1 then answers after the
+//! scheduler placed the job, so the latency is the scheduling time T of §6.7 seen by a client,
+//! and `placed/s` is the throughput R. `--rate` paces submissions (open loop) instead of
+//! sending as fast as answers come back.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -58,6 +63,99 @@ struct SubmitArgs {
     /// Jobs submitted first and left out of the figures (opens connections, warms caches).
     #[arg(long, default_value_t = 0)]
     warmup: u64,
+    /// Register this many bench centers first and submit to them (see the module docs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    centers: Option<u32>,
+    /// Submissions per second over all clients (default: as fast as answers return).
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+/// What bench jobs ask for: the image and spec ids.
+struct Target {
+    image: String,
+    spec: String,
+}
+
+impl Target {
+    fn demo() -> Target {
+        Target { image: "pytorch-hunan-univ".into(), spec: "gpu-1x".into() }
+    }
+}
+
+/// How many bench centers are registered at once.
+const SETUP_CONCURRENCY: usize = 64;
+
+/// Registers `count` bench centers with room for every job of a run; an object left by an
+/// earlier run (`ALREADY_EXISTS`) is reused.
+async fn setup_centers(client: &Client, count: u32) -> anyhow::Result<Target> {
+    use futures::StreamExt;
+    let ids: Vec<String> = (0..count).map(|i| format!("bench-c{i:05}")).collect();
+    let post = |path: &'static str, body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            match client.send_json::<IgnoredAny>(Method::POST, client.url(&[path], &[]), &body, None).await {
+                Err(err) if err.code() != "ALREADY_EXISTS" => Err(anyhow::anyhow!("creating a bench {path}: {err}")),
+                _ => Ok(()),
+            }
+        }
+    };
+    let centers = ids.iter().enumerate().map(|(i, id)| {
+        post("centers", serde_json::json!({"ai_center_id": id, "name": id, "region": format!("bench-r{}", i % 4),
+            "status": 1, "security_grade": i % 5,
+            "power": {"static_watts": 1000 + (i % 13) * 100, "device_watts": {"gpu": 250 + (i % 11) * 10}},
+            "network": {"site": format!("bench-s{}", i % 16), "bandwidth_mbps": 1000 * (1 + i % 9), "latency_ms": i % 40}}))
+    });
+    futures::stream::iter(centers)
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<()>>()?;
+    post("resourcespecs", serde_json::json!({"resource_spec_id": "bench-gpu", "resource_spec_name": "bench 1 GPU",
+        "resource_quantity": {"gpu": "1", "cpu": "8", "memory": "64Gi"}, "price": 20, "computing_center_list": ids.join(",")}))
+    .await?;
+    let rest = ids.iter().enumerate().flat_map(|(i, id)| {
+        let image = post(
+            "images",
+            serde_json::json!({"image_id": format!("bench-img-{id}"), "name": "bench-pytorch",
+            "ai_center_id": id, "resource_spec": "bench-gpu"}),
+        );
+        let metrics = {
+            let client = client.clone();
+            let url = client.url(&["centers", id, "metrics"], &[]);
+            let body = serde_json::json!({"running_task_num": i % 50, "gpu_free": 1_000_000, "cpu_free": 8_000_000,
+                "memory_free": 64_000_000_000_i64, "storage_free": 1_000_000});
+            async move {
+                client
+                    .send_json::<IgnoredAny>(Method::PUT, url, &body, None)
+                    .await
+                    .map(drop)
+                    .map_err(|e| anyhow::anyhow!("bench metrics: {e}"))
+            }
+        };
+        [futures::future::Either::Left(image), futures::future::Either::Right(metrics)]
+    });
+    futures::stream::iter(rest)
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<()>>()?;
+    Ok(Target { image: format!("bench-img-{}", ids[0]), spec: "bench-gpu".into() })
+}
+
+/// The part of an A.1 answer the bench reads: did every task get its centers?
+#[derive(serde::Deserialize)]
+struct Placement {
+    #[serde(rename = "taskInfos")]
+    task_infos: Vec<PlacedTask>,
+}
+
+#[derive(serde::Deserialize)]
+struct PlacedTask {
+    #[serde(rename = "centerIDs")]
+    center_ids: Vec<IgnoredAny>,
 }
 
 /// One prepared submission: its body and its key.
@@ -71,18 +169,21 @@ struct Tally {
     /// Latency of successful submissions, in microseconds.
     latency_us: Histogram<u64>,
     succeeded: u64,
+    /// Successful submissions answered with every task placed.
+    placed: u64,
     errors: BTreeMap<String, u64>,
 }
 
 impl Tally {
     fn new() -> Tally {
         let latency_us = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds");
-        Tally { latency_us, succeeded: 0, errors: BTreeMap::new() }
+        Tally { latency_us, succeeded: 0, placed: 0, errors: BTreeMap::new() }
     }
 
     fn merge(&mut self, other: Tally) {
         self.latency_us.add(&other.latency_us).expect("histograms share their bounds");
         self.succeeded += other.succeeded;
+        self.placed += other.placed;
         for (code, count) in other.errors {
             *self.errors.entry(code).or_default() += count;
         }
@@ -102,10 +203,13 @@ struct Report {
     jobs: u64,
     warmup: u64,
     succeeded: u64,
+    /// Answered with every task placed (the A.1 wait saw the placement).
+    placed: u64,
     failed: u64,
     errors: BTreeMap<String, u64>,
     elapsed_seconds: f64,
     submissions_per_second: f64,
+    placed_per_second: f64,
     latency_ms: Latency,
 }
 
@@ -122,10 +226,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let Workload::Submit(submit) = args.workload;
     let client = Client::new(&args.client.server, submit.clients as usize, 1)?;
     let url = client.url(&["trainjob"], &[]);
-    let submissions: Arc<[Submission]> = prepare(submit.warmup + submit.jobs).into();
+    let target = match submit.centers {
+        Some(count) => setup_centers(&client, count).await?,
+        None => Target::demo(),
+    };
+    let submissions: Arc<[Submission]> = prepare(submit.warmup + submit.jobs, &target).into();
     let warmup_end = submit.warmup as usize;
 
-    let warmup = phase(&client, &url, &submissions, 0..warmup_end, submit.clients).await;
+    let warmup = phase(&client, &url, &submissions, 0..warmup_end, submit.clients, submit.rate).await;
     if warmup.failed() > 0 {
         eprintln!(
             "warning: {} of {} warmup submissions failed: {}",
@@ -135,7 +243,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    let measured = phase(&client, &url, &submissions, warmup_end..submissions.len(), submit.clients).await;
+    let measured = phase(&client, &url, &submissions, warmup_end..submissions.len(), submit.clients, submit.rate).await;
     let elapsed = started.elapsed();
 
     let report = report(&args.client.server, &submit, &measured, elapsed);
@@ -147,7 +255,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Serializes every body and key up front, so the clients only send bytes.
-fn prepare(count: u64) -> Vec<Submission> {
+fn prepare(count: u64, target: &Target) -> Vec<Submission> {
     let run_key = client::unique_key("bench");
     // A short random tag keeps job names of different runs apart and within A.1's 32 characters.
     let tag = std::collections::hash_map::RandomState::new().hash_one(&run_key) as u32;
@@ -158,8 +266,8 @@ fn prepare(count: u64) -> Vec<Submission> {
                 tasks: vec![CreateTask {
                     name: "train".into(),
                     command: "python train.py --epochs 1".into(),
-                    image_id: "pytorch-hunan-univ".into(),
-                    resource_spec_id: "gpu-1x".into(),
+                    image_id: target.image.clone(),
+                    resource_spec_id: target.spec.clone(),
                     replica_number: 1,
                     ..Default::default()
                 }],
@@ -173,15 +281,19 @@ fn prepare(count: u64) -> Vec<Submission> {
 }
 
 /// Submits `submissions[range]` from `clients` concurrent tasks, each taking the next
-/// unsent submission until none is left.
+/// unsent submission until none is left; with a `rate`, submission `i` waits for its slot
+/// `i / rate` seconds after the phase starts.
 async fn phase(
     client: &Client,
     url: &Url,
     submissions: &Arc<[Submission]>,
     range: std::ops::Range<usize>,
     clients: u32,
+    rate: Option<f64>,
 ) -> Tally {
     let next = Arc::new(AtomicUsize::new(range.start));
+    let start = tokio::time::Instant::now();
+    let first = range.start;
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
             let (client, url, submissions, next) = (client.clone(), url.clone(), submissions.clone(), next.clone());
@@ -193,14 +305,20 @@ async fn phase(
                     if i >= end {
                         break;
                     }
+                    if let Some(rate) = rate.filter(|r| *r > 0.0) {
+                        tokio::time::sleep_until(start + Duration::from_secs_f64((i - first) as f64 / rate)).await;
+                    }
                     let submission = &submissions[i];
                     let sent = Instant::now();
                     let body = Some(submission.body.clone());
-                    match client.call::<IgnoredAny>(Method::POST, url.clone(), body, Some(&submission.key)).await {
-                        Ok(_) => {
+                    match client.call::<Placement>(Method::POST, url.clone(), body, Some(&submission.key)).await {
+                        Ok(placement) => {
                             let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                             tally.latency_us.saturating_record(micros.max(1));
                             tally.succeeded += 1;
+                            if placement.task_infos.iter().all(|t| !t.center_ids.is_empty()) {
+                                tally.placed += 1;
+                            }
                         }
                         Err(err) => *tally.errors.entry(err.code().to_string()).or_default() += 1,
                     }
@@ -219,19 +337,29 @@ async fn phase(
 fn report(server: &str, submit: &SubmitArgs, tally: &Tally, elapsed: Duration) -> Report {
     let ms = |micros: u64| micros as f64 / 1000.0;
     let seconds = elapsed.as_secs_f64();
+    let mut command = format!(
+        "jcs bench submit --server {server} --clients {} --jobs {} --warmup {}",
+        submit.clients, submit.jobs, submit.warmup
+    );
+    if let Some(centers) = submit.centers {
+        command.push_str(&format!(" --centers {centers}"));
+    }
+    if let Some(rate) = submit.rate {
+        command.push_str(&format!(" --rate {rate}"));
+    }
+    let per_second = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
     Report {
-        command: format!(
-            "jcs bench submit --server {server} --clients {} --jobs {} --warmup {}",
-            submit.clients, submit.jobs, submit.warmup
-        ),
+        command,
         clients: submit.clients,
         jobs: submit.jobs,
         warmup: submit.warmup,
         succeeded: tally.succeeded,
+        placed: tally.placed,
         failed: tally.failed(),
         errors: tally.errors.clone(),
         elapsed_seconds: seconds,
-        submissions_per_second: if seconds > 0.0 { tally.succeeded as f64 / seconds } else { 0.0 },
+        submissions_per_second: per_second(tally.succeeded),
+        placed_per_second: per_second(tally.placed),
         latency_ms: Latency {
             p50: ms(tally.latency_us.value_at_quantile(0.50)),
             p90: ms(tally.latency_us.value_at_quantile(0.90)),
@@ -256,6 +384,7 @@ fn render(r: &Report) -> String {
             r.jobs, r.clients, r.elapsed_seconds, r.warmup
         ),
         format!("submissions/s: {:.1} (durable: each acknowledged after its Raft commit)", r.submissions_per_second),
+        format!("placed/s: {:.1} ({} of {} answered with their centers)", r.placed_per_second, r.placed, r.succeeded),
         format!("latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", l.p50, l.p90, l.p99, l.max),
         format!("errors: {} of {} ({})", r.failed, r.jobs, summary(&r.errors)),
         format!("reproduce: {}", r.command),
@@ -269,7 +398,7 @@ mod tests {
 
     #[test]
     fn prepared_jobs_are_valid_unique_and_keyed() {
-        let submissions = prepare(3);
+        let submissions = prepare(3, &Target::demo());
         let mut names = std::collections::BTreeSet::new();
         for s in &submissions {
             let job: CreateTrainJob = serde_json::from_slice(&s.body).unwrap();
@@ -285,11 +414,14 @@ mod tests {
         tally.latency_us.record(1500).unwrap();
         tally.succeeded = 1;
         tally.errors.insert("TIMEOUT".into(), 2);
-        let submit = SubmitArgs { clients: 4, jobs: 3, warmup: 0 };
+        let submit = SubmitArgs { clients: 4, jobs: 3, warmup: 0, centers: Some(10), rate: Some(50.0) };
         let text = render(&report("http://h:1", &submit, &tally, Duration::from_secs(1)));
-        for expected in
-            ["submissions/s: 1.0", "p50 1.50", "errors: 2 of 3 (TIMEOUT 2)", "--clients 4 --jobs 3 --warmup 0"]
-        {
+        for expected in [
+            "submissions/s: 1.0",
+            "p50 1.50",
+            "errors: 2 of 3 (TIMEOUT 2)",
+            "--jobs 3 --warmup 0 --centers 10 --rate 50",
+        ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }
     }

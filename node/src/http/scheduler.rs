@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use jcs_api::model::{ObjectKind, ResourceSpec};
+use jcs_api::model::{Dataset, Job, ObjectKind, ResourceSpec};
 use jcs_api::validate::{self, MAX_ID_LEN};
 use jcs_api::{ApiError, Envelope, ErrorCode};
-use jcs_raft::schedule::{self, combine_algorithm_scores, JobContext, ScoreError, Strategy, Weights};
+use jcs_raft::schedule::{self, combine_algorithm_scores, DataLocation, JobContext, ScoreError, Strategy, Weights};
 use jcs_raft::tables;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -44,6 +44,9 @@ pub struct ScoreQuery {
     /// Score the demand of this spec among the centers offering it. Default: one CPU with no
     /// price, among all centers.
     pub resource_spec_id: Option<String>,
+    /// Score for this job instead: its first task's spec, its dataset's location and size, its
+    /// duration estimate. Not together with `resourceSpecId`.
+    pub job_id: Option<String>,
 }
 
 /// A.6 inputs: two comma-separated lists of equal length.
@@ -103,7 +106,19 @@ async fn algorithm_score(
     if !tables::exists(reader, ObjectKind::Center, &center_id)? {
         return Err(ApiError::not_found("center", &center_id).into());
     }
-    let spec = match &query.resource_spec_id {
+    let job = match &query.job_id {
+        Some(_) if query.resource_spec_id.is_some() => {
+            return Err(ApiError::invalid("jobId", "give jobId or resourceSpecId, not both").into())
+        }
+        Some(id) => {
+            validate::id("jobId", id, MAX_ID_LEN)?;
+            let job: Job = tables::get(reader, ObjectKind::Job, id)?.ok_or_else(|| ApiError::not_found("job", id))?;
+            Some(job)
+        }
+        None => None,
+    };
+    let spec_id = job.as_ref().map(|j| j.tasks[0].resource_spec_id.clone()).or(query.resource_spec_id.clone());
+    let spec = match &spec_id {
         Some(id) => {
             validate::id("resourceSpecId", id, MAX_ID_LEN)?;
             tables::get(reader, ObjectKind::ResourceSpec, id)?.ok_or_else(|| {
@@ -123,7 +138,19 @@ async fn algorithm_score(
     let position = snapshot.candidates.iter().position(|c| c.id() == center_id).ok_or_else(|| {
         ApiError::invalid("centerId", format!("center '{center_id}' does not offer spec '{}'", spec.resource_spec_id))
     })?;
-    let scores = schedule::score(strategy, &JobContext::new(demand, 1), &snapshot);
+    let mut context = JobContext::new(demand, 1);
+    if let Some(job) = &job {
+        context.replicas = job.tasks[0].replica_number;
+        context.duration_secs = job.options.duration_secs.map_or(context.duration_secs, |s| s as f64);
+        let dataset = job.options.dataset_id.as_deref().map(|d| tables::get::<Dataset>(reader, ObjectKind::Dataset, d));
+        if let Some(dataset) = dataset.transpose()?.flatten() {
+            context.data = Some(DataLocation {
+                center_ids: dataset.location.iter().map(|l| l.ai_center_id.clone()).collect(),
+                size_mb: dataset.size_mb as f64,
+            });
+        }
+    }
+    let scores = schedule::score(strategy, &context, &snapshot);
     ok(Score { score: scores[position] })
 }
 

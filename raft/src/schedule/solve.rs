@@ -376,11 +376,15 @@ fn decide_replica(
             strategies: scored
                 .strategies
                 .into_iter()
-                .map(|(strategy, raw, normalized)| StrategyScore {
-                    algorithm_id: strategy.id().to_string(),
-                    raw,
-                    normalized,
-                    weight: policy.weights.get(strategy),
+                .map(|(strategy, raw, normalized)| {
+                    let weight = policy.weights.get(strategy);
+                    StrategyScore {
+                        algorithm_id: strategy.id().to_string(),
+                        raw,
+                        normalized,
+                        weight,
+                        weighted: u64::from(normalized) * u64::from(weight),
+                    }
                 })
                 .collect(),
         })

@@ -145,3 +145,22 @@ fn jobs_are_refused_for_unknown_weights_datasets_and_pinned_centers() {
         "{refusal:?}"
     );
 }
+
+#[test]
+fn a_center_report_confirming_a_replica_releases_its_entry() {
+    let mut kv = catalog();
+    let job = submitted(&mut kv, job_request("img1", "s1", 2));
+    ok(&mut kv, batch(1, 0, vec![placed_on(&job.id, &["c1", "c1"])]));
+    let mut report = metrics(1);
+    report.confirmed_replicas = vec![format!("{}/0/1", job.id), "job-000000000999/0/0".into()];
+    ok(&mut kv, Command::ReportMetrics { center_id: "c1".into(), metrics: report });
+    let left: Vec<u32> = ledger(&kv).iter().map(|e| e.replica).collect();
+    assert_eq!(left, vec![0], "replica 1 is confirmed; an unknown one is ignored");
+    assert_eq!(in_flight(&kv, "c1"), 1);
+    let stored: CenterMetrics = get_json(&kv, &tables::metrics_key("c1")).unwrap().unwrap();
+    assert!(stored.confirmed_replicas.is_empty(), "confirmations are not stored with the report");
+    let mut bad = metrics(1);
+    bad.confirmed_replicas = vec!["job-1/zero/0".into()];
+    let refusal = refused(&mut kv, Command::ReportMetrics { center_id: "c1".into(), metrics: bad });
+    assert!(matches!(refusal, Refusal::Invalid(ref m) if m.starts_with("confirmed_replicas[0]")), "{refusal:?}");
+}
