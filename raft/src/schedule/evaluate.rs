@@ -90,13 +90,15 @@ pub struct ScoredCenter {
     pub total: u32,
 }
 
-/// Every candidate scored under `model`, best first; equal totals in ascending center id.
-/// Strategies of weight 0 are skipped: they cannot change a total.
+/// The best `limit` candidates scored under `model`, best first; equal totals in ascending
+/// center id. Strategies of weight 0 are skipped: they cannot change a total. Totals are
+/// computed for every candidate; the per-strategy detail only for the ones returned.
 pub fn score_table(
     model: &dyn EvaluationModel,
     weights: &Weights,
     job: &JobContext,
     snapshot: &Snapshot,
+    limit: usize,
 ) -> Vec<ScoredCenter> {
     let per_strategy: Vec<(Strategy, Vec<Option<f64>>, Vec<u32>)> = Strategy::ALL
         .into_iter()
@@ -107,19 +109,25 @@ pub fn score_table(
             (s, raw, normalized)
         })
         .collect();
-    let mut table: Vec<ScoredCenter> = snapshot
-        .candidates
-        .iter()
-        .enumerate()
-        .map(|(index, candidate)| {
-            let strategies: Vec<(Strategy, Option<f64>, u32)> =
-                per_strategy.iter().map(|(s, raw, normalized)| (*s, raw[index], normalized[index])).collect();
-            let scores: Vec<(Strategy, u32)> = strategies.iter().map(|(s, _, n)| (*s, *n)).collect();
-            ScoredCenter { center_id: candidate.id().to_string(), total: model.combine(&scores, weights), strategies }
+    let mut scores: Vec<(Strategy, u32)> = Vec::with_capacity(per_strategy.len());
+    let mut totals: Vec<(u32, usize)> = (0..snapshot.candidates.len())
+        .map(|index| {
+            scores.clear();
+            scores.extend(per_strategy.iter().map(|(s, _, normalized)| (*s, normalized[index])));
+            (model.combine(&scores, weights), index)
         })
         .collect();
-    table.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.center_id.cmp(&b.center_id)));
-    table
+    let id = |index: usize| snapshot.candidates[index].id();
+    totals.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| id(a.1).cmp(id(b.1))));
+    totals
+        .into_iter()
+        .take(limit)
+        .map(|(total, index)| ScoredCenter {
+            center_id: id(index).to_string(),
+            total,
+            strategies: per_strategy.iter().map(|(s, raw, normalized)| (*s, raw[index], normalized[index])).collect(),
+        })
+        .collect()
 }
 
 /// Every candidate's total under `model`, best first; equal totals in ascending center id.
@@ -129,7 +137,7 @@ pub fn rank(
     job: &JobContext,
     snapshot: &Snapshot,
 ) -> Vec<(String, u32)> {
-    score_table(model, weights, job, snapshot).into_iter().map(|s| (s.center_id, s.total)).collect()
+    score_table(model, weights, job, snapshot, usize::MAX).into_iter().map(|s| (s.center_id, s.total)).collect()
 }
 
 /// Why an A.6 request's scores cannot be combined.

@@ -37,17 +37,17 @@ pub fn replicas_that_fit(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f6
         .collect()
 }
 
-/// How close two centers are: 3 the same center, 2 the same site, 1 the same region, 0 apart.
-fn closeness(snapshot: &Snapshot, center_id: &str, other_id: &str) -> f64 {
-    if center_id == other_id {
+/// How close a candidate is to another center: 3 the same center, 2 the same site, 1 the same
+/// region, 0 apart (or the other center's location is unknown).
+fn closeness(snapshot: &Snapshot, candidate: &CandidateCenter, other_id: &str) -> f64 {
+    if candidate.id() == other_id {
         return 3.0;
     }
-    let (Some(a), Some(b)) = (snapshot.locations.get(center_id), snapshot.locations.get(other_id)) else {
-        return 0.0;
-    };
-    if !a.site.is_empty() && a.site == b.site {
+    let Some(other) = snapshot.locations.get(other_id) else { return 0.0 };
+    let (site, region) = (&candidate.center.network.site, &candidate.center.region);
+    if !site.is_empty() && *site == other.site {
         2.0
-    } else if !a.region.is_empty() && a.region == b.region {
+    } else if !region.is_empty() && *region == other.region {
         1.0
     } else {
         0.0
@@ -61,10 +61,10 @@ pub fn affinity(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
         .candidates
         .iter()
         .map(|c| {
-            let to_data = job.data.iter().flat_map(|d| &d.center_ids).map(|holder| closeness(snapshot, c.id(), holder));
+            let to_data = job.data.iter().flat_map(|d| &d.center_ids).map(|holder| closeness(snapshot, c, holder));
             let data_part = to_data.fold(0.0, f64::max);
             let siblings = &job.sibling_centers;
-            let sibling_sum: f64 = siblings.iter().map(|s| closeness(snapshot, c.id(), s)).sum();
+            let sibling_sum: f64 = siblings.iter().map(|s| closeness(snapshot, c, s)).sum();
             let sibling_part = if siblings.is_empty() { 0.0 } else { sibling_sum / siblings.len() as f64 };
             Some(data_part + sibling_part)
         })

@@ -136,19 +136,26 @@ impl Location {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub candidates: Vec<CandidateCenter>,
-    /// Site and region of every center known, candidates or not (a job's data may sit at a
-    /// center that does not offer its spec).
+    /// Site and region of the centers that candidates are judged close to or far from: data
+    /// holders and centers of sibling replicas (candidates carry their own location).
     pub locations: BTreeMap<String, Location>,
 }
 
 impl Snapshot {
-    /// A snapshot of these candidates; their locations are recorded.
+    /// A snapshot of these candidates, with their locations recorded too (so that any of them
+    /// can be a sibling's or the data's center).
     pub fn new(candidates: Vec<CandidateCenter>) -> Self {
         let locations = candidates.iter().map(|c| (c.id().to_string(), Location::of(&c.center))).collect();
         Snapshot { candidates, locations }
     }
 
-    /// Records where a non-candidate center sits, so affinity to it can be judged.
+    /// A snapshot of these candidates that records no locations yet (see
+    /// [`Snapshot::with_location_of`]): cheaper when only a few centers matter for affinity.
+    pub fn bare(candidates: Vec<CandidateCenter>) -> Self {
+        Snapshot { candidates, locations: BTreeMap::new() }
+    }
+
+    /// Records where a center sits, so affinity to it can be judged.
     pub fn with_location_of(mut self, center: &Center) -> Self {
         self.locations.insert(center.ai_center_id.clone(), Location::of(center));
         self

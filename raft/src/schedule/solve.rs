@@ -359,17 +359,16 @@ fn decide_replica(
     if candidates.is_empty() {
         return (explain, None);
     }
-    let mut snapshot = Snapshot::new(candidates);
+    let mut snapshot = Snapshot::bare(candidates);
     for holder in context.data.iter().flat_map(|d| &d.center_ids).chain(&context.sibling_centers) {
         if let Some(state) = catalog.centers.get(holder) {
             snapshot = snapshot.with_location_of(&state.center);
         }
     }
-    let table = score_table(&WeightedSum, &policy.weights, context, &snapshot);
+    let table = score_table(&WeightedSum, &policy.weights, context, &snapshot, EXPLAIN_LIMIT);
     let winner = table.first().map(|best| best.center_id.clone());
     explain.scores = table
         .into_iter()
-        .take(EXPLAIN_LIMIT)
         .map(|scored| CenterScore {
             center_id: scored.center_id,
             total: scored.total,
