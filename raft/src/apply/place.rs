@@ -2,7 +2,10 @@
 //! decision — re-checked against the state as it is now, since jobs may have been stopped or
 //! centers deleted after the leader took its snapshot.
 
+use std::collections::HashMap;
+
 use jcs_api::model::{Job, ObjectKind};
+use jcs_api::quantity::ResourceAmounts;
 
 use crate::apply::ledger;
 use crate::command::{CommandResult, Outcome, PlacementBatch, PlacementDecision, Refusal};
@@ -23,8 +26,9 @@ pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<Com
     ledger::release_placed_before(kv, at_ms.saturating_sub(batch.ledger_ttl_ms))?;
     let mut applied = Vec::new();
     let mut skipped = Vec::new();
+    let mut demands = HashMap::new();
     for decision in &batch.decisions {
-        if apply_decision(kv, decision, at_ms)? {
+        if apply_decision(kv, decision, at_ms, &mut demands)? {
             applied.push(decision.job_id.clone());
         } else {
             skipped.push(decision.job_id.clone());
@@ -35,7 +39,14 @@ pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<Com
 }
 
 /// Applies one job's decision if it still fits the state; `false` when skipped.
-fn apply_decision(kv: &mut impl Kv, decision: &PlacementDecision, at_ms: i64) -> Result<bool, StoreError> {
+/// `demands` caches each spec's parsed demand over the batch (a spec offered by many centers is
+/// a large value to decode once per placement).
+fn apply_decision(
+    kv: &mut impl Kv,
+    decision: &PlacementDecision,
+    at_ms: i64,
+    demands: &mut HashMap<String, ResourceAmounts>,
+) -> Result<bool, StoreError> {
     let Some(mut job) = get::<Job>(kv, ObjectKind::Job, &decision.job_id)? else { return Ok(false) };
     if job.status.is_final() || job.is_placed() || decision.placements.len() != job.tasks.len() {
         return Ok(false);
@@ -54,8 +65,15 @@ fn apply_decision(kv: &mut impl Kv, decision: &PlacementDecision, at_ms: i64) ->
     for (task_index, placement) in decision.placements.iter().enumerate() {
         let Some(centers) = placement else { continue };
         let task = &mut job.tasks[task_index];
-        let spec = get(kv, ObjectKind::ResourceSpec, &task.resource_spec_id)?.map(SpecInfo::new);
-        let demand = spec.map(|s| s.demand).unwrap_or_default();
+        let demand = match demands.get(&task.resource_spec_id) {
+            Some(demand) => demand.clone(),
+            None => {
+                let spec = get(kv, ObjectKind::ResourceSpec, &task.resource_spec_id)?.map(SpecInfo::new);
+                let demand = spec.map(|s| s.demand).unwrap_or_default();
+                demands.insert(task.resource_spec_id.clone(), demand.clone());
+                demand
+            }
+        };
         for (replica, center) in centers.iter().enumerate() {
             let entry = LedgerEntry {
                 center_id: center.clone(),
