@@ -105,6 +105,12 @@ async fn catalog_and_job_commands_work_against_a_node() {
     }
     let plan = json(&node, &["job", "plan", "-f", &example("job.yaml")]).await;
     assert_eq!(plan["outcome"], "placed", "{plan}");
+    let near_data = json(&node, &["job", "plan", "-f", &example("job-data.yaml")]).await;
+    let centers = near_data["tasks"][0]["centerIDs"].as_array().unwrap().clone();
+    assert!(!centers.is_empty(), "{near_data}");
+    for center in centers {
+        assert!(center == "hunan-univ" || center == "hangzhou-a", "large data keeps the job at the data: {near_data}");
+    }
     let stopped = ok(&node, &["job", "stop", &job_id]).await;
     assert!(stopped.contains(&job_id) && stopped.contains("failed"), "{stopped}");
     let info = json(&node, &["job", "get", &job_id]).await;

@@ -339,5 +339,8 @@ mod tests {
         read_file::<Image>(&examples.join("image.yaml")).unwrap().validate().unwrap();
         read_file::<Dataset>(&examples.join("dataset.yaml")).unwrap().validate().unwrap();
         read_file::<CreateTrainJob>(&examples.join("job.yaml")).unwrap().validate().unwrap();
+        let steered = read_file::<CreateTrainJob>(&examples.join("job-data.yaml")).unwrap();
+        steered.validate().unwrap();
+        assert_eq!(steered.policy, Some(jcs_api::model::PolicyMode::Data));
     }
 }
