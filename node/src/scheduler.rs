@@ -4,12 +4,20 @@
 //! decisions as one fenced `Place` command. Followers' loops idle; a new leader's loop resumes
 //! on its next tick, after a ReadIndex round has brought its state up to every committed entry
 //! (a deposed leader's placements included).
+//!
+//! A cycle that placed nothing leaves a [`Resume`] mark: until capacity-relevant state changes
+//! (a report, a catalog edit, a stop, a placement — anything but a new job) or the period comes
+//! round, the next cycles decide only the jobs that arrived after the mark, since the earlier
+//! ones would be blocked again. The periodic cycle always decides the queue from its head
+//! (ledger entries also expire with time).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jcs_api::model::{DecisionOutcome, Job, PolicyMode};
 use jcs_raft::command::{Command, Outcome, PlacementBatch, PlacementDecision};
+use jcs_raft::schedule::solve::first_blocked;
 use jcs_raft::schedule::state::{load_catalog, load_queue};
 use jcs_raft::schedule::{solve, SolverConfig};
 use jcs_raft::store::StateReader;
@@ -34,6 +42,8 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct Scheduler {
     kick: Arc<Notify>,
+    /// Bumped by every write that can change capacity or eligibility (not by new jobs).
+    capacity_epoch: Arc<AtomicU64>,
     cycles: watch::Receiver<u64>,
     pub settings: Settings,
 }
@@ -47,15 +57,21 @@ impl Scheduler {
         settings: Settings,
         stop: watch::Receiver<()>,
     ) -> (Scheduler, tokio::task::JoinHandle<()>) {
-        let kick = Arc::new(Notify::new());
         let (done, cycles) = watch::channel(0);
-        let scheduler = Scheduler { kick: kick.clone(), cycles, settings: settings.clone() };
-        let task = tokio::spawn(run(raft, proposer, reader, settings, kick, done, stop));
+        let scheduler =
+            Scheduler { kick: Arc::new(Notify::new()), capacity_epoch: Arc::new(AtomicU64::new(0)), cycles, settings };
+        let task = tokio::spawn(run(raft, proposer, reader, scheduler.clone(), done, stop));
         (scheduler, task)
     }
 
-    /// Asks for a cycle now.
+    /// Asks for a cycle now: new jobs arrived.
     pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Asks for a cycle from the head of the queue: something that can unblock jobs changed.
+    pub fn capacity_changed(&self) {
+        self.capacity_epoch.fetch_add(1, Ordering::AcqRel);
         self.kick.notify_one();
     }
 
@@ -73,8 +89,19 @@ impl Scheduler {
             default_policy: self.settings.default_policy,
             term,
             snapshot_version,
+            blocked_ahead: None,
         }
     }
+}
+
+/// Where the next cycle may resume: after `after`, while the placement version and the
+/// capacity epoch are still those the mark was taken at.
+#[derive(Debug, Clone)]
+struct Resume {
+    after: String,
+    version: u64,
+    epoch: u64,
+    blocked_ahead: Option<(String, PolicyMode)>,
 }
 
 pub fn now_ms() -> i64 {
@@ -85,37 +112,38 @@ async fn run(
     raft: Raft,
     proposer: Proposer,
     reader: StateReader,
-    settings: Settings,
-    kick: Arc<Notify>,
+    scheduler: Scheduler,
     done: watch::Sender<u64>,
     mut stop: watch::Receiver<()>,
 ) {
-    let handle = Scheduler { kick: kick.clone(), cycles: done.subscribe(), settings: settings.clone() };
+    let mut resume: Option<Resume> = None;
     loop {
-        tokio::select! {
-            _ = kick.notified() => {},
-            _ = tokio::time::sleep(settings.interval) => {},
+        let periodic = tokio::select! {
+            _ = scheduler.kick.notified() => false,
+            _ = tokio::time::sleep(scheduler.settings.interval) => true,
             _ = stop.changed() => return,
-        }
+        };
         let (leader, term) = {
             let m = raft.metrics().borrow().clone();
             (m.current_leader == Some(m.id), m.current_term)
         };
         if !leader {
+            resume = None;
             continue;
         }
         if let Err(e) = raft.ensure_linearizable().await {
             tracing::debug!(error = %e, term, "no scheduling cycle: not a confirmed leader");
             continue;
         }
-        match cycle(&proposer, &reader, &handle, term).await {
-            Ok(Some(report)) => {
+        let from = resume.take().filter(|_| !periodic);
+        match cycle(&proposer, &reader, &scheduler, term, from).await {
+            Ok(report) => {
+                resume = report.resume;
                 // More may be queued than one batch took: go again at once.
-                if report.decided >= settings.batch {
-                    kick.notify_one();
+                if report.decided >= scheduler.settings.batch {
+                    scheduler.kick.notify_one();
                 }
             }
-            Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, term, "scheduling cycle failed"),
         }
         done.send_modify(|n| *n += 1);
@@ -124,6 +152,7 @@ async fn run(
 
 struct CycleReport {
     decided: usize,
+    resume: Option<Resume>,
 }
 
 /// Whether a decision is worth a Raft write: it places something, or the job's pending reason
@@ -137,32 +166,34 @@ async fn cycle(
     reader: &StateReader,
     scheduler: &Scheduler,
     term: u64,
-) -> anyhow::Result<Option<CycleReport>> {
+    from: Option<Resume>,
+) -> anyhow::Result<CycleReport> {
     let started = Instant::now();
     let settings = &scheduler.settings;
-    let queue = load_queue(reader, settings.batch)?;
-    metrics::gauge!("jcs_schedule_queue_depth").set(queue.len() as f64);
-    if queue.is_empty() {
-        return Ok(None);
-    }
-    let now = now_ms();
+    let epoch = scheduler.capacity_epoch.load(Ordering::Acquire);
     let fence = sched_fence(reader)?;
+    let from = from.filter(|r| r.version == fence.version && r.epoch == epoch);
+    let queue = load_queue(reader, from.as_ref().map(|r| r.after.as_str()), settings.batch)?;
+    if from.is_none() {
+        metrics::gauge!("jcs_schedule_queue_depth").set(queue.len() as f64);
+    }
+    let Some(last) = queue.last().map(|job| job.id.clone()) else {
+        return Ok(CycleReport { decided: 0, resume: from });
+    };
+    let now = now_ms();
     let catalog = load_catalog(reader)?;
-    let decisions = solve(&catalog, &queue, &scheduler.solver_config(now, term, fence.version));
+    let mut config = scheduler.solver_config(now, term, fence.version);
+    config.blocked_ahead = from.as_ref().and_then(|r| r.blocked_ahead.clone());
+    let decisions = solve(&catalog, &queue, &config);
     let solved = started.elapsed();
+    let blocked_ahead = config.blocked_ahead.clone().or_else(|| first_blocked(&decisions));
     let mut pending_by_reason: std::collections::BTreeMap<&'static str, u64> = Default::default();
     let mut placed_jobs = Vec::new();
     let mut writes = Vec::new();
     for (decision, job) in decisions.into_iter().zip(&queue) {
-        let code = match decision.explain.outcome {
-            DecisionOutcome::Placed => {
-                placed_jobs.push(job.created_at);
-                None
-            }
-            _ => Some(pending_code(&decision.explain.reason)),
-        };
-        if let Some(code) = code {
-            *pending_by_reason.entry(code).or_default() += 1;
+        match decision.explain.outcome {
+            DecisionOutcome::Placed => placed_jobs.push(job.created_at),
+            _ => *pending_by_reason.entry(pending_code(&decision.explain.reason)).or_default() += 1,
         }
         let decision =
             PlacementDecision { job_id: decision.job_id, placements: decision.placements, explain: decision.explain };
@@ -170,45 +201,51 @@ async fn cycle(
             writes.push(decision);
         }
     }
-    for (reason, count) in &pending_by_reason {
-        metrics::gauge!("jcs_schedule_pending_jobs", "reason" => *reason).set(*count as f64);
+    if from.is_none() {
+        for (reason, count) in &pending_by_reason {
+            metrics::gauge!("jcs_schedule_pending_jobs", "reason" => *reason).set(*count as f64);
+        }
     }
     metrics::histogram!("jcs_schedule_batch_jobs").record(queue.len() as f64);
-    if writes.is_empty() {
-        return Ok(Some(CycleReport { decided: queue.len() }));
-    }
-    let batch = PlacementBatch {
-        term,
-        snapshot_version: fence.version,
-        ledger_ttl_ms: settings.ledger_ttl_ms,
-        decisions: writes,
-    };
-    match proposer.propose(Command::Place(Box::new(batch))).await? {
-        Ok(Outcome::Placed { applied, skipped }) => {
-            let committed = now_ms();
-            for created_at in placed_jobs {
-                // Scheduling time T of §6.7: request received → placed (dispatch comes with adapters).
-                metrics::histogram!("jcs_schedule_time_seconds")
-                    .record((committed - created_at).max(0) as f64 / 1000.0);
+    let placed_nothing = writes.iter().all(|d| d.placements.iter().all(Option::is_none));
+    let mut version = fence.version;
+    if !writes.is_empty() {
+        let batch = PlacementBatch {
+            term,
+            snapshot_version: fence.version,
+            ledger_ttl_ms: settings.ledger_ttl_ms,
+            decisions: writes,
+        };
+        match proposer.propose(Command::Place(Box::new(batch))).await? {
+            Ok(Outcome::Placed { applied, skipped }) => {
+                version += 1;
+                let committed = now_ms();
+                for created_at in placed_jobs {
+                    // Scheduling time T of §6.7: request received → placed (dispatch comes with adapters).
+                    metrics::histogram!("jcs_schedule_time_seconds")
+                        .record((committed - created_at).max(0) as f64 / 1000.0);
+                }
+                metrics::counter!("jcs_schedule_decisions_applied_total").increment(applied.len() as u64);
+                metrics::counter!("jcs_schedule_decisions_skipped_total").increment(skipped.len() as u64);
+                tracing::debug!(
+                    term,
+                    applied = applied.len(),
+                    skipped = skipped.len(),
+                    solve_ms = solved.as_millis() as u64,
+                    "scheduling cycle committed"
+                );
             }
-            metrics::counter!("jcs_schedule_decisions_applied_total").increment(applied.len() as u64);
-            metrics::counter!("jcs_schedule_decisions_skipped_total").increment(skipped.len() as u64);
-            tracing::debug!(
-                term,
-                applied = applied.len(),
-                skipped = skipped.len(),
-                solve_ms = solved.as_millis() as u64,
-                "scheduling cycle committed"
-            );
-        }
-        Ok(other) => anyhow::bail!("unexpected outcome of a placement batch: {other:?}"),
-        Err(refusal) => {
-            metrics::counter!("jcs_schedule_stale_batches_total").increment(1);
-            tracing::info!(%refusal, term, "placement batch refused; the next cycle recomputes");
+            Ok(other) => anyhow::bail!("unexpected outcome of a placement batch: {other:?}"),
+            Err(refusal) => {
+                metrics::counter!("jcs_schedule_stale_batches_total").increment(1);
+                tracing::info!(%refusal, term, "placement batch refused; the next cycle recomputes");
+                return Ok(CycleReport { decided: queue.len(), resume: None });
+            }
         }
     }
     metrics::histogram!("jcs_schedule_cycle_seconds").record(started.elapsed().as_secs_f64());
-    Ok(Some(CycleReport { decided: queue.len() }))
+    let resume = placed_nothing.then(|| Resume { after: last, version, epoch, blocked_ahead });
+    Ok(CycleReport { decided: queue.len(), resume })
 }
 
 /// The leading reason code of a pending job's one-line reason, as a metric label.

@@ -29,6 +29,12 @@ pub trait KvRead {
 
     /// Visits every entry whose key starts with `prefix`, in key order, until `visit` breaks.
     fn scan(&self, prefix: &[u8], visit: Visit<'_>) -> Result<(), StoreError>;
+
+    /// As [`KvRead::scan`], from the first key after `after` (which starts with `prefix`).
+    /// Stores that can seek override this; the default walks past the earlier keys.
+    fn scan_after(&self, prefix: &[u8], after: &[u8], visit: Visit<'_>) -> Result<(), StoreError> {
+        self.scan(prefix, &mut |k, v| if k <= after { ControlFlow::Continue(()) } else { visit(k, v) })
+    }
 }
 
 /// Write access; writes become visible to later reads through the same handle.

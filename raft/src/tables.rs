@@ -69,17 +69,25 @@ pub fn values_under<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), prefix: &[
     failure.map_or(Ok(out), Err)
 }
 
-/// The first `limit` queued job ids, in queue order.
-pub fn queued_job_ids(kv: &(impl KvRead + ?Sized), limit: usize) -> Result<Vec<String>, StoreError> {
+/// The first `limit` queued job ids, in queue order, after job `after` when given.
+pub fn queued_job_ids(
+    kv: &(impl KvRead + ?Sized),
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
     let mut ids = Vec::new();
-    kv.scan(QUEUE_PREFIX, &mut |k, _| {
+    let mut visit = |k: &[u8], _: &[u8]| {
         ids.push(String::from_utf8_lossy(&k[QUEUE_PREFIX.len()..]).into_owned());
         if ids.len() >= limit {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
-    })?;
+    };
+    match after {
+        Some(after) => kv.scan_after(QUEUE_PREFIX, &queue_key(after), &mut visit)?,
+        None => kv.scan(QUEUE_PREFIX, &mut visit)?,
+    }
     Ok(ids)
 }
 

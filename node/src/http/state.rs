@@ -35,11 +35,17 @@ pub struct ReadOptions {
 }
 
 impl AppState {
-    /// Commits a command; a refusal becomes the matching client error. Every change (a job,
-    /// a report, a catalog edit) can make a queued job placeable, so it kicks the scheduler.
+    /// Commits a command; a refusal becomes the matching client error. A new job asks the
+    /// scheduler for a cycle; any other change may unblock queued jobs, so it asks for a cycle
+    /// from the head of the queue.
     pub async fn write(&self, command: Command) -> Result<Outcome, HttpError> {
+        let new_job = matches!(command, Command::SubmitJob { .. });
         let outcome = self.proposer.propose(command).await??;
-        self.scheduler.kick();
+        if new_job {
+            self.scheduler.kick();
+        } else {
+            self.scheduler.capacity_changed();
+        }
         Ok(outcome)
     }
 

@@ -170,6 +170,9 @@ pub struct SolverConfig {
     pub term: u64,
     /// The placement version of the state read.
     pub snapshot_version: u64,
+    /// The first blocked job ahead of the queue slice being decided, with its policy mode
+    /// (when a cycle decides only the jobs that arrived since the last one): FCFS holds for it.
+    pub blocked_ahead: Option<(String, PolicyMode)>,
 }
 
 impl Default for SolverConfig {
@@ -181,6 +184,7 @@ impl Default for SolverConfig {
             default_policy: PolicyMode::Balanced,
             term: 0,
             snapshot_version: 0,
+            blocked_ahead: None,
         }
     }
 }

@@ -73,10 +73,18 @@ impl Ledger {
     }
 }
 
+/// The first job of `decisions` left (partly) unplaced, with its mode.
+pub fn first_blocked(decisions: &[JobDecision]) -> Option<(String, PolicyMode)> {
+    decisions
+        .iter()
+        .find(|d| d.explain.outcome != DecisionOutcome::Placed)
+        .map(|d| (d.job_id.clone(), d.explain.policy))
+}
+
 /// Decides every job of `queue` (in order) against `catalog`.
 pub fn solve(catalog: &Catalog, queue: &[Job], config: &SolverConfig) -> Vec<JobDecision> {
     let mut ledger = Ledger::new(catalog);
-    let mut first_blocked: Option<(String, PolicyMode)> = None;
+    let mut first_blocked: Option<(String, PolicyMode)> = config.blocked_ahead.clone();
     let mut decisions = Vec::with_capacity(queue.len());
     for job in queue {
         let policy = match resolve(&job.options, config.default_policy) {

@@ -204,6 +204,11 @@ fn under_fcfs_no_job_overtakes_a_blocked_one() {
     assert_eq!(decisions[2].explain.outcome, DecisionOutcome::Pending, "an FCFS blocker holds every later job");
     let decisions = world.solve(&[job("blocked", 2), job("fits", 1)]);
     assert_eq!(decisions[1].explain.outcome, DecisionOutcome::Placed, "without FCFS a small job may pass");
+    assert_eq!(first_blocked(&decisions), Some(("blocked".to_string(), PolicyMode::Balanced)));
+    // Deciding only later arrivals, a blocked FCFS job ahead still holds them.
+    let ahead = SolverConfig { blocked_ahead: Some(("earlier".into(), PolicyMode::Fcfs)), ..config() };
+    let decisions = solve(&world.catalog(), &[job("late", 1)], &ahead);
+    assert_eq!(decisions[0].explain.reason, "fcfs: waits behind blocked job earlier");
 }
 
 #[test]

@@ -26,10 +26,10 @@ pub fn load_catalog(kv: &(impl KvRead + ?Sized)) -> Result<Catalog, StoreError> 
     ))
 }
 
-/// The first `limit` jobs of the scheduling queue, in order.
-pub fn load_queue(kv: &(impl KvRead + ?Sized), limit: usize) -> Result<Vec<Job>, StoreError> {
+/// The first `limit` jobs of the scheduling queue, in order, after job `after` when given.
+pub fn load_queue(kv: &(impl KvRead + ?Sized), after: Option<&str>, limit: usize) -> Result<Vec<Job>, StoreError> {
     let mut jobs = Vec::new();
-    for id in tables::queued_job_ids(kv, limit)? {
+    for id in tables::queued_job_ids(kv, after, limit)? {
         let job = tables::get::<Job>(kv, ObjectKind::Job, &id)?.ok_or_else(|| StoreError::Corrupt {
             key: String::from_utf8_lossy(&tables::queue_key(&id)).into_owned(),
             reason: "queue names a missing job".into(),

@@ -51,8 +51,21 @@ impl KvRead for StateReader {
     }
 
     fn scan(&self, prefix: &[u8], visit: Visit<'_>) -> Result<(), StoreError> {
+        self.scan_from(prefix, prefix, visit)
+    }
+
+    fn scan_after(&self, prefix: &[u8], after: &[u8], visit: Visit<'_>) -> Result<(), StoreError> {
+        let mut start = after.to_vec();
+        start.push(0);
+        self.scan_from(prefix, &start, visit)
+    }
+}
+
+impl StateReader {
+    /// Visits the entries under `prefix` from the first key ≥ `start`.
+    fn scan_from(&self, prefix: &[u8], start: &[u8], visit: Visit<'_>) -> Result<(), StoreError> {
         let cf = self.db.cf(CF_SM)?;
-        for item in self.db.raw().iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward)) {
+        for item in self.db.raw().iterator_cf(cf, IteratorMode::From(start, Direction::Forward)) {
             let (key, value) = item.map_err(DbError::from)?;
             if !key.starts_with(prefix) || visit(&key, &value).is_break() {
                 break;
