@@ -158,7 +158,7 @@ struct CycleReport {
 /// Whether a decision is worth a Raft write: it places something, or the job's pending reason
 /// changed. Unchanged pending jobs cost nothing per cycle.
 fn worth_writing(decision: &PlacementDecision, job: &Job) -> bool {
-    decision.placements.iter().any(Option::is_some) || decision.explain.reason != job.status_reason
+    decision.places_something() || decision.explain.reason != job.status_reason
 }
 
 async fn cycle(
@@ -195,8 +195,6 @@ async fn cycle(
             DecisionOutcome::Placed => placed_jobs.push(job.created_at),
             _ => *pending_by_reason.entry(pending_code(&decision.explain.reason)).or_default() += 1,
         }
-        let decision =
-            PlacementDecision { job_id: decision.job_id, placements: decision.placements, explain: decision.explain };
         if worth_writing(&decision, job) {
             writes.push(decision);
         }
@@ -207,7 +205,7 @@ async fn cycle(
         }
     }
     metrics::histogram!("jcs_schedule_batch_jobs").record(queue.len() as f64);
-    let placed_nothing = writes.iter().all(|d| d.placements.iter().all(Option::is_none));
+    let placed_nothing = !writes.iter().any(PlacementDecision::places_something);
     let mut version = fence.version;
     if !writes.is_empty() {
         let batch = PlacementBatch {

@@ -81,9 +81,17 @@ pub struct PlacementBatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlacementDecision {
     pub job_id: String,
-    /// Per task: one center per replica if placed by this decision.
+    /// Per task: one center per replica if placed by this decision; `None` when the task stays
+    /// unplaced (or was placed by an earlier cycle).
     pub placements: Vec<Option<Vec<String>>>,
     pub explain: Explain,
+}
+
+impl PlacementDecision {
+    /// Whether this decision places at least one task.
+    pub fn places_something(&self) -> bool {
+        self.placements.iter().any(Option::is_some)
+    }
 }
 
 /// The Raft log's application payload: a batch of commands stamped with the proposer's clock.

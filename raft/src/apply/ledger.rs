@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 
 use jcs_api::model::Job;
 
-use crate::kv::{get_json, put_json, Kv, KvRead, StoreError};
+use crate::kv::{decode, get_json, put_json, Kv, KvRead, StoreError};
 use crate::schedule::problem::{Capacity, InFlight, LedgerEntry};
 use crate::tables;
 
@@ -98,13 +98,19 @@ pub fn release_placed_before(kv: &mut impl Kv, cutoff_ms: i64) -> Result<(), Sto
 
 /// Every center's in-flight totals.
 pub fn totals(kv: &(impl KvRead + ?Sized)) -> Result<BTreeMap<String, InFlight>, StoreError> {
-    let mut centers = Vec::new();
-    kv.scan(TOTALS_PREFIX, &mut |k, _| {
-        centers.push(String::from_utf8_lossy(&k[TOTALS_PREFIX.len()..]).into_owned());
-        ControlFlow::Continue(())
+    let mut totals = BTreeMap::new();
+    let mut failure = None;
+    kv.scan(TOTALS_PREFIX, &mut |k, v| match decode::<InFlight>(k, v) {
+        Ok(value) => {
+            totals.insert(String::from_utf8_lossy(&k[TOTALS_PREFIX.len()..]).into_owned(), value);
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            failure = Some(e);
+            ControlFlow::Break(())
+        }
     })?;
-    let values: Vec<InFlight> = tables::values_under(kv, TOTALS_PREFIX)?;
-    Ok(centers.into_iter().zip(values).collect())
+    failure.map_or(Ok(totals), Err)
 }
 
 /// Every entry, in key order.

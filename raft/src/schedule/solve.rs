@@ -14,6 +14,7 @@ use jcs_api::model::{
     TaskExplain, EXPLAIN_LIMIT,
 };
 
+use crate::command::PlacementDecision;
 use crate::schedule::evaluate::{score_table, WeightedSum};
 use crate::schedule::filter::{check, JobNeeds, TaskNeeds};
 use crate::schedule::migration::rank_sources;
@@ -21,22 +22,9 @@ use crate::schedule::policy::{resolve, Policy};
 use crate::schedule::problem::{Capacity, Catalog, SolverConfig};
 use crate::schedule::snapshot::{CandidateCenter, DataLocation, JobContext, Snapshot, DEFAULT_DURATION_SECS};
 
-/// The cycle's decision for one job.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobDecision {
-    pub job_id: String,
-    /// Per task: the centers (one per replica) chosen now; `None` when the task stays unplaced
-    /// (or was placed by an earlier cycle).
-    pub placements: Vec<Option<Vec<String>>>,
-    pub explain: Explain,
-}
-
-impl JobDecision {
-    /// Whether this decision places at least one task.
-    pub fn places_something(&self) -> bool {
-        self.placements.iter().any(Option::is_some)
-    }
-}
+/// The cycle's decision for one job: the placement command's own type, so a cycle's output
+/// goes into a `Place` batch as it is.
+pub type JobDecision = PlacementDecision;
 
 /// Capacity and workload left at each center as the cycle goes.
 struct Ledger {
