@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jcs_api::model::{DecisionOutcome, Job, PolicyMode};
+use jcs_api::model::{DecisionOutcome, Job, PolicyMode, RejectCode};
 use jcs_raft::command::{Command, Outcome, PlacementBatch, PlacementDecision};
 use jcs_raft::schedule::solve::first_blocked;
 use jcs_raft::schedule::state::{load_catalog, load_queue};
@@ -248,20 +248,17 @@ async fn cycle(
 
 /// The leading reason code of a pending job's one-line reason, as a metric label.
 fn pending_code(reason: &str) -> &'static str {
-    const CODES: [&str; 13] = [
-        "INSUFFICIENT_CAPACITY",
-        "MONITORING_STALE",
-        "MONITORING_MISSING",
-        "CENTER_UNAVAILABLE",
-        "SPEC_NOT_OFFERED",
-        "IMAGE_NOT_AT_CENTER",
-        "SECURITY_GRADE_TOO_LOW",
-        "NOT_PINNED",
-        "PRIVATE_DATA_ELSEWHERE",
-        "DATA_TOO_LARGE_TO_MOVE",
-        "QOS_LATENCY",
-        "QOS_DEADLINE",
-        "fcfs",
-    ];
-    CODES.into_iter().find(|code| reason.contains(code)).unwrap_or("other")
+    if reason.starts_with("fcfs") {
+        return "fcfs";
+    }
+    // Every job is rejected by centers that do not offer its spec (or that it is not pinned
+    // to); the label is the first other code the reason names, else one of those.
+    let structural = [RejectCode::SpecNotOffered, RejectCode::NotPinned];
+    let named = |code: &RejectCode| reason.contains(code.as_str());
+    RejectCode::ALL
+        .iter()
+        .filter(|code| !structural.contains(code))
+        .chain(&structural)
+        .find(|code| named(code))
+        .map_or("other", |code| code.as_str())
 }

@@ -180,6 +180,21 @@ pub enum RejectCode {
 }
 
 impl RejectCode {
+    pub const ALL: [RejectCode; 12] = [
+        RejectCode::SpecNotOffered,
+        RejectCode::CenterUnavailable,
+        RejectCode::MonitoringMissing,
+        RejectCode::MonitoringStale,
+        RejectCode::InsufficientCapacity,
+        RejectCode::ImageNotAtCenter,
+        RejectCode::SecurityGradeTooLow,
+        RejectCode::NotPinned,
+        RejectCode::PrivateDataElsewhere,
+        RejectCode::DataTooLargeToMove,
+        RejectCode::QosLatency,
+        RejectCode::QosDeadline,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RejectCode::SpecNotOffered => "SPEC_NOT_OFFERED",
