@@ -5,10 +5,12 @@
 
 pub mod catalog;
 pub mod job;
+pub mod lifecycle;
 pub mod schedule;
 
 pub use catalog::*;
 pub use job::*;
+pub use lifecycle::*;
 pub use schedule::*;
 
 use serde::{Deserialize, Serialize};
