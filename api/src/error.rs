@@ -44,6 +44,7 @@ error_codes! {
     PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413, "The body is larger than the configured limit."),
     UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", 415, "The body is not `application/json`."),
     LogNotAvailable => ("LOG_NOT_AVAILABLE", 404, "The replica has produced no log yet."),
+    CenterUnavailable => ("CENTER_UNAVAILABLE", 502, "The center did not answer or this node does not drive it; retry later."),
     NoLeader => ("NO_LEADER", 503, "The cluster has no leader right now; retry (see `Retry-After`)."),
     Timeout => ("TIMEOUT", 504, "The write was not committed within the deadline; its outcome is unknown, retry with the same `Idempotency-Key`."),
     Internal => ("INTERNAL", 500, "A fault inside jcs (storage, consensus). Never caused by input."),

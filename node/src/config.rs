@@ -45,7 +45,7 @@ pub struct Config {
     /// How long A.1 waits for the placement before answering with the job still pending (ms).
     pub placement_wait_ms: u64,
     /// A center whose last monitoring report is older than this is not scheduled on (s; 0: never
-    /// stale). Ignored with `demo`, whose centers have no pollers yet.
+    /// stale).
     pub monitoring_stale_after_secs: u64,
     /// Placed-but-unconfirmed capacity is held this long at most, then returned (s).
     pub ledger_ttl_secs: u64,
@@ -54,6 +54,16 @@ pub struct Config {
     /// Policy mode of jobs that name none: balanced, fcfs, load, energy, price, network, data
     /// or qos.
     pub default_policy: String,
+    /// How often each owned center is polled for monitoring and replica status (ms).
+    pub poll_interval_ms: u64,
+    /// Consecutive failed polls after which a center is marked unavailable and its replicas
+    /// are rescheduled elsewhere.
+    pub failed_polls_before_unavailable: u32,
+    /// Replica submissions (and stops) in flight at once per center.
+    pub dispatch_concurrency: usize,
+    /// A stopped replica gets SIGTERM (or its platform's polite stop), then is killed after this
+    /// long (ms).
+    pub stop_grace_ms: u64,
     /// On the first start of a cluster, load the demo catalog (four centers in two regions).
     pub demo: bool,
     /// Log filter in `tracing_subscriber::EnvFilter` syntax (`RUST_LOG` overrides it).
@@ -83,6 +93,10 @@ impl Default for Config {
             ledger_ttl_secs: 300,
             data_move_limit_mb: 10_240,
             default_policy: "balanced".into(),
+            poll_interval_ms: 1_000,
+            failed_polls_before_unavailable: 3,
+            dispatch_concurrency: 16,
+            stop_grace_ms: 5_000,
             demo: false,
             log: "info,openraft=warn".into(),
         }
@@ -135,6 +149,14 @@ pub struct ServeArgs {
     pub data_move_limit_mb: Option<i64>,
     #[arg(long, env = "JCS_DEFAULT_POLICY")]
     pub default_policy: Option<String>,
+    #[arg(long, env = "JCS_POLL_INTERVAL_MS")]
+    pub poll_interval_ms: Option<u64>,
+    #[arg(long, env = "JCS_FAILED_POLLS_BEFORE_UNAVAILABLE")]
+    pub failed_polls_before_unavailable: Option<u32>,
+    #[arg(long, env = "JCS_DISPATCH_CONCURRENCY")]
+    pub dispatch_concurrency: Option<usize>,
+    #[arg(long, env = "JCS_STOP_GRACE_MS")]
+    pub stop_grace_ms: Option<u64>,
     /// Load the demo catalog on the first start.
     #[arg(long, env = "JCS_DEMO")]
     pub demo: bool,
@@ -191,6 +213,10 @@ impl Config {
             ledger_ttl_secs,
             data_move_limit_mb,
             default_policy,
+            poll_interval_ms,
+            failed_polls_before_unavailable,
+            dispatch_concurrency,
+            stop_grace_ms,
             log
         );
         config.demo |= args.demo;
@@ -213,6 +239,9 @@ impl Config {
         }
         if self.schedule_interval_ms == 0 || self.schedule_batch == 0 || self.ledger_ttl_secs == 0 {
             return fail("schedule_interval_ms, schedule_batch and ledger_ttl_secs must be at least 1");
+        }
+        if self.poll_interval_ms == 0 || self.failed_polls_before_unavailable == 0 || self.dispatch_concurrency == 0 {
+            return fail("poll_interval_ms, failed_polls_before_unavailable and dispatch_concurrency must be at least 1");
         }
         if self.data_move_limit_mb < 0 {
             return fail("data_move_limit_mb must not be negative");

@@ -1,9 +1,9 @@
 //! The demo catalog of the field report: four centers in two regions (a university center and
-//! a carrier cloud in Hunan, two centers in Hangzhou), a few specs, images, a dataset, and a
-//! first monitoring report per center. Loaded once, on the first start of a cluster, through
+//! a carrier cloud in Hunan, two centers in Hangzhou), a few specs, images and a dataset; the
+//! centers' monitoring comes from polling their adapters. Loaded once, on the first start of a cluster, through
 //! the same replicated commands as any client write.
 
-use jcs_api::model::{Center, CenterMetrics, Dataset, Image, ResourceSpec};
+use jcs_api::model::{Center, Dataset, Image, ResourceSpec};
 use jcs_raft::command::{Command, WriteMode};
 use serde::Deserialize;
 
@@ -18,7 +18,6 @@ struct DemoCatalog {
     specs: Vec<ResourceSpec>,
     images: Vec<Image>,
     datasets: Vec<Dataset>,
-    metrics: Vec<(String, CenterMetrics)>,
 }
 
 fn commands() -> Result<Vec<Command>, serde_yaml::Error> {
@@ -29,7 +28,6 @@ fn commands() -> Result<Vec<Command>, serde_yaml::Error> {
     commands.extend(demo.specs.into_iter().map(|spec| Command::PutSpec { spec, mode }));
     commands.extend(demo.images.into_iter().map(|image| Command::PutImage { image, mode }));
     commands.extend(demo.datasets.into_iter().map(|dataset| Command::PutDataset { dataset, mode }));
-    commands.extend(demo.metrics.into_iter().map(|(center_id, metrics)| Command::ReportMetrics { center_id, metrics }));
     Ok(commands)
 }
 

@@ -10,6 +10,7 @@
 //! * [`cli`] — the command-line client and benchmark (`jcs center|spec|image|dataset|job|bench`).
 
 pub mod cli;
+pub mod centers;
 pub mod config;
 pub mod demo;
 pub mod http;

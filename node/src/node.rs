@@ -12,6 +12,7 @@ use jcs_raft::{NodeInfo, Raft};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+use crate::centers::{self, Adapters};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::network::NoPeers;
@@ -40,6 +41,7 @@ pub struct Node {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     stop_scheduler: tokio::sync::watch::Sender<()>,
     scheduler_task: tokio::task::JoinHandle<()>,
+    centers_task: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -73,8 +75,19 @@ impl Node {
 
         let (stop_scheduler, stop) = tokio::sync::watch::channel(());
         let (scheduler, scheduler_task) =
-            Scheduler::start(raft.clone(), proposer.clone(), reader.clone(), scheduler_settings(&config)?, stop);
+            Scheduler::start(raft.clone(), proposer.clone(), reader.clone(), scheduler_settings(&config)?, stop.clone());
+        let adapters = Adapters::default();
+        let centers_task = centers::start(
+            raft.clone(),
+            proposer.clone(),
+            reader.clone(),
+            scheduler.clone(),
+            center_settings(&config),
+            adapters.clone(),
+            stop.clone(),
+        );
         let state = AppState {
+            adapters,
             raft: raft.clone(),
             proposer: proposer.clone(),
             scheduler: scheduler.clone(),
@@ -86,28 +99,38 @@ impl Node {
         let app = http::router(state, config.max_body_bytes);
         let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
         tracing::info!(node_id = config.node_id, %http_addr, data_dir = %config.data_dir.display(), "jcs node serving");
-        Ok(Node { raft, proposer, scheduler, http_addr, server, stop_scheduler, scheduler_task })
+        Ok(Node { raft, proposer, scheduler, http_addr, server, stop_scheduler, scheduler_task, centers_task })
     }
 
-    /// Waits for the REST API to stop (after the shutdown signal), then stops the scheduler and
-    /// Raft.
+    /// Waits for the REST API to stop (after the shutdown signal), then stops the scheduler, the
+    /// center workers and Raft.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.server.await??;
         let _ = self.stop_scheduler.send(());
         self.scheduler_task.await?;
+        self.centers_task.await?;
         self.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
         tracing::info!("jcs node stopped");
         Ok(())
     }
 }
 
+fn center_settings(config: &Config) -> centers::Settings {
+    let stale_after = Duration::from_secs(config.monitoring_stale_after_secs);
+    let poll = Duration::from_millis(config.poll_interval_ms);
+    centers::Settings {
+        dir: config.data_dir.join("centers"),
+        poll_interval: poll,
+        failed_polls_before_unavailable: config.failed_polls_before_unavailable,
+        dispatch_concurrency: config.dispatch_concurrency,
+        stop_grace: Duration::from_millis(config.stop_grace_ms),
+        // Rewritten well before it would look stale (never more often than it is polled).
+        metrics_refresh: if stale_after.is_zero() { Duration::from_secs(60) } else { (stale_after / 3).max(poll) },
+    }
+}
+
 fn scheduler_settings(config: &Config) -> anyhow::Result<Settings> {
-    let stale_after_secs = if config.demo {
-        tracing::info!("demo: the demo centers have no pollers yet, so their monitoring never goes stale");
-        0
-    } else {
-        config.monitoring_stale_after_secs
-    };
+    let stale_after_secs = config.monitoring_stale_after_secs;
     Ok(Settings {
         interval: Duration::from_millis(config.schedule_interval_ms),
         batch: config.schedule_batch,

@@ -13,6 +13,7 @@ use crate::tables::{
 };
 
 pub mod ledger;
+pub mod lifecycle;
 pub mod place;
 
 /// Applies one command at time `at_ms`. `Err` is a storage fault (fatal); a refused command is
@@ -20,6 +21,11 @@ pub mod place;
 pub fn apply(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandResult, StoreError> {
     if let Err(err) = validate(command) {
         return Ok(Err(err.into()));
+    }
+    if let Some((center_id, epoch)) = command.owner_stamp() {
+        if let Some(refusal) = lifecycle::check_owner(kv, center_id, epoch)? {
+            return Ok(Err(refusal));
+        }
     }
     match command {
         Command::PutCenter { center, mode } => {
@@ -88,8 +94,25 @@ pub fn apply(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandR
             Ok(Ok(Outcome::Metrics(metrics)))
         }
         Command::SubmitJob { request, idempotency_key: key } => submit_job(kv, request, key.as_deref(), at_ms),
-        Command::StopJob { job_id, reason } => stop_job(kv, job_id, reason, at_ms),
+        Command::StopJob { job_id, reason } => lifecycle::stop_job(kv, job_id, reason, at_ms),
         Command::Place(batch) => place::place(kv, batch, at_ms),
+        Command::Dispatched { center_id, key, native_id, .. } => {
+            lifecycle::dispatched(kv, center_id, key, native_id, at_ms)
+        }
+        Command::ReportReplicas { center_id, reports, .. } => {
+            lifecycle::report_replicas(kv, center_id, reports, at_ms)
+        }
+        Command::StopsDone { center_id, keys, .. } => lifecycle::stops_done(kv, center_id, keys, at_ms),
+        Command::SetCenterHealth { center_id, available, reason, .. } => {
+            lifecycle::set_center_health(kv, center_id, *available, reason, at_ms)
+        }
+        Command::RecordEvent { center_id, kind, job_id, message } => {
+            if !exists(kv, ObjectKind::Center, center_id)? {
+                return Ok(Err(Refusal::NotFound { kind: ObjectKind::Center, id: center_id.clone() }));
+            }
+            lifecycle::record_event(kv, center_id, *kind, job_id.as_deref(), message, at_ms)?;
+            Ok(Ok(Outcome::Recorded))
+        }
     }
 }
 
@@ -115,6 +138,11 @@ fn validate(command: &Command) -> Result<(), jcs_api::ApiError> {
         Command::StopJob { reason, .. } => {
             jcs_api::validate::optional_text("reason", reason, jcs_api::validate::MAX_DESC_LEN)
         }
+        Command::Dispatched { native_id, .. } => jcs_api::validate::text("native_id", native_id, MAX_ID_LEN * 4),
+        Command::RecordEvent { message, .. } | Command::SetCenterHealth { reason: message, .. } => {
+            jcs_api::validate::optional_text("message", message, jcs_api::validate::MAX_DESC_LEN * 8)
+        }
+        Command::ReportReplicas { .. } | Command::StopsDone { .. } => Ok(()),
         Command::Place(_)
         | Command::DeleteCenter { .. }
         | Command::DeleteSpec { .. }
@@ -281,31 +309,6 @@ fn scheduling_refusal(kv: &impl Kv, request: &jcs_api::model::CreateTrainJob) ->
         }
     }
     Ok(None)
-}
-
-fn stop_job(kv: &mut impl Kv, job_id: &str, reason: &str, at_ms: i64) -> Result<CommandResult, StoreError> {
-    let Some(mut job) = get::<Job>(kv, ObjectKind::Job, job_id)? else {
-        return Ok(Err(Refusal::NotFound { kind: ObjectKind::Job, id: job_id.into() }));
-    };
-    if job.status.is_final() {
-        return Ok(Ok(Outcome::Job { job: Box::new(job), replayed: true }));
-    }
-    kv.delete(status_key(job.status, &job.id));
-    kv.delete(queue_key(&job.id));
-    ledger::release_job(kv, &job)?;
-    job.status = RunState::Failed;
-    job.status_reason = reason.into();
-    job.updated_at = at_ms;
-    for task in &mut job.tasks {
-        for state in &mut task.replica_status {
-            if !state.is_final() {
-                *state = RunState::Failed;
-            }
-        }
-    }
-    kv.put(status_key(job.status, &job.id), Vec::new());
-    put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
-    Ok(Ok(Outcome::Job { job: Box::new(job), replayed: false }))
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //! Raft and applied by [`crate::apply`]. Commands carry everything apply needs (the proposer's
 //! clock included), so applying the same log gives the same state on every node.
 
-use jcs_api::model::{Center, CenterMetrics, CreateTrainJob, Dataset, Explain, Image, Job, ObjectKind, ResourceSpec};
+use jcs_api::model::{
+    Center, CenterMetrics, CreateTrainJob, Dataset, EventKind, Explain, Image, Job, ObjectKind, ReplicaKey, ReplicaReport,
+    ResourceSpec,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -61,6 +64,52 @@ pub enum Command {
     },
     /// One scheduling cycle's decisions, committed together.
     Place(Box<PlacementBatch>),
+    /// A center's owner submitted a replica attempt and got the center's id for it.
+    Dispatched {
+        center_id: String,
+        owner_epoch: u64,
+        key: ReplicaKey,
+        native_id: String,
+    },
+    /// A center's owner reports what changed for replicas on its center.
+    ReportReplicas {
+        center_id: String,
+        owner_epoch: u64,
+        reports: Vec<ReplicaReport>,
+    },
+    /// A center's owner carried out stop orders.
+    StopsDone {
+        center_id: String,
+        owner_epoch: u64,
+        keys: Vec<ReplicaKey>,
+    },
+    /// A center's owner marks it available or unavailable after its polls.
+    SetCenterHealth {
+        center_id: String,
+        owner_epoch: u64,
+        available: bool,
+        reason: String,
+    },
+    /// Something worth an operator's attention happened at a center.
+    RecordEvent {
+        center_id: String,
+        kind: EventKind,
+        job_id: Option<String>,
+        message: String,
+    },
+}
+
+impl Command {
+    /// The center and owner epoch of a write only a center's owner may make.
+    pub fn owner_stamp(&self) -> Option<(&str, u64)> {
+        match self {
+            Command::Dispatched { center_id, owner_epoch, .. }
+            | Command::ReportReplicas { center_id, owner_epoch, .. }
+            | Command::StopsDone { center_id, owner_epoch, .. }
+            | Command::SetCenterHealth { center_id, owner_epoch, .. } => Some((center_id, *owner_epoch)),
+            _ => None,
+        }
+    }
 }
 
 /// The decisions of one scheduling cycle. Fenced: refused whole unless `term` is at least the
@@ -129,6 +178,13 @@ pub enum Outcome {
         applied: Vec<String>,
         skipped: Vec<String>,
     },
+    /// A dispatch was recorded; `accepted: false` when the replica was no longer wanted and
+    /// a stop order was written for the native job instead.
+    Dispatch {
+        accepted: bool,
+    },
+    /// An owner's report or an event was recorded.
+    Recorded,
 }
 
 /// Why a command was refused. Refusals are ordinary results, replicated like successes:
@@ -151,6 +207,9 @@ pub enum Refusal {
     /// A placement batch from an old term or computed on an old placement version.
     #[error("stale placement: {0}")]
     StalePlacement(String),
+    /// A center-owner write from an owner whose epoch has passed.
+    #[error("center '{center_id}': owner epoch {epoch} is older than the current {current}")]
+    StaleOwner { center_id: String, epoch: u64, current: u64 },
 }
 
 impl From<jcs_api::ApiError> for Refusal {

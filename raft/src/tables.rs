@@ -16,6 +16,12 @@
 //! | `l/{center}/{job}/{task}/{replica}` | `LedgerEntry`: placed, not yet confirmed |
 //! | `lt/{placed_at}/{center}/{job}/{task}/{replica}` | empty: the ledger by age, for expiry |
 //! | `lc/{center}` | `InFlight`: the center's ledger totals |
+//! | `dq/{center}/{job}/{task}/{replica}` | `DispatchOrder`: placed, to be submitted by the center's owner |
+//! | `on/{center}/{job}/{task}/{replica}` | `OnCenter`: submitted, not yet final — what the owner polls |
+//! | `so/{center}/{job}/{task}/{replica}/{attempt}` | `StopOrder`: a native job the owner must stop |
+//! | `oe/{center}` | owner epoch: owner writes from an older epoch are refused |
+//! | `ev/{seq}` | `CenterEvent`, the newest `MAX_EVENTS` kept |
+//! | `meta/event_seq` | last event sequence number |
 //! | `meta/job_seq` | last job sequence number |
 //! | `meta/sched_fence` | `SchedulerFence`: highest scheduling term and placement version |
 
@@ -30,6 +36,145 @@ pub const JOB_SEQ_KEY: &[u8] = b"meta/job_seq";
 pub const SCHED_FENCE_KEY: &[u8] = b"meta/sched_fence";
 pub const QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEDGER_PREFIX: &[u8] = b"l/";
+pub const EVENT_SEQ_KEY: &[u8] = b"meta/event_seq";
+pub const EVENT_PREFIX: &[u8] = b"ev/";
+/// Events kept; older ones are dropped as new ones arrive.
+pub const MAX_EVENTS: u64 = 10_000;
+
+/// A placed replica attempt waiting to be submitted to its center.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DispatchOrder {
+    pub attempt: u32,
+    /// Not before this Unix ms (retry backoff).
+    pub not_before: i64,
+}
+
+/// A submitted replica attempt that is not final yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OnCenter {
+    pub attempt: u32,
+    pub native_id: String,
+}
+
+/// A native job the center's owner must stop.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StopOrder {
+    pub native_id: String,
+    pub reason: String,
+}
+
+/// Per-center work lists, keyed `{prefix}{center}/{job}/{task}/{replica}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkList {
+    Dispatch,
+    OnCenter,
+}
+
+impl WorkList {
+    pub fn prefix(self, center: &str) -> Vec<u8> {
+        let tag = match self {
+            WorkList::Dispatch => "dq",
+            WorkList::OnCenter => "on",
+        };
+        format!("{tag}/{center}/").into_bytes()
+    }
+
+    pub fn key(self, center: &str, job: &str, task: u32, replica: u32) -> Vec<u8> {
+        let mut key = self.prefix(center);
+        key.extend_from_slice(format!("{job}/{task}/{replica}").as_bytes());
+        key
+    }
+}
+
+/// Parses the `{job}/{task}/{replica}` tail of a work-list key.
+pub fn replica_of(tail: &[u8]) -> Option<(String, u32, u32)> {
+    let text = std::str::from_utf8(tail).ok()?;
+    let mut parts = text.split('/');
+    let job = parts.next()?.to_string();
+    let task = parts.next()?.parse().ok()?;
+    let replica = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((job, task, replica))
+}
+
+/// The entries of one center's work list: `(job, task, replica, value)`.
+pub fn work_list<T: DeserializeOwned>(
+    kv: &(impl KvRead + ?Sized),
+    list: WorkList,
+    center: &str,
+) -> Result<Vec<(String, u32, u32, T)>, StoreError> {
+    let prefix = list.prefix(center);
+    let mut out = Vec::new();
+    let mut failure = None;
+    kv.scan(&prefix, &mut |k, v| {
+        let Some((job, task, replica)) = replica_of(&k[prefix.len()..]) else { return ControlFlow::Continue(()) };
+        match decode(k, v) {
+            Ok(value) => {
+                out.push((job, task, replica, value));
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    failure.map_or(Ok(out), Err)
+}
+
+pub fn stop_order_prefix(center: &str) -> Vec<u8> {
+    format!("so/{center}/").into_bytes()
+}
+
+pub fn stop_order_key(center: &str, key: &jcs_api::model::ReplicaKey) -> Vec<u8> {
+    format!("so/{center}/{}/{}/{}/{}", key.job_id, key.task, key.replica, key.attempt).into_bytes()
+}
+
+/// One center's stop orders.
+pub fn stop_orders(
+    kv: &(impl KvRead + ?Sized),
+    center: &str,
+) -> Result<Vec<(jcs_api::model::ReplicaKey, StopOrder)>, StoreError> {
+    let prefix = stop_order_prefix(center);
+    let mut out = Vec::new();
+    let mut failure = None;
+    kv.scan(&prefix, &mut |k, v| {
+        let text = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let parts: Vec<&str> = text.split('/').collect();
+        let key = match parts.as_slice() {
+            [job, task, replica, attempt] => match (task.parse(), replica.parse(), attempt.parse()) {
+                (Ok(task), Ok(replica), Ok(attempt)) => {
+                    jcs_api::model::ReplicaKey { job_id: job.to_string(), task, replica, attempt }
+                }
+                _ => return ControlFlow::Continue(()),
+            },
+            _ => return ControlFlow::Continue(()),
+        };
+        match decode(k, v) {
+            Ok(order) => {
+                out.push((key, order));
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    failure.map_or(Ok(out), Err)
+}
+
+pub fn owner_epoch_key(center: &str) -> Vec<u8> {
+    format!("oe/{center}").into_bytes()
+}
+
+/// The current owner epoch of a center (0 until shards are assigned).
+pub fn owner_epoch(kv: &(impl KvRead + ?Sized), center: &str) -> Result<u64, StoreError> {
+    Ok(get_json(kv, &owner_epoch_key(center))?.unwrap_or(0))
+}
+
+pub fn event_key(seq: u64) -> Vec<u8> {
+    format!("ev/{seq:020}").into_bytes()
+}
 
 /// Fences placements: a batch must come from the current (or a newer) scheduling term and be
 /// computed on the current placement version, else it was decided on a stale view.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::lifecycle::{Replica, ReplicaPhase, RetryPolicy, StatusPolicy};
 use super::schedule::{PolicyMode, QosTarget, SchedulingOptions};
 use super::ObjectKind;
 use crate::error::ApiError;
@@ -76,6 +77,12 @@ pub struct CreateTrainJob {
     /// Extension: QoS target (policy `qos`).
     #[serde(default)]
     pub qos: Option<QosTarget>,
+    /// Extension: how replica outcomes roll up to the job's status (§6.4 a–d).
+    #[serde(default)]
+    pub status_policy: Option<StatusPolicy>,
+    /// Extension: retries after a failed replica (§6.4 retry policy).
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
 }
 
 /// A.1 task (Table 8 plus `replicaNumber`), with jcs's placement extensions.
@@ -151,6 +158,9 @@ impl CreateTrainJob {
                 validate::id(&field("centerIDs"), center, MAX_ID_LEN)?;
             }
         }
+        if let Some(retry) = &self.retry {
+            retry.validate()?;
+        }
         let options = self.scheduling_options();
         options.validate()?;
         if options.policy == Some(PolicyMode::Manual) {
@@ -172,7 +182,8 @@ pub struct Task {
     pub replica_number: u32,
     /// Center of each replica; empty while the task is unplaced.
     pub center_ids: Vec<String>,
-    pub replica_status: Vec<RunState>,
+    /// Each replica's life on its center.
+    pub replicas: Vec<Replica>,
     /// Centers the user pinned the task to (one for all replicas, or one per replica).
     #[serde(default)]
     pub pin: Vec<String>,
@@ -198,6 +209,11 @@ impl Task {
     pub fn is_placed(&self) -> bool {
         !self.center_ids.is_empty()
     }
+
+    /// A.3's per-replica status.
+    pub fn replica_status(&self) -> Vec<RunState> {
+        self.replicas.iter().map(|r| r.phase.run_state()).collect()
+    }
 }
 
 /// A job as stored in the replicated state (Table 7).
@@ -221,6 +237,14 @@ pub struct Job {
     /// Unix ms when the last task was placed; `None` while the job waits in the queue.
     #[serde(default)]
     pub placed_at: Option<i64>,
+    #[serde(default)]
+    pub status_policy: StatusPolicy,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Unix ms when the last replica was submitted to its center (§6.7's `ts`); `None` until
+    /// then, and again while a rescheduled task waits.
+    #[serde(default)]
+    pub dispatched_at: Option<i64>,
 }
 
 impl Job {
@@ -248,7 +272,7 @@ impl Job {
                     resource_spec_id: t.resource_spec_id.clone(),
                     replica_number: t.replica_number as u32,
                     center_ids: Vec::new(),
-                    replica_status: vec![RunState::Pending; t.replica_number as usize],
+                    replicas: vec![Replica::default(); t.replica_number as usize],
                     pin: t.center_ids.clone(),
                     gang: t.gang.unwrap_or(true),
                 })
@@ -260,6 +284,9 @@ impl Job {
             updated_at: now_ms,
             options: req.scheduling_options(),
             placed_at: None,
+            status_policy: req.status_policy.unwrap_or_default(),
+            retry: req.retry.clone().unwrap_or_default(),
+            dispatched_at: None,
         }
     }
 
@@ -269,6 +296,8 @@ impl Job {
             && self.user_name == req.user_name.as_deref().unwrap_or(DEFAULT_USER)
             && self.desc == req.desc.as_deref().unwrap_or_default()
             && self.options == req.scheduling_options()
+            && self.status_policy == req.status_policy.unwrap_or_default()
+            && self.retry == req.retry.clone().unwrap_or_default()
             && self.tasks.len() == req.tasks.len()
             && self.tasks.iter().zip(&req.tasks).all(|(t, r)| {
                 t.name == r.name
@@ -340,6 +369,36 @@ pub struct TaskInfo {
     #[serde(rename = "centerIDs")]
     pub center_ids: Vec<String>,
     pub replica_status: Vec<RunState>,
+    /// Extension: each replica's internal phase, attempts and last failure or stop reason.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+/// Extension of A.3: one replica in detail.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaInfo {
+    pub phase: ReplicaPhase,
+    pub attempt: u32,
+    pub retries: u32,
+    pub reschedules: u32,
+    pub native_id: Option<String>,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+}
+
+impl From<&Replica> for ReplicaInfo {
+    fn from(r: &Replica) -> Self {
+        ReplicaInfo {
+            phase: r.phase,
+            attempt: r.attempt,
+            retries: r.retries,
+            reschedules: r.reschedules,
+            native_id: r.native_id.clone(),
+            exit_code: r.exit_code,
+            reason: r.reason.clone(),
+        }
+    }
 }
 
 /// A.3 response data, plus extension fields after the standard's.
@@ -356,6 +415,13 @@ pub struct JobInfo {
     pub desc: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Extension: when the scheduler placed the last task (Unix ms).
+    #[serde(default)]
+    pub placed_at: Option<i64>,
+    /// Extension: when the last replica was submitted to its center (Unix ms); the standard's
+    /// scheduling time is `dispatchedAt - createdAt`.
+    #[serde(default)]
+    pub dispatched_at: Option<i64>,
 }
 
 impl From<&Job> for JobInfo {
@@ -374,7 +440,8 @@ impl From<&Job> for JobInfo {
                     resource_spec_id: t.resource_spec_id.clone(),
                     replica_number: t.replica_number,
                     center_ids: t.center_ids.clone(),
-                    replica_status: t.replica_status.clone(),
+                    replica_status: t.replica_status(),
+                    replicas: t.replicas.iter().map(ReplicaInfo::from).collect(),
                 })
                 .collect(),
             status_reason: job.status_reason.clone(),
@@ -382,6 +449,8 @@ impl From<&Job> for JobInfo {
             desc: job.desc.clone(),
             created_at: job.created_at,
             updated_at: job.updated_at,
+            placed_at: job.placed_at,
+            dispatched_at: job.dispatched_at,
         }
     }
 }
@@ -432,7 +501,7 @@ mod tests {
         req.validate().unwrap();
         let job = Job::from_request("job-1".into(), &req, None, 5);
         assert!(job.matches_request(&req));
-        assert_eq!(job.tasks[0].replica_status, vec![RunState::Pending; 2]);
+        assert_eq!(job.tasks[0].replica_status(), vec![RunState::Pending; 2]);
         let resp = serde_json::to_value(CreateTrainJobResponse::from(&job)).unwrap();
         assert_eq!(resp, json!({"jobId":"job-1","taskInfos":[{"name":"t0","centerIDs":[]}]}));
         let info = serde_json::to_value(JobInfo::from(&job)).unwrap();

@@ -174,6 +174,85 @@ pub struct Replica {
     pub changed_at: i64,
 }
 
+/// What a center's owner observed about one replica attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Observed {
+    Queued,
+    Running,
+    Completed,
+    Failed { exit_code: Option<i32>, category: FailureCategory, reason: String },
+}
+
+/// One observation, for the attempt `key` names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaReport {
+    pub key: ReplicaKey,
+    pub observed: Observed,
+}
+
+/// What happened at a center: the field report's alarms, served at `GET /openapi/v1/events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The center stopped answering and was marked unavailable.
+    CenterDown,
+    /// The center answers again and was marked available.
+    CenterUp,
+    /// A monitoring or status poll failed.
+    PollFailed,
+    /// The center reports more in use than its capacity.
+    OverCommitted,
+    /// A dispatch was refused by the center.
+    DispatchFailed,
+    /// A task was taken off a failed center and queued for another.
+    Rescheduled,
+    /// A replica failed and will be retried.
+    Retried,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        EventKind::CenterDown,
+        EventKind::CenterUp,
+        EventKind::PollFailed,
+        EventKind::OverCommitted,
+        EventKind::DispatchFailed,
+        EventKind::Rescheduled,
+        EventKind::Retried,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::CenterDown => "center_down",
+            EventKind::CenterUp => "center_up",
+            EventKind::PollFailed => "poll_failed",
+            EventKind::OverCommitted => "over_committed",
+            EventKind::DispatchFailed => "dispatch_failed",
+            EventKind::Rescheduled => "rescheduled",
+            EventKind::Retried => "retried",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CenterEvent {
+    /// Increasing with time; events are listed newest first.
+    pub seq: u64,
+    /// Unix ms.
+    pub at: i64,
+    pub center_id: String,
+    pub kind: EventKind,
+    /// The job concerned, if any.
+    pub job_id: Option<String>,
+    pub message: String,
+}
+
 /// Rolls replica outcomes up to the job's status under `policy`. `tasks` gives, per task, its
 /// replicas' A.3 states. A task succeeds when all its replicas complete and fails when one
 /// fails.

@@ -15,7 +15,10 @@
 //! spec `bench-gpu` offered at all of them) and submits to those: A.1 then answers after the
 //! scheduler placed the job, so the latency is the scheduling time T of §6.7 seen by a client,
 //! and `placed/s` is the throughput R. `--rate` paces submissions (open loop) instead of
-//! sending as fast as answers come back.
+//! sending as fast as answers come back. With `--sim` the bench centers are simulated platforms
+//! (`sim` adapter): jobs are really dispatched, and the run then waits for every measured job's
+//! last replica to be submitted and reports the standard's T (`dispatchedAt - createdAt`, both
+//! stamped in the replicated state) and the dispatch rate ([`dispatch`]).
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -33,6 +36,8 @@ use serde::Serialize;
 
 use super::client::{self, Client};
 use super::ClientOpts;
+
+mod dispatch;
 
 /// Highest latency the histogram tells apart, in microseconds (above the client's timeout).
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -69,6 +74,10 @@ struct SubmitArgs {
     /// Submissions per second over all clients (default: as fast as answers return).
     #[arg(long)]
     rate: Option<f64>,
+    /// With `--centers`: make them simulated platforms, dispatch to them, and report the time
+    /// from submission to dispatch.
+    #[arg(long, requires = "centers")]
+    sim: bool,
 }
 
 /// What bench jobs ask for: the image and spec ids.
@@ -88,7 +97,7 @@ const SETUP_CONCURRENCY: usize = 64;
 
 /// Registers `count` bench centers with room for every job of a run; an object left by an
 /// earlier run (`ALREADY_EXISTS`) is reused.
-async fn setup_centers(client: &Client, count: u32) -> anyhow::Result<Target> {
+async fn setup_centers(client: &Client, count: u32, sim: bool) -> anyhow::Result<Target> {
     use futures::StreamExt;
     let ids: Vec<String> = (0..count).map(|i| format!("bench-c{i:05}")).collect();
     let post = |path: &'static str, body: serde_json::Value| {
@@ -101,10 +110,16 @@ async fn setup_centers(client: &Client, count: u32) -> anyhow::Result<Target> {
         }
     };
     let centers = ids.iter().enumerate().map(|(i, id)| {
-        post("centers", serde_json::json!({"ai_center_id": id, "name": id, "region": format!("bench-r{}", i % 4),
+        let mut center = serde_json::json!({"ai_center_id": id, "name": id, "region": format!("bench-r{}", i % 4),
             "status": 1, "security_grade": i % 5,
             "power": {"static_watts": 1000 + (i % 13) * 100, "device_watts": {"gpu": 250 + (i % 11) * 10}},
-            "network": {"site": format!("bench-s{}", i % 16), "bandwidth_mbps": 1000 * (1 + i % 9), "latency_ms": i % 40}}))
+            "network": {"site": format!("bench-s{}", i % 16), "bandwidth_mbps": 1000 * (1 + i % 9), "latency_ms": i % 40}});
+        if sim {
+            // A remote platform 5 ms away, with room for every job of a run, running each for an hour.
+            center["adapter"] = serde_json::json!({"kind": "sim", "config": {"latency_ms": 5, "default_duration_secs": 3600,
+                "capacity": {"gpu": "1000000", "cpu": "8000000", "memory": "64000000Gi", "storage": "1000000G"}}});
+        }
+        post("centers", center)
     });
     futures::stream::iter(centers)
         .buffer_unordered(SETUP_CONCURRENCY)
@@ -134,7 +149,9 @@ async fn setup_centers(client: &Client, count: u32) -> anyhow::Result<Target> {
                     .map_err(|e| anyhow::anyhow!("bench metrics: {e}"))
             }
         };
-        [futures::future::Either::Left(image), futures::future::Either::Right(metrics)]
+        // Simulated centers report their own monitoring.
+        let metrics = (!sim).then_some(metrics);
+        [Some(futures::future::Either::Left(image)), metrics.map(futures::future::Either::Right)].into_iter().flatten()
     });
     futures::stream::iter(rest)
         .buffer_unordered(SETUP_CONCURRENCY)
@@ -211,6 +228,8 @@ struct Report {
     submissions_per_second: f64,
     placed_per_second: f64,
     latency_ms: Latency,
+    /// With `--sim`: submission to dispatch, from the jobs' replicated timestamps.
+    dispatch: Option<dispatch::Figures>,
 }
 
 #[derive(Serialize)]
@@ -227,10 +246,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client.server, submit.clients as usize, 1)?;
     let url = client.url(&["trainjob"], &[]);
     let target = match submit.centers {
-        Some(count) => setup_centers(&client, count).await?,
+        Some(count) => setup_centers(&client, count, submit.sim).await?,
         None => Target::demo(),
     };
-    let submissions: Arc<[Submission]> = prepare(submit.warmup + submit.jobs, &target).into();
+    let tag = run_tag();
+    let submissions: Arc<[Submission]> = prepare(submit.warmup, submit.jobs, &target, tag).into();
     let warmup_end = submit.warmup as usize;
 
     let warmup = phase(&client, &url, &submissions, 0..warmup_end, submit.clients, submit.rate).await;
@@ -246,7 +266,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let measured = phase(&client, &url, &submissions, warmup_end..submissions.len(), submit.clients, submit.rate).await;
     let elapsed = started.elapsed();
 
-    let report = report(&args.client.server, &submit, &measured, elapsed);
+    let mut report = report(&args.client.server, &submit, &measured, elapsed);
+    if submit.sim {
+        report.dispatch = Some(dispatch::measure(&client, &measured_user(tag), measured.succeeded).await?);
+    }
     super::show(args.client.output, &report, render)?;
     if report.failed > 0 {
         anyhow::bail!("{} of {} submissions failed", report.failed, report.jobs);
@@ -254,13 +277,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A short random tag that keeps job names and users of different runs apart (and within
+/// A.1's 32 characters).
+fn run_tag() -> u32 {
+    std::collections::hash_map::RandomState::new().hash_one(client::unique_key("bench")) as u32
+}
+
+/// The user the measured jobs of run `tag` are submitted as (warmup jobs use another).
+fn measured_user(tag: u32) -> String {
+    format!("bench-{tag:08x}")
+}
+
 /// Serializes every body and key up front, so the clients only send bytes.
-fn prepare(count: u64, target: &Target) -> Vec<Submission> {
+fn prepare(warmup: u64, jobs: u64, target: &Target, tag: u32) -> Vec<Submission> {
     let run_key = client::unique_key("bench");
-    // A short random tag keeps job names of different runs apart and within A.1's 32 characters.
-    let tag = std::collections::hash_map::RandomState::new().hash_one(&run_key) as u32;
-    (0..count)
+    (0..warmup + jobs)
         .map(|i| {
+            let user = if i < warmup { format!("bench-w{tag:08x}") } else { measured_user(tag) };
             let job = CreateTrainJob {
                 name: format!("bench-{tag:08x}-{i}"),
                 tasks: vec![CreateTask {
@@ -271,7 +304,7 @@ fn prepare(count: u64, target: &Target) -> Vec<Submission> {
                     replica_number: 1,
                     ..Default::default()
                 }],
-                user_name: Some("bench".into()),
+                user_name: Some(user),
                 ..Default::default()
             };
             let body = Bytes::from(serde_json::to_vec(&job).expect("API types serialize to JSON"));
@@ -347,6 +380,9 @@ fn report(server: &str, submit: &SubmitArgs, tally: &Tally, elapsed: Duration) -
     if let Some(rate) = submit.rate {
         command.push_str(&format!(" --rate {rate}"));
     }
+    if submit.sim {
+        command.push_str(" --sim");
+    }
     let per_second = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
     Report {
         command,
@@ -360,6 +396,7 @@ fn report(server: &str, submit: &SubmitArgs, tally: &Tally, elapsed: Duration) -
         elapsed_seconds: seconds,
         submissions_per_second: per_second(tally.succeeded),
         placed_per_second: per_second(tally.placed),
+        dispatch: None,
         latency_ms: Latency {
             p50: ms(tally.latency_us.value_at_quantile(0.50)),
             p90: ms(tally.latency_us.value_at_quantile(0.90)),
@@ -387,8 +424,11 @@ fn render(r: &Report) -> String {
         format!("placed/s: {:.1} ({} of {} answered with their centers)", r.placed_per_second, r.placed, r.succeeded),
         format!("latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", l.p50, l.p90, l.p99, l.max),
         format!("errors: {} of {} ({})", r.failed, r.jobs, summary(&r.errors)),
-        format!("reproduce: {}", r.command),
     ]
+    .into_iter()
+    .chain(r.dispatch.as_ref().map(dispatch::render))
+    .chain([format!("reproduce: {}", r.command)])
+    .collect::<Vec<_>>()
     .join("\n")
 }
 
@@ -398,7 +438,7 @@ mod tests {
 
     #[test]
     fn prepared_jobs_are_valid_unique_and_keyed() {
-        let submissions = prepare(3, &Target::demo());
+        let submissions = prepare(1, 2, &Target::demo(), 7);
         let mut names = std::collections::BTreeSet::new();
         for s in &submissions {
             let job: CreateTrainJob = serde_json::from_slice(&s.body).unwrap();
@@ -414,13 +454,13 @@ mod tests {
         tally.latency_us.record(1500).unwrap();
         tally.succeeded = 1;
         tally.errors.insert("TIMEOUT".into(), 2);
-        let submit = SubmitArgs { clients: 4, jobs: 3, warmup: 0, centers: Some(10), rate: Some(50.0) };
+        let submit = SubmitArgs { clients: 4, jobs: 3, warmup: 0, centers: Some(10), rate: Some(50.0), sim: true };
         let text = render(&report("http://h:1", &submit, &tally, Duration::from_secs(1)));
         for expected in [
             "submissions/s: 1.0",
             "p50 1.50",
             "errors: 2 of 3 (TIMEOUT 2)",
-            "--jobs 3 --warmup 0 --centers 10 --rate 50",
+            "--jobs 3 --warmup 0 --centers 10 --rate 50 --sim",
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }

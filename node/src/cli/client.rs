@@ -127,6 +127,31 @@ impl Client {
         url
     }
 
+    /// Copies a plain-text download (a replica's log) to stdout as it arrives; with `follow`
+    /// the server keeps the stream open while the replica runs.
+    pub async fn stream_to_stdout(&self, url: &str, follow: bool) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut url = Url::parse(url).map_err(|e| anyhow::anyhow!("bad logUrl '{url}': {e}"))?;
+        if follow {
+            url.query_pairs_mut().append_pair("follow", "true");
+        }
+        let http = reqwest::Client::builder().user_agent(concat!("jcs-cli/", env!("CARGO_PKG_VERSION"))).build()?;
+        let mut response = http.get(url.clone()).send().await?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let bytes = response.bytes().await?;
+            let envelope: Envelope<IgnoredAny> = serde_json::from_slice(&bytes)
+                .map_err(|_| ClientError::Decode { url: url.clone(), status, detail: snippet(&bytes) })?;
+            return Err(ClientError::Api { status, code: envelope.code, message: envelope.error_msg }.into());
+        }
+        let mut stdout = std::io::stdout().lock();
+        while let Some(chunk) = response.chunk().await? {
+            stdout.write_all(&chunk)?;
+            stdout.flush()?;
+        }
+        Ok(())
+    }
+
     /// `GET` and decode `data`.
     pub async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<T, ClientError> {
         self.call(Method::GET, url, None, None).await

@@ -21,7 +21,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use jcs_api::model::{
-    Center, CreateTrainJob, CreateTrainJobResponse, Dataset, Explain, Image, JobInfo, Page, ResourceSpec,
+    Center, CenterEvent, CreateTrainJob, CreateTrainJobResponse, Dataset, Explain, Image, JobInfo, LogLocation, Page,
+    ResourceSpec,
 };
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -46,8 +47,26 @@ pub enum Command {
     Dataset(CatalogArgs),
     /// Submit, inspect, list and stop training jobs (Appendix A).
     Job(JobArgs),
+    /// Center events, newest first: down, up, failed polls, over-commitment, refused
+    /// dispatches, retries, reschedules.
+    Events(EventArgs),
     /// Measure a running cluster.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+pub struct EventArgs {
+    #[command(flatten)]
+    client: ClientOpts,
+    #[command(flatten)]
+    page: PageArgs,
+    /// Only events of this center.
+    #[arg(long)]
+    center: Option<String>,
+    /// Only events of this kind (center_down, center_up, poll_failed, over_committed,
+    /// dispatch_failed, rescheduled, retried).
+    #[arg(long)]
+    kind: Option<String>,
 }
 
 /// Where to send requests and how to print answers.
@@ -157,6 +176,19 @@ enum JobAction {
     Stop { id: String },
     /// Why a job went where it went, or why it is still pending: filters, scores, winner.
     Explain { id: String },
+    /// Print a replica's log (stdout and stderr), streamed from its center through jcs (A.4).
+    Logs {
+        id: String,
+        /// Task index.
+        #[arg(long, default_value_t = 0)]
+        task: u32,
+        /// Replica index.
+        #[arg(long, default_value_t = 0)]
+        replica: u32,
+        /// Keep printing while the replica runs.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Dry-run a submission (an A.1 body): the placement and its explanation, nothing committed.
     /// Confirm by submitting the body with each task's `centerIDs` set to the plan's.
     Plan {
@@ -201,6 +233,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Image(args) => catalog::<Image>(args).await,
         Command::Dataset(args) => catalog::<Dataset>(args).await,
         Command::Job(args) => job(args).await,
+        Command::Events(args) => events(args).await,
         Command::Bench(args) => bench::run(args).await,
     };
     match result {
@@ -280,6 +313,12 @@ async fn job(args: JobArgs) -> anyhow::Result<()> {
         JobAction::Explain { id } => {
             show(output, &client.get::<Explain>(client.url(&["trainjob", &id, "explain"], &[])).await?, table::explain)
         }
+        JobAction::Logs { id, task, replica, follow } => {
+            let (task, replica) = (task.to_string(), replica.to_string());
+            let url = client.url(&["trainjob", &id, "task", &task, "replica", &replica, "log"], &[]);
+            let location: LogLocation = client.get(url).await?;
+            client.stream_to_stdout(&location.log_url, follow).await
+        }
         JobAction::Plan { file } => {
             let request: CreateTrainJob = read_file(&file.file)?;
             let url = client.url(&["trainjob", "plan"], &[]);
@@ -287,6 +326,15 @@ async fn job(args: JobArgs) -> anyhow::Result<()> {
             show(output, &plan, table::explain)
         }
     }
+}
+
+async fn events(args: EventArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client.server, 1, ATTEMPTS)?;
+    let mut query = args.page.query();
+    query.extend(args.center.map(|c| ("centerId", c)));
+    query.extend(args.kind.map(|k| ("kind", k)));
+    let events: Page<CenterEvent> = client.get(client.url(&["events"], &query)).await?;
+    show(args.client.output, &events, table::page)
 }
 
 /// Reads a YAML or JSON file into `T`, by extension; an unknown extension tries JSON, then YAML.
@@ -342,5 +390,8 @@ mod tests {
         let steered = read_file::<CreateTrainJob>(&examples.join("job-data.yaml")).unwrap();
         steered.validate().unwrap();
         assert_eq!(steered.policy, Some(jcs_api::model::PolicyMode::Data));
+        let train = read_file::<CreateTrainJob>(&examples.join("job-train.yaml")).unwrap();
+        train.validate().unwrap();
+        assert_eq!((train.tasks.len(), train.tasks[1].replica_number), (2, 2));
     }
 }

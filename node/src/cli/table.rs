@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
-use jcs_api::model::{center_status, Center, Dataset, Explain, Image, JobInfo, Page, ResourceSpec, TaskInfo};
+use jcs_api::model::{
+    center_status, Center, CenterEvent, Dataset, Explain, Image, JobInfo, Page, ResourceSpec, TaskInfo,
+};
 use serde_json::Value;
 
 /// How an object appears as a row of a listing.
@@ -229,6 +231,20 @@ impl Row for JobInfo {
             self.status.as_str().into(),
             self.task_infos.len().to_string(),
             joined(centers),
+        ]
+    }
+}
+
+impl Row for CenterEvent {
+    const HEADER: &'static [&'static str] = &["SEQ", "AT (ms)", "CENTER", "KIND", "JOB", "MESSAGE"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.seq.to_string(),
+            self.at.to_string(),
+            self.center_id.clone(),
+            self.kind.as_str().into(),
+            self.job_id.clone().unwrap_or_else(|| "-".into()),
+            self.message.clone(),
         ]
     }
 }

@@ -29,8 +29,8 @@ impl From<Refusal> for HttpError {
             Refusal::UnknownReference { .. } => ErrorCode::UnknownReference,
             Refusal::StillReferenced { .. } => ErrorCode::StillReferenced,
             Refusal::IdempotencyKeyReused { .. } => ErrorCode::IdempotencyKeyReused,
-            // Only the scheduler proposes placements; a client never sees this.
-            Refusal::StalePlacement(_) => ErrorCode::Internal,
+            // Only the scheduler and center owners make these writes; a client never sees them.
+            Refusal::StalePlacement(_) | Refusal::StaleOwner { .. } => ErrorCode::Internal,
         };
         HttpError(ApiError::new(code, refusal.to_string()))
     }

@@ -185,34 +185,25 @@ async fn list_jobs(
     })
 }
 
-fn parse_index(field: &str, text: &str) -> Result<usize, HttpError> {
+pub(super) fn parse_index(field: &str, text: &str) -> Result<usize, HttpError> {
     text.parse::<usize>()
         .map_err(|_| ApiError::invalid(field, format!("'{text}' is not a non-negative integer")).into())
 }
 
-/// A.4 — where to download a replica's log.
+/// A.4 — where to download a replica's log: a URL on this API that streams it from the center
+/// (add `?follow=true` for a live tail).
 #[utoipa::path(get, path = "/openapi/v1/trainjob/{id}/task/{taskIndex}/replica/{replicaIndex}/log", tag = "jobs",
     params(("id" = String, Path), ("taskIndex" = u32, Path), ("replicaIndex" = u32, Path), ReadOptions),
     responses((status = 200, body = Envelope<LogLocation>)))]
 async fn job_log(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path((id, task_index, replica_index)): Path<(String, String, String)>,
     Params(options): Params<ReadOptions>,
 ) -> HttpResult<LogLocation> {
     let task_index = parse_index("taskIndex", &task_index)?;
     let replica_index = parse_index("replicaIndex", &replica_index)?;
     let job = read_job(&state, &options, &id).await?;
-    let task = job.tasks.get(task_index).ok_or_else(|| {
-        ApiError::new(ErrorCode::NotFound, format!("taskIndex: job '{id}' has {} tasks", job.tasks.len()))
-    })?;
-    if replica_index >= task.replica_number as usize {
-        let message = format!("replicaIndex: task {task_index} has {} replicas", task.replica_number);
-        return Err(ApiError::new(ErrorCode::NotFound, message).into());
-    }
-    // No replica runs on a center until dispatch exists, so no replica has a log yet.
-    Err(ApiError::new(
-        ErrorCode::LogNotAvailable,
-        format!("replica {replica_index} of task {task_index} of job '{id}' has not run yet"),
-    )
-    .into())
+    super::logs::locate(&state, &job, task_index, replica_index)?;
+    ok(LogLocation { log_url: super::logs::log_url(&headers, &job.id, task_index, replica_index) })
 }

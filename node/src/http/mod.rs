@@ -6,6 +6,7 @@ mod catalog;
 pub mod error;
 mod extract;
 mod jobs;
+mod logs;
 mod ops;
 mod scheduler;
 pub mod state;
@@ -39,6 +40,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(jobs::routes())
         .merge(catalog::routes())
         .merge(scheduler::routes())
+        .merge(logs::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

@@ -15,6 +15,8 @@ use crate::scheduler::Scheduler;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// The adapters of the centers this node drives (for logs).
+    pub adapters: crate::centers::Adapters,
     pub raft: Raft,
     pub proposer: Proposer,
     pub scheduler: Scheduler,

@@ -27,6 +27,9 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         election_timeout_min_ms: 150,
         election_timeout_max_ms: 300,
         max_body_bytes: 64 * 1024,
+        poll_interval_ms: 100,
+        failed_polls_before_unavailable: 2,
+        stop_grace_ms: 500,
         demo: true,
         ..Config::default()
     }
@@ -50,7 +53,40 @@ impl TestNode {
         let base = format!("http://{}", node.http_addr);
         let node = TestNode { base, client: reqwest::Client::new(), stop: Some(stop), node: Some(node), dir };
         node.wait_ready().await;
+        node.wait_monitored().await;
         node
+    }
+
+    /// Waits until every center has a monitoring report from its poller (the demo's arrive
+    /// within one poll of the start).
+    pub async fn wait_monitored(&self) {
+        self.wait_for("every center monitored", || async {
+            let (_, centers) = self.get("/openapi/v1/centers?pageSize=1000").await;
+            let ids: Vec<String> = centers["data"]["items"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|c| c["ai_center_id"].as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            for id in ids {
+                if self.get(&format!("/openapi/v1/centers/{id}/metrics")).await.0 != 200 {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
+    /// Polls `check` until it holds, failing the test after 20 s.
+    pub async fn wait_for<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !check().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Polls `/readyz` until it answers 200, with a deadline.

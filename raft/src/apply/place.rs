@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use jcs_api::model::{Job, ObjectKind};
 use jcs_api::quantity::ResourceAmounts;
 
-use crate::apply::ledger;
+use crate::apply::{ledger, lifecycle};
 use crate::command::{CommandResult, Outcome, PlacementBatch, PlacementDecision, Refusal};
 use crate::kv::{put_json, Kv, StoreError};
 use crate::schedule::problem::{LedgerEntry, SpecInfo};
@@ -86,6 +86,7 @@ fn apply_decision(
             ledger::hold(kv, &entry)?;
         }
         task.center_ids = centers.clone();
+        lifecycle::order_dispatch(kv, &mut job, task_index, at_ms);
     }
     job.status_reason = decision.explain.reason.clone();
     job.updated_at = at_ms;

@@ -16,7 +16,7 @@ fn a_submitted_job_is_pending_with_every_replica_pending_and_indexed() {
     let mut kv = catalog();
     let job = submitted(&mut kv, job_request("img1", "s1", 3));
     assert_eq!(job.status, RunState::Pending);
-    assert_eq!(job.tasks[0].replica_status, vec![RunState::Pending; 3]);
+    assert_eq!(job.tasks[0].replica_status(), vec![RunState::Pending; 3]);
     assert!(job.tasks[0].center_ids.is_empty(), "not placed yet");
     assert_eq!((job.created_at, job.updated_at), (T0, T0));
     assert_eq!(job.user_name, "default");
@@ -87,7 +87,7 @@ fn stopping_a_job_fails_it_with_the_reason_and_moves_its_index() {
     assert!(!replayed);
     assert_eq!(stopped.status, RunState::Failed);
     assert_eq!(stopped.status_reason, "stopped by user");
-    assert_eq!(stopped.tasks[0].replica_status, vec![RunState::Failed; 2]);
+    assert_eq!(stopped.tasks[0].replica_status(), vec![RunState::Failed; 2]);
     assert_eq!((stopped.created_at, stopped.updated_at), (T0, T1));
     assert_eq!(stored::<Job>(&kv, JOB, &job.id), Some(stopped));
     assert!(tables::job_ids_in(&kv, RunState::Pending).unwrap().is_empty());
@@ -101,10 +101,10 @@ fn stopping_a_running_job_keeps_finished_replicas_and_fails_the_rest() {
     let job = submitted(&mut kv, job_request("img1", "s1", 2));
     force_status(&mut kv, &job.id, RunState::Running);
     let mut running: Job = stored(&kv, JOB, &job.id).unwrap();
-    running.tasks[0].replica_status = vec![RunState::Completed, RunState::Running];
+    running.tasks[0].replicas[0].phase = jcs_api::model::ReplicaPhase::Completed;
     crate::kv::put_json(&mut kv, tables::object_key(JOB, &job.id), &running);
     let (stopped, _) = job_outcome(ok(&mut kv, stop(&job.id)));
-    assert_eq!(stopped.tasks[0].replica_status, vec![RunState::Completed, RunState::Failed]);
+    assert_eq!(stopped.tasks[0].replica_status(), vec![RunState::Completed, RunState::Failed]);
     assert!(tables::job_ids_in(&kv, RunState::Running).unwrap().is_empty());
     assert_eq!(tables::job_ids_in(&kv, RunState::Failed).unwrap(), vec![job.id]);
 }

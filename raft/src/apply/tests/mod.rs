@@ -21,6 +21,7 @@ use WriteMode::{Create, Replace};
 mod catalog;
 mod deletes;
 mod jobs;
+mod lifecycle;
 mod metrics;
 mod placement;
 mod props;
@@ -183,8 +184,14 @@ fn force_status(kv: &mut MemKv, job_id: &str, state: RunState) {
     let mut job: Job = stored(kv, JOB, job_id).expect("job exists");
     kv.delete(tables::status_key(job.status, job_id));
     job.status = state;
+    let phase = match state {
+        RunState::Pending => jcs_api::model::ReplicaPhase::Unplaced,
+        RunState::Running => jcs_api::model::ReplicaPhase::Running,
+        RunState::Completed => jcs_api::model::ReplicaPhase::Completed,
+        RunState::Failed => jcs_api::model::ReplicaPhase::Failed,
+    };
     for task in &mut job.tasks {
-        task.replica_status = vec![state; task.replica_number as usize];
+        task.replicas.iter_mut().for_each(|r| r.phase = phase);
     }
     kv.put(tables::status_key(state, job_id), Vec::new());
     crate::kv::put_json(kv, tables::object_key(JOB, job_id), &job);
@@ -276,6 +283,7 @@ fn check_invariants(kv: &MemKv) -> Result<(), String> {
             None => return fail(format!("x/{rest} names a missing job")),
         }
     }
+    check_work_lists(kv, &jobs)?;
     let seq = job_seq(kv).unwrap_or(0);
     if jobs.len() as u64 > seq || jobs.keys().any(|id| *id > tables::job_id(seq)) {
         return fail(format!("job sequence {seq} is behind the jobs {:?}", jobs.keys()));
@@ -286,6 +294,45 @@ fn check_invariants(kv: &MemKv) -> Result<(), String> {
             Some(job) if job.idempotency_key.as_deref() == Some(key.as_str()) => {}
             _ => return fail(format!("idempotency key {key} names job {id} which does not carry it")),
         }
+    }
+    Ok(())
+}
+
+/// The per-center work lists match the replicas' phases exactly: a dispatch order for every
+/// replica being dispatched, an on-center entry for every replica submitted and not final.
+fn check_work_lists(kv: &MemKv, jobs: &BTreeMap<String, Job>) -> Result<(), String> {
+    use jcs_api::model::ReplicaPhase;
+    let mut expected_dq = BTreeSet::new();
+    let mut expected_on = BTreeSet::new();
+    for job in jobs.values() {
+        for (t, task) in job.tasks.iter().enumerate() {
+            for (r, replica) in task.replicas.iter().enumerate() {
+                let Some(center) = task.center_ids.get(r) else {
+                    if replica.phase != ReplicaPhase::Unplaced && !replica.phase.is_final() {
+                        return Err(format!("job {} task {t} replica {r} is {:?} without a center", job.id, replica.phase));
+                    }
+                    continue;
+                };
+                let entry = format!("{center}/{}/{t}/{r}", job.id);
+                match replica.phase {
+                    ReplicaPhase::Dispatching => {
+                        expected_dq.insert(entry);
+                    }
+                    ReplicaPhase::Queued | ReplicaPhase::Running | ReplicaPhase::Stopping => {
+                        expected_on.insert(entry);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let dq: BTreeSet<String> = entries(kv, "dq/").into_iter().map(|(k, _)| k).collect();
+    let on: BTreeSet<String> = entries(kv, "on/").into_iter().map(|(k, _)| k).collect();
+    if dq != expected_dq {
+        return Err(format!("dispatch orders {dq:?} but replicas being dispatched {expected_dq:?}"));
+    }
+    if on != expected_on {
+        return Err(format!("on-center entries {on:?} but replicas on centers {expected_on:?}"));
     }
     Ok(())
 }

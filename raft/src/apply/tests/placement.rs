@@ -8,7 +8,7 @@ use crate::command::{PlacementBatch, PlacementDecision};
 use crate::schedule::problem::LedgerEntry;
 use crate::tables::{sched_fence, SchedulerFence};
 
-fn explain(job_id: &str, outcome: DecisionOutcome, reason: &str) -> Explain {
+pub(super) fn explain(job_id: &str, outcome: DecisionOutcome, reason: &str) -> Explain {
     Explain {
         job_id: job_id.into(),
         at: T0,

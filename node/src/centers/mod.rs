@@ -1,0 +1,217 @@
+//! The perception and dispatch engines (field report; standard §6.1.3, §6.4): the only part of
+//! jcs that talks to centers. For every center this node owns, a [`worker`] polls monitoring
+//! and replica status, carries out stop orders and submits placed replicas, writing what it
+//! learns through Raft. Which centers a node owns is [`Ownership`]'s answer: today the leader
+//! owns them all; with shards, each follower owns its share (the owner epoch in every write
+//! already fences a former owner).
+//!
+//! A supervisor keeps one worker per owned center, rebuilding a center's adapter when its
+//! `adapter` field changes, and wakes the workers that have new dispatch or stop orders as the
+//! state machine applies them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jcs_adapters::{Adapter, AdapterContext};
+use jcs_api::model::{Center, ObjectKind};
+use jcs_raft::store::StateReader;
+use jcs_raft::tables;
+use jcs_raft::Raft;
+use tokio::sync::{watch, Notify};
+
+use crate::proposer::Proposer;
+use crate::scheduler::Scheduler;
+
+mod launch;
+mod worker;
+
+/// How the center workers behave, from the node's configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where adapters keep their per-center files (`{dir}/{center}`).
+    pub dir: std::path::PathBuf,
+    pub poll_interval: Duration,
+    /// Consecutive failed polls before a center is marked unavailable.
+    pub failed_polls_before_unavailable: u32,
+    /// Submissions in flight per center.
+    pub dispatch_concurrency: usize,
+    pub stop_grace: Duration,
+    /// Unchanged monitoring is still rewritten this often, so that it never looks stale.
+    pub metrics_refresh: Duration,
+}
+
+/// Which centers this node drives.
+#[derive(Clone)]
+pub struct Ownership {
+    raft: Raft,
+}
+
+impl Ownership {
+    /// The owner epoch this node holds for `center`, if it owns it.
+    pub fn epoch(&self, _center: &str) -> Option<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        (m.current_leader == Some(m.id)).then_some(0)
+    }
+}
+
+/// The adapters of the centers this node has built, for the workers and the log endpoint.
+#[derive(Clone, Default)]
+pub struct Adapters {
+    inner: Arc<Mutex<HashMap<String, (serde_json::Value, Arc<dyn Adapter>)>>>,
+}
+
+impl Adapters {
+    pub fn get(&self, center: &str) -> Option<Arc<dyn Adapter>> {
+        self.inner.lock().expect("adapters lock").get(center).map(|(_, a)| a.clone())
+    }
+
+    /// The adapter for `center`, built anew when its `adapter` field changed.
+    fn ensure(&self, center: &Center, dir: &std::path::Path) -> Result<(Arc<dyn Adapter>, bool), jcs_adapters::AdapterError> {
+        let fingerprint = serde_json::to_value(&center.adapter).unwrap_or_default();
+        let mut map = self.inner.lock().expect("adapters lock");
+        if let Some((seen, adapter)) = map.get(&center.ai_center_id) {
+            if *seen == fingerprint {
+                return Ok((adapter.clone(), false));
+            }
+        }
+        let context = AdapterContext { work_dir: dir.join(&center.ai_center_id) };
+        let adapter = jcs_adapters::build(center, &context)?;
+        map.insert(center.ai_center_id.clone(), (fingerprint, adapter.clone()));
+        Ok((adapter, true))
+    }
+
+    fn forget(&self, center: &str) {
+        self.inner.lock().expect("adapters lock").remove(center);
+    }
+}
+
+/// What the workers share.
+#[derive(Clone)]
+struct Shared {
+    proposer: Proposer,
+    reader: StateReader,
+    scheduler: Scheduler,
+    settings: Settings,
+}
+
+/// Starts the supervisor; it runs until `stop` changes.
+pub fn start(
+    raft: Raft,
+    proposer: Proposer,
+    reader: StateReader,
+    scheduler: Scheduler,
+    settings: Settings,
+    adapters: Adapters,
+    stop: watch::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    let shared = Shared { proposer, reader, scheduler, settings };
+    tokio::spawn(supervise(Ownership { raft: raft.clone() }, raft, shared, adapters, stop))
+}
+
+struct Running {
+    wake: Arc<Notify>,
+    stop: watch::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn supervise(
+    ownership: Ownership,
+    raft: Raft,
+    shared: Shared,
+    adapters: Adapters,
+    mut stop: watch::Receiver<()>,
+) {
+    let mut workers: BTreeMap<String, Running> = BTreeMap::new();
+    let mut applied = raft.metrics();
+    let mut refresh = tokio::time::interval(shared.settings.poll_interval);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let catalog_due = tokio::select! {
+            _ = refresh.tick() => true,
+            changed = applied.changed() => { if changed.is_err() { break } false }
+            _ = stop.changed() => break,
+        };
+        if catalog_due {
+            reconcile_workers(&ownership, &shared, &adapters, &mut workers);
+        }
+        wake_workers_with_orders(&shared.reader, &workers);
+        // Coalesce bursts of applied entries: one scan per tick of the runtime, not per entry.
+        tokio::task::yield_now().await;
+    }
+    for (_, running) in std::mem::take(&mut workers) {
+        let _ = running.stop.send(());
+        let _ = running.task.await;
+    }
+}
+
+/// Starts a worker for each owned center, stops those of centers gone or no longer owned, and
+/// restarts a worker whose adapter was rebuilt.
+fn reconcile_workers(
+    ownership: &Ownership,
+    shared: &Shared,
+    adapters: &Adapters,
+    workers: &mut BTreeMap<String, Running>,
+) {
+    let centers = match tables::all::<Center>(&shared.reader, ObjectKind::Center) {
+        Ok(centers) => centers,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the centers");
+            return;
+        }
+    };
+    let mut wanted = BTreeMap::new();
+    for center in centers {
+        // A center with no adapter is known only through monitoring written to the API.
+        if center.adapter.kind.is_empty() {
+            continue;
+        }
+        let Some(epoch) = ownership.epoch(&center.ai_center_id) else { continue };
+        match adapters.ensure(&center, &shared.settings.dir) {
+            Ok((adapter, rebuilt)) => {
+                wanted.insert(center.ai_center_id.clone(), (epoch, adapter, rebuilt));
+            }
+            Err(e) => tracing::warn!(center_id = %center.ai_center_id, error = %e, "center has no usable adapter"),
+        }
+    }
+    workers.retain(|id, running| {
+        let keep = wanted.get(id).is_some_and(|(_, _, rebuilt)| !rebuilt) && !running.task.is_finished();
+        if !keep {
+            let _ = running.stop.send(());
+            if !wanted.contains_key(id) {
+                adapters.forget(id);
+            }
+        }
+        keep
+    });
+    for (center_id, (epoch, adapter, _)) in wanted {
+        if workers.contains_key(&center_id) {
+            continue;
+        }
+        let wake = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(());
+        let worker = worker::Worker::new(center_id.clone(), epoch, adapter, shared.clone(), wake.clone());
+        let task = tokio::spawn(worker.run(stopped));
+        tracing::info!(center_id = %center_id, owner_epoch = epoch, "center worker started");
+        workers.insert(center_id, Running { wake, stop, task });
+    }
+}
+
+/// Wakes the workers whose centers have dispatch or stop orders.
+fn wake_workers_with_orders(reader: &StateReader, workers: &BTreeMap<String, Running>) {
+    for prefix in [&b"dq/"[..], &b"so/"[..]] {
+        let mut last: Option<String> = None;
+        let _ = jcs_raft::kv::KvRead::scan(reader, prefix, &mut |k, _| {
+            let tail = &k[prefix.len()..];
+            let center = tail.split(|b| *b == b'/').next().unwrap_or_default();
+            if last.as_deref().map(str::as_bytes) != Some(center) {
+                let name = String::from_utf8_lossy(center).into_owned();
+                if let Some(running) = workers.get(&name) {
+                    running.wake.notify_one();
+                }
+                last = Some(name);
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+    }
+}

@@ -1,0 +1,351 @@
+//! One owned center's loop: poll monitoring and replica status every period, carry out stop
+//! orders and submit placed replicas whenever the supervisor says there are some.
+//!
+//! Dispatch is at most once. A key this worker has not itself just seen appear — one already
+//! waiting when the worker started (a restart, a new owner), or one whose submit or record
+//! failed — is *in doubt*: the worker asks the center for it by key before submitting.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use jcs_adapters::{Adapter, AdapterError, NativeId, NativeState};
+use jcs_api::model::{center_status, Center, CenterMetrics, EventKind, FailureCategory, ObjectKind, Observed, ReplicaKey, ReplicaReport};
+use jcs_raft::command::{Command, Outcome};
+use jcs_raft::tables::{self, DispatchOrder, OnCenter, WorkList};
+use tokio::sync::{watch, Notify};
+
+use super::{launch, Shared};
+use crate::scheduler::now_ms;
+
+pub struct Worker {
+    center_id: String,
+    epoch: u64,
+    adapter: Arc<dyn Adapter>,
+    shared: Shared,
+    wake: Arc<Notify>,
+    /// Keys to ask the center about before submitting.
+    doubt: HashSet<ReplicaKey>,
+    /// Whether the first scan of the dispatch list is still to come.
+    first_scan: bool,
+    failed_polls: u32,
+    last_metrics: Option<(CenterMetrics, Instant)>,
+    over_committed: bool,
+    /// What was last reported per replica attempt: only changes are written.
+    observed: HashMap<ReplicaKey, Observed>,
+}
+
+impl Worker {
+    pub fn new(center_id: String, epoch: u64, adapter: Arc<dyn Adapter>, shared: Shared, wake: Arc<Notify>) -> Self {
+        Worker {
+            center_id,
+            epoch,
+            adapter,
+            shared,
+            wake,
+            doubt: HashSet::new(),
+            first_scan: true,
+            failed_polls: 0,
+            last_metrics: None,
+            over_committed: false,
+            observed: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut stop: watch::Receiver<()>) {
+        let mut next_poll = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(next_poll) => {}
+                _ = stop.changed() => return,
+            }
+            if tokio::time::Instant::now() >= next_poll {
+                self.poll().await;
+                next_poll = tokio::time::Instant::now() + self.shared.settings.poll_interval;
+            }
+            self.carry_out_stops().await;
+            self.dispatch_due().await;
+        }
+    }
+
+    async fn propose(&self, command: Command) -> Option<Outcome> {
+        match self.shared.proposer.propose(command).await {
+            Ok(Ok(outcome)) => Some(outcome),
+            Ok(Err(refusal)) => {
+                tracing::warn!(center_id = %self.center_id, %refusal, "center write refused");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(center_id = %self.center_id, error = %e, "center write not committed");
+                None
+            }
+        }
+    }
+
+    async fn event(&self, kind: EventKind, job_id: Option<String>, message: String) {
+        tracing::info!(center_id = %self.center_id, kind = kind.as_str(), job_id = ?job_id, %message, "center event");
+        let command = Command::RecordEvent { center_id: self.center_id.clone(), kind, job_id, message };
+        self.propose(command).await;
+    }
+
+    fn center(&self) -> Option<Center> {
+        tables::get(&self.shared.reader, ObjectKind::Center, &self.center_id).ok().flatten()
+    }
+
+    /// Monitoring and status, then the center's health verdict.
+    async fn poll(&mut self) {
+        let result = match self.adapter.resources().await {
+            Ok(report) => {
+                self.write_metrics(report).await;
+                self.poll_replicas().await
+            }
+            Err(e) => Err(e),
+        };
+        let status = self.center().map(|c| c.status);
+        let available = status.map(|s| s == center_status::AVAILABLE);
+        match result {
+            Ok(()) => {
+                self.failed_polls = 0;
+                if status.is_some_and(|s| s != center_status::AVAILABLE) {
+                    self.set_health(true, "the center answers its polls".into()).await;
+                }
+            }
+            Err(e) => {
+                self.failed_polls += 1;
+                metrics::counter!("jcs_center_poll_failures_total", "center" => self.center_id.clone()).increment(1);
+                if self.failed_polls == 1 {
+                    self.event(EventKind::PollFailed, None, e.to_string()).await;
+                }
+                if self.failed_polls >= self.shared.settings.failed_polls_before_unavailable && available != Some(false) {
+                    let why = format!("{} consecutive polls failed, last: {e}", self.failed_polls);
+                    self.set_health(false, why).await;
+                }
+            }
+        }
+    }
+
+    async fn set_health(&self, available: bool, reason: String) {
+        tracing::warn!(center_id = %self.center_id, available, %reason, "center health changes");
+        let command = Command::SetCenterHealth {
+            center_id: self.center_id.clone(),
+            owner_epoch: self.epoch,
+            available,
+            reason,
+        };
+        if self.propose(command).await.is_some() {
+            self.shared.scheduler.capacity_changed();
+        }
+    }
+
+    /// Writes Table 4 when it changed, or when the last write is getting old.
+    async fn write_metrics(&mut self, report: jcs_adapters::ResourceReport) {
+        let metrics = report.metrics;
+        let over = metrics.cpu_free < 0 || metrics.memory_free < 0 || metrics.gpu_free < 0;
+        if over && !self.over_committed {
+            self.event(EventKind::OverCommitted, None, format!("free capacity below zero: {metrics:?}")).await;
+        }
+        self.over_committed = over;
+        let unchanged = self.last_metrics.as_ref().is_some_and(|(last, at)| {
+            *last == metrics && at.elapsed() < self.shared.settings.metrics_refresh
+        });
+        if unchanged {
+            return;
+        }
+        let command = Command::ReportMetrics { center_id: self.center_id.clone(), metrics: metrics.clone() };
+        if self.propose(command).await.is_some() {
+            self.last_metrics = Some((metrics, Instant::now()));
+            self.shared.scheduler.capacity_changed();
+        }
+    }
+
+    /// Asks the center about every replica it should have and reports what changed.
+    async fn poll_replicas(&mut self) -> Result<(), AdapterError> {
+        let on: Vec<(String, u32, u32, OnCenter)> =
+            tables::work_list(&self.shared.reader, WorkList::OnCenter, &self.center_id).unwrap_or_default();
+        if on.is_empty() {
+            self.observed.clear();
+            return Ok(());
+        }
+        let ids: Vec<NativeId> = on.iter().map(|(.., o)| NativeId(o.native_id.clone())).collect();
+        let states = self.adapter.status(&ids).await?;
+        let mut reports = Vec::new();
+        let mut live = HashMap::new();
+        for ((job_id, task, replica, o), state) in on.into_iter().zip(states) {
+            let key = ReplicaKey { job_id, task, replica, attempt: o.attempt };
+            let observed = observe(state);
+            if self.observed.get(&key) != Some(&observed) {
+                reports.push(ReplicaReport { key: key.clone(), observed: observed.clone() });
+            }
+            live.insert(key, observed);
+        }
+        self.observed = live;
+        if !reports.is_empty() {
+            let finished = reports.iter().any(|r| matches!(r.observed, Observed::Completed | Observed::Failed { .. }));
+            let command =
+                Command::ReportReplicas { center_id: self.center_id.clone(), owner_epoch: self.epoch, reports };
+            if self.propose(command).await.is_none() {
+                self.observed.clear();
+            } else if finished {
+                self.shared.scheduler.capacity_changed();
+            }
+        }
+        Ok(())
+    }
+
+    async fn carry_out_stops(&mut self) {
+        let orders = tables::stop_orders(&self.shared.reader, &self.center_id).unwrap_or_default();
+        if orders.is_empty() {
+            return;
+        }
+        let grace = self.shared.settings.stop_grace;
+        let adapter = self.adapter.clone();
+        let done: Vec<ReplicaKey> = stream::iter(orders)
+            .map(|(key, order)| {
+                let adapter = adapter.clone();
+                async move {
+                    match adapter.stop(&NativeId(order.native_id.clone()), grace).await {
+                        Ok(()) => Some(key),
+                        Err(e) => {
+                            tracing::warn!(replica = %key, error = %e, "stop failed; will retry");
+                            None
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(self.shared.settings.dispatch_concurrency)
+            .filter_map(|k| async move { k })
+            .collect()
+            .await;
+        if !done.is_empty() {
+            let command = Command::StopsDone { center_id: self.center_id.clone(), owner_epoch: self.epoch, keys: done };
+            self.propose(command).await;
+        }
+    }
+
+    /// Submits every due dispatch order, a few at a time.
+    async fn dispatch_due(&mut self) {
+        let orders: Vec<(String, u32, u32, DispatchOrder)> =
+            tables::work_list(&self.shared.reader, WorkList::Dispatch, &self.center_id).unwrap_or_default();
+        let now = now_ms();
+        let mut due = Vec::new();
+        let mut next_due: Option<i64> = None;
+        for (job_id, task, replica, order) in orders {
+            let key = ReplicaKey { job_id, task, replica, attempt: order.attempt };
+            if self.first_scan {
+                self.doubt.insert(key.clone());
+            }
+            if order.not_before > now {
+                next_due = Some(next_due.map_or(order.not_before, |n| n.min(order.not_before)));
+                continue;
+            }
+            let in_doubt = self.doubt.contains(&key);
+            due.push((key, in_doubt));
+        }
+        self.first_scan = false;
+        if let Some(at) = next_due {
+            let wake = self.wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis((at - now).max(1) as u64)).await;
+                wake.notify_one();
+            });
+        }
+        let this = &*self;
+        let results: Vec<(ReplicaKey, bool)> = stream::iter(due)
+            .map(|(key, in_doubt)| async move {
+                let ok = this.dispatch_one(&key, in_doubt).await;
+                (key, ok)
+            })
+            .buffer_unordered(self.shared.settings.dispatch_concurrency)
+            .collect()
+            .await;
+        for (key, ok) in results {
+            if ok {
+                self.doubt.remove(&key);
+            } else {
+                self.doubt.insert(key);
+            }
+        }
+    }
+
+    /// Submits one replica attempt and records it; `false` leaves the key in doubt.
+    async fn dispatch_one(&self, key: &ReplicaKey, in_doubt: bool) -> bool {
+        let started = Instant::now();
+        let launch = match launch::build(&self.shared.reader, &self.center_id, key) {
+            Ok(Some(launch)) => launch,
+            Ok(None) => return true, // the order went away meanwhile
+            Err(e) => {
+                tracing::error!(replica = %key, error = %e, "cannot build the launch");
+                return false;
+            }
+        };
+        let existing = if in_doubt {
+            match self.adapter.find(key).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(center_id = %self.center_id, replica = %key, error = %e, "cannot ask the center about a replica in doubt");
+                    return false;
+                }
+            }
+        } else {
+            None
+        };
+        let native = match existing {
+            Some(native) => {
+                tracing::info!(center_id = %self.center_id, replica = %key, native_id = %native, "found a replica submitted before: not submitting again");
+                native
+            }
+            None => match self.adapter.submit(&launch).await {
+                Ok(native) => native,
+                Err(AdapterError::Unavailable(why)) => {
+                    tracing::warn!(center_id = %self.center_id, replica = %key, %why, "submit failed; will ask before retrying");
+                    return false;
+                }
+                Err(refused) => {
+                    self.refused(key, refused.to_string()).await;
+                    return true;
+                }
+            },
+        };
+        let command = Command::Dispatched {
+            center_id: self.center_id.clone(),
+            owner_epoch: self.epoch,
+            key: key.clone(),
+            native_id: native.0.clone(),
+        };
+        let recorded = self.propose(command).await.is_some();
+        if recorded {
+            metrics::histogram!("jcs_dispatch_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("jcs_replicas_dispatched_total").increment(1);
+            tracing::debug!(center_id = %self.center_id, replica = %key, native_id = %native, "replica dispatched");
+        }
+        recorded
+    }
+
+    /// The center refused a replica: it goes elsewhere (a center fault, not the program's).
+    async fn refused(&self, key: &ReplicaKey, why: String) {
+        self.event(EventKind::DispatchFailed, Some(key.job_id.clone()), format!("{key}: {why}")).await;
+        let observed = Observed::Failed { exit_code: None, category: FailureCategory::Center, reason: why };
+        let reports = vec![ReplicaReport { key: key.clone(), observed }];
+        let command = Command::ReportReplicas { center_id: self.center_id.clone(), owner_epoch: self.epoch, reports };
+        if self.propose(command).await.is_some() {
+            self.shared.scheduler.kick();
+        }
+    }
+}
+
+/// A native state as jcs records it: a job the center forgot is a center fault.
+fn observe(state: NativeState) -> Observed {
+    match state {
+        NativeState::Queued => Observed::Queued,
+        NativeState::Running => Observed::Running,
+        NativeState::Succeeded => Observed::Completed,
+        NativeState::Failed { exit_code, category, reason } => Observed::Failed { exit_code, category, reason },
+        NativeState::Missing => Observed::Failed {
+            exit_code: None,
+            category: FailureCategory::Center,
+            reason: "the center has no record of the replica".into(),
+        },
+    }
+}
