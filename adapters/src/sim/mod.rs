@@ -14,6 +14,8 @@
 mod chance;
 mod script;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
