@@ -3,8 +3,13 @@
 //! held to the same behaviour the node relies on (idempotent submit, re-adoption after a
 //! restart, final states with the right failure category, stop, logs, resources, storage).
 //!
-//! ```ignore
-//! conformance::run_all(|| Arc::new(MyCenter::new(&cfg)) as Arc<dyn Adapter>).await;
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use jcs_adapters::{conformance, sim::SimCenter, Adapter, AdapterContext};
+//! # async fn check(ctx: AdapterContext) {
+//! let config = serde_json::json!({ "latency_ms": 1 });
+//! conformance::run_all(|| Arc::new(SimCenter::new("sim1", &config, &ctx).unwrap()) as Arc<dyn Adapter>).await;
+//! # }
 //! ```
 //!
 //! `make` returns a *fresh* adapter instance on the *same* center (same work dir, same

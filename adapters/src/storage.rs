@@ -52,12 +52,14 @@ fn check_prefix(prefix: &str) -> Result<()> {
 pub(crate) struct FsStorage {
     root: PathBuf,
     tmp: PathBuf,
-    counter: AtomicU64,
 }
+
+/// Numbers temporary files, process-wide: instances on one root never share one.
+static TMP_FILES: AtomicU64 = AtomicU64::new(0);
 
 impl FsStorage {
     pub(crate) fn new(root: PathBuf, tmp: PathBuf) -> Self {
-        FsStorage { root, tmp, counter: AtomicU64::new(0) }
+        FsStorage { root, tmp }
     }
 
     fn resolve(&self, path: &str) -> Result<PathBuf> {
@@ -83,7 +85,7 @@ impl Storage for FsStorage {
         let parent = target.parent().expect("a resolved path is below the root");
         tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(path, e))?;
         tokio::fs::create_dir_all(&self.tmp).await.map_err(|e| io_error(path, e))?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let n = TMP_FILES.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp.join(format!("{}-{n}", std::process::id()));
         tokio::fs::write(&tmp, data).await.map_err(|e| io_error(path, e))?;
         if let Err(e) = tokio::fs::rename(&tmp, &target).await {

@@ -75,9 +75,10 @@ pub struct LocalCenter {
     /// replica directories.
     pool: Mutex<Pool<ReplicaKey>>,
     storage: FsStorage,
-    /// Numbers staging directories.
-    staged: AtomicU64,
 }
+
+/// Numbers staging directories, process-wide: instances on one work dir never share one.
+static STAGED: AtomicU64 = AtomicU64::new(0);
 
 impl LocalCenter {
     /// Reads the config and re-adopts every replica found under `ctx.work_dir`.
@@ -98,7 +99,6 @@ impl LocalCenter {
             max_grace: Duration::from_millis(config.stop_grace_ms),
             pool: Mutex::new(pool),
             storage: FsStorage::new(ctx.work_dir.join("storage"), ctx.work_dir.join("storage.tmp")),
-            staged: AtomicU64::new(0),
         })
     }
 
@@ -158,7 +158,7 @@ impl LocalCenter {
     }
 
     fn staging_dir(&self) -> PathBuf {
-        let n = self.staged.fetch_add(1, Ordering::Relaxed);
+        let n = STAGED.fetch_add(1, Ordering::Relaxed);
         self.replicas.join(format!("{}{n}", staging_prefix()))
     }
 }
@@ -203,7 +203,9 @@ fn adopt(center: &str, replicas: &Path, pool: &mut Pool<ReplicaKey>) -> std::io:
             None if dir.is_stopped() || dir.was_started() => {}
             None => match dir.submission() {
                 Ok((submitted_ns, launch)) => queued.push((submitted_ns, key, launch.demand)),
-                Err(e) => tracing::warn!(center, replica = %key, error = %e, "queued replica has no readable launch.json"),
+                Err(e) => {
+                    tracing::warn!(center, replica = %key, error = %e, "queued replica has no readable launch.json")
+                }
             },
         }
     }
@@ -289,7 +291,8 @@ impl Adapter for LocalCenter {
             };
             dir.mark_stopped()
                 .map_err(|e| AdapterError::Unavailable(format!("cannot record the stop of {id}: {e}")))?;
-            if pool.release(&key) && running.is_none() {
+            // A running replica keeps its capacity until its processes are gone (`advance`).
+            if running.is_none() && pool.release(&key) {
                 tracing::info!(center = %self.id, replica = %key, "queued replica stopped");
             }
             running
@@ -298,6 +301,7 @@ impl Adapter for LocalCenter {
             let grace = grace.min(self.max_grace);
             tracing::info!(center = %self.id, replica = %key, pid = process.pid, ?grace, "stopping replica");
             process.terminate(grace).await.map_err(AdapterError::Unavailable)?;
+            tracing::info!(center = %self.id, replica = %key, "replica stopped");
             self.advance(&mut self.lock());
         }
         Ok(())

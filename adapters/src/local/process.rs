@@ -87,9 +87,10 @@ impl ProcessRecord {
         }
         // Members exist, but maybe only as zombies: look for a live one.
         let Ok(entries) = std::fs::read_dir("/proc") else { return true };
-        entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).any(|pid| {
-            stat(pid).is_some_and(|s| s.pgid == self.pid && is_live(&s))
-        })
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .any(|pid| stat(pid).is_some_and(|s| s.pgid == self.pid && is_live(&s)))
     }
 
     fn signal_group(&self, signal: libc::c_int) {

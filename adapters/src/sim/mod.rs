@@ -145,7 +145,11 @@ enum Fate {
 impl Fate {
     /// For calls that change nothing, a lost answer is just a failure.
     fn serve(self) -> Result<()> {
-        if self == Fate::Serve { Ok(()) } else { Err(transient()) }
+        if self == Fate::Serve {
+            Ok(())
+        } else {
+            Err(transient())
+        }
     }
 }
 
@@ -239,7 +243,8 @@ impl SimCenter {
             .runtime_secs
             .or(launch.duration_hint.map(|d| d.as_secs_f64()))
             .unwrap_or(self.config.default_duration_secs);
-        let unlucky = chance::percentile(&launch.key.to_string(), self.config.seed) < u64::from(self.config.failure_pct);
+        let unlucky =
+            chance::percentile(&launch.key.to_string(), self.config.seed) < u64::from(self.config.failure_pct);
         Plan {
             // Float-to-int `as` saturates: absurd durations become "forever".
             runtime_us: (secs / self.config.time_scale * 1e6).round() as u64,
@@ -335,8 +340,9 @@ impl Adapter for SimCenter {
         let mut inner = self.lock();
         self.advance(&mut inner)?;
         let now = inner.state.now();
-        let replica =
-            parse_native_id(id).and_then(|seq| inner.state.get(seq)).ok_or_else(|| AdapterError::NotFound(id.to_string()))?;
+        let replica = parse_native_id(id)
+            .and_then(|seq| inner.state.get(seq))
+            .ok_or_else(|| AdapterError::NotFound(id.to_string()))?;
         let log = replica.log(&self.id, now).into_bytes();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(log.len());
         let end = start.saturating_add(max).min(log.len());

@@ -273,7 +273,10 @@ mod tests {
         assert!(!st.stop(a, 103 * S), "stopping twice changes nothing");
         assert_eq!(st.get(b).unwrap().started_us, Some(102 * S));
         st.advance(500 * S);
-        assert!(matches!(st.get(a).unwrap().state(500 * S), NativeState::Failed { category: FailureCategory::Stopped, .. }));
+        assert!(matches!(
+            st.get(a).unwrap().state(500 * S),
+            NativeState::Failed { category: FailureCategory::Stopped, .. }
+        ));
         assert!(!st.stop(b, 500 * S), "an ended replica is not stopped");
         assert_eq!(st.get(b).unwrap().state(500 * S), NativeState::Succeeded);
     }

@@ -64,7 +64,11 @@ async fn commands_set_runtime_exit_code_and_output() {
     let failed = s.submit(&launch("exit", "exit 3")).await.unwrap();
     assert_eq!(
         state(&s, &failed).await,
-        NativeState::Failed { exit_code: Some(3), category: FailureCategory::Application, reason: "exit code 3".into() },
+        NativeState::Failed {
+            exit_code: Some(3),
+            category: FailureCategory::Application,
+            reason: "exit code 3".into()
+        },
         "exit 3 fails at once"
     );
     assert_eq!(state(&s, &ok).await, NativeState::Running);
@@ -87,7 +91,10 @@ async fn without_sleep_or_exit_the_hint_or_default_duration_applies_scaled() {
     let default = s.submit(&launch("default", "python train.py")).await.unwrap();
     let hinted = ReplicaLaunch { duration_hint: Some(Duration::from_secs(60)), ..launch("hint", "python train.py") };
     let hinted = s.submit(&hinted).await.unwrap();
-    assert_eq!(s.status(&[default.clone(), hinted.clone()]).await.unwrap(), [NativeState::Running, NativeState::Running]);
+    assert_eq!(
+        s.status(&[default.clone(), hinted.clone()]).await.unwrap(),
+        [NativeState::Running, NativeState::Running]
+    );
     wait_until(&s, &default, |st| *st == NativeState::Succeeded).await;
     assert!(started.elapsed() >= Duration::from_millis(100), "30 s at 300x lasts 0.1 s");
     wait_until(&s, &hinted, |st| *st == NativeState::Succeeded).await;
