@@ -1,10 +1,10 @@
 //! The local center: replicas run as real processes on this host — for single-machine
 //! deployments, development, and end-to-end tests of jcs with real commands.
 //!
-//! Everything the center knows is on disk under its work dir (see [`replica`] for the layout),
+//! Everything the center knows is on disk under its work dir (see `replica` for the layout),
 //! and replicas run in their own process groups outside the node's process, so a node that is
 //! killed and restarted re-adopts its running replicas with a fresh `LocalCenter`. The declared
-//! capacity is accounted by the shared [`Pool`]; what does not fit waits in a FIFO queue that
+//! capacity is accounted by the shared `Pool`; what does not fit waits in a FIFO queue that
 //! every `submit`, `status` and `resources` call advances (the node polls, so that suffices).
 
 mod process;

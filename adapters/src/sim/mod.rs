@@ -1,15 +1,16 @@
 //! The simulated center: a remote platform that runs nothing, for tests, demos and benchmarks
 //! (hundreds are registered at once, so one costs a mutex and a few maps — no task per
-//! replica, time evaluated lazily, see [`state`]).
+//! replica, time evaluated lazily, see `state`).
 //!
-//! It reads a replica's command with a tiny language ([`script`]: `sleep N`, `exit N`, `echo`)
-//! so that the commands used against local centers behave alike here. It can misbehave on
+//! It reads a replica's command with a tiny language (`script`: `sleep N`, `exit N`, `echo`)
+//! so that the commands used against local centers behave alike here; all durations are
+//! divided by `time_scale`, and a stop takes effect at once (no grace). It can misbehave on
 //! purpose: every call takes `latency_ms`; a share of calls fail with `Unavailable`
 //! (deterministic for a seed, and for `submit`/`stop` half of them after the request took
 //! effect, as when an answer is lost); a share of replicas fail with exit code 1; and while the
 //! file `OUTAGE` exists in its work dir, every call fails as if the center were unreachable.
 //! Its state is saved to `sim-state.json` after every change that matters, so it survives a
-//! node restart; its storage is in memory and does not.
+//! node restart; its storage is in memory, does not survive, and ignores latency and faults.
 
 mod chance;
 mod script;

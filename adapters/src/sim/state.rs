@@ -1,4 +1,4 @@
-//! The simulated platform's state: every replica it was given, the shared [`Pool`] for capacity
+//! The simulated platform's state: every replica it was given, the shared `Pool` for capacity
 //! and queue, and the pending ends of runs. Time is evaluated lazily: each call first replays,
 //! in time order, the ends that happened since the last call — starting queued replicas at the
 //! very moment capacity freed — so the outcome does not depend on how often the node polls,
