@@ -21,9 +21,12 @@ use jcs_api::model::{Center, CenterMetrics, FailureCategory, ReplicaKey};
 use jcs_api::quantity::ResourceAmounts;
 use serde::{Deserialize, Serialize};
 
+mod config;
 pub mod conformance;
 pub mod local;
+mod pool;
 pub mod sim;
+mod storage;
 
 /// Why an adapter call failed. `Unavailable` is transient (retry later, count towards the
 /// center's failed polls); the others are definite answers.

@@ -1,0 +1,361 @@
+//! The simulated center: a remote platform that runs nothing, for tests, demos and benchmarks
+//! (hundreds are registered at once, so one costs a mutex and a few maps — no task per
+//! replica, time evaluated lazily, see `state`).
+//!
+//! It reads a replica's command with a tiny language (`script`: `sleep N`, `exit N`, `echo`)
+//! so that the commands used against local centers behave alike here; all durations are
+//! divided by `time_scale`, and a stop takes effect at once (no grace). It can misbehave on
+//! purpose: every call takes `latency_ms`; a share of calls fail with `Unavailable`
+//! (deterministic for a seed, and for `submit`/`stop` half of them after the request took
+//! effect, as when an answer is lost); a share of replicas fail with exit code 1; and while the
+//! file `OUTAGE` exists in its work dir, every call fails as if the center were unreachable.
+//! Its state is saved to `sim-state.json` after every change that matters, so it survives a
+//! node restart; its storage is in memory, does not survive, and ignores latency and faults.
+
+mod chance;
+mod script;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use jcs_api::model::ReplicaKey;
+use serde::Deserialize;
+
+use self::chance::Rng;
+use self::script::Script;
+use self::state::{Plan, SimState};
+use crate::config::{self, Images};
+use crate::pool::Pool;
+use crate::storage::MemStorage;
+use crate::{
+    Adapter, AdapterContext, AdapterError, Capabilities, LogChunk, NativeId, NativeImage, NativeState, ReplicaLaunch,
+    ResourceReport, Result, Storage,
+};
+
+/// `adapter.config` of a `sim` center.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// Declared capacity as quantities per device kind; a kind it does not name has none.
+    /// Default `{"cpu":"64","memory":"256Gi","gpu":"8"}`.
+    #[serde(default = "default_capacity")]
+    pub capacity: BTreeMap<String, String>,
+    /// Delay of every call, in ms. Default 2.
+    #[serde(default = "default_latency_ms")]
+    pub latency_ms: u64,
+    /// Percentage (0..=100) of calls that fail with `Unavailable`; for `submit` and `stop`, half
+    /// of those fail after the request took effect. Default 0.
+    #[serde(default)]
+    pub transient_error_pct: u32,
+    /// Percentage (0..=100) of replicas that fail with exit code 1 at the end of their run
+    /// (unless their command has an `exit`), chosen by a hash of the replica key and the seed.
+    /// Default 0.
+    #[serde(default)]
+    pub failure_pct: u32,
+    /// Seed of the transient errors and of the failure choice. Default 1.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Runtime of a replica whose command has no `sleep`/`exit` and whose launch has no
+    /// duration hint, in seconds. Default 30.
+    #[serde(default = "default_duration_secs")]
+    pub default_duration_secs: f64,
+    /// Speed-up of simulated time: a run lasts its duration divided by this. Default 1.0.
+    #[serde(default = "default_time_scale")]
+    pub time_scale: f64,
+    /// Names of the images the center has. Default `["default"]`.
+    #[serde(default = "config::default_images")]
+    pub images: Vec<String>,
+}
+
+fn default_capacity() -> BTreeMap<String, String> {
+    config::quantities(&[("cpu", "64"), ("memory", "256Gi"), ("gpu", "8")])
+}
+
+fn default_latency_ms() -> u64 {
+    2
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_duration_secs() -> f64 {
+    30.0
+}
+
+fn default_time_scale() -> f64 {
+    1.0
+}
+
+impl SimConfig {
+    fn validate(&self, center: &str) -> Result<()> {
+        let bad = |what: String| Err(AdapterError::Config(format!("center '{center}': sim adapter config: {what}")));
+        for (field, pct) in [("transient_error_pct", self.transient_error_pct), ("failure_pct", self.failure_pct)] {
+            if pct > 100 {
+                return bad(format!("{field} is {pct}, must be between 0 and 100"));
+            }
+        }
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+            return bad(format!("time_scale is {}, must be a positive number", self.time_scale));
+        }
+        if !(self.default_duration_secs.is_finite() && self.default_duration_secs >= 0.0) {
+            return bad(format!("default_duration_secs is {}, must be 0 or more", self.default_duration_secs));
+        }
+        Ok(())
+    }
+}
+
+/// Numbers instances, so that concurrent instances on one work dir never share a temporary file.
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+/// A simulated center.
+pub struct SimCenter {
+    id: String,
+    config: SimConfig,
+    images: Images,
+    /// While this file exists, the center is unreachable.
+    outage: PathBuf,
+    snapshot: PathBuf,
+    /// Where a snapshot is written before it is renamed over `snapshot`.
+    staging: PathBuf,
+    inner: Mutex<Inner>,
+    storage: MemStorage,
+}
+
+struct Inner {
+    state: SimState,
+    rng: Rng,
+}
+
+/// What the simulated platform does with one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Serve,
+    Fail,
+    /// Do it, then fail as if the answer were lost.
+    LoseAnswer,
+}
+
+impl Fate {
+    /// For calls that change nothing, a lost answer is just a failure.
+    fn serve(self) -> Result<()> {
+        if self == Fate::Serve {
+            Ok(())
+        } else {
+            Err(transient())
+        }
+    }
+}
+
+fn transient() -> AdapterError {
+    AdapterError::Unavailable("simulated transient error".to_string())
+}
+
+fn native_id(seq: u64) -> NativeId {
+    NativeId(format!("sim-{seq}"))
+}
+
+fn parse_native_id(id: &NativeId) -> Option<u64> {
+    id.0.strip_prefix("sim-")?.parse().ok()
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl SimCenter {
+    /// Reads the config and the state a previous instance saved in `ctx.work_dir`.
+    pub fn new(center_id: &str, config: &serde_json::Value, ctx: &AdapterContext) -> Result<Self> {
+        let config: SimConfig = config::parse("sim", center_id, config)?;
+        config.validate(center_id)?;
+        let pool = Pool::new(center_id, config::capacity(center_id, &config.capacity)?);
+        let unusable = |what: String| AdapterError::Config(format!("center '{center_id}': {what}"));
+        std::fs::create_dir_all(&ctx.work_dir)
+            .map_err(|e| unusable(format!("work dir {}: {e}", ctx.work_dir.display())))?;
+        let snapshot = ctx.work_dir.join("sim-state.json");
+        let state = match std::fs::read(&snapshot) {
+            Ok(bytes) => SimState::load(&bytes, pool)
+                .map_err(|e| unusable(format!("corrupt simulator state {}: {e}", snapshot.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SimState::new(pool),
+            Err(e) => return Err(unusable(format!("simulator state {}: {e}", snapshot.display()))),
+        };
+        let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
+        Ok(SimCenter {
+            id: center_id.to_string(),
+            images: Images::new(config.images.clone()),
+            outage: ctx.work_dir.join("OUTAGE"),
+            staging: ctx.work_dir.join(format!("sim-state.json.{}-{instance}.tmp", std::process::id())),
+            snapshot,
+            inner: Mutex::new(Inner { state, rng: Rng::new(config.seed) }),
+            storage: MemStorage::default(),
+            config,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every call's way in: latency, the outage failpoint, then the transient-error draw.
+    async fn enter(&self) -> Result<Fate> {
+        if self.config.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.config.latency_ms)).await;
+        }
+        if self.outage.exists() {
+            return Err(AdapterError::Unavailable("simulated outage".to_string()));
+        }
+        if self.config.transient_error_pct == 0 {
+            return Ok(Fate::Serve);
+        }
+        let draw = self.lock().rng.next_u64();
+        Ok(match draw % 100 < u64::from(self.config.transient_error_pct) {
+            false => Fate::Serve,
+            true if draw >> 63 == 1 => Fate::LoseAnswer,
+            true => Fate::Fail,
+        })
+    }
+
+    /// Replays time up to now, saving the state when a queued replica started.
+    fn advance(&self, inner: &mut Inner) -> Result<()> {
+        if inner.state.advance(now_us()) {
+            self.persist(&inner.state)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the state atomically (temporary file, then rename).
+    fn persist(&self, state: &SimState) -> Result<()> {
+        std::fs::write(&self.staging, state.snapshot())
+            .and_then(|()| std::fs::rename(&self.staging, &self.snapshot))
+            .map_err(|e| AdapterError::Unavailable(format!("cannot save the simulator state: {e}")))
+    }
+
+    /// What a launch will do.
+    fn plan(&self, launch: &ReplicaLaunch) -> Plan {
+        let script = Script::parse(&launch.command);
+        let secs = script
+            .runtime_secs
+            .or(launch.duration_hint.map(|d| d.as_secs_f64()))
+            .unwrap_or(self.config.default_duration_secs);
+        let unlucky =
+            chance::percentile(&launch.key.to_string(), self.config.seed) < u64::from(self.config.failure_pct);
+        Plan {
+            // Float-to-int `as` saturates: absurd durations become "forever".
+            runtime_us: (secs / self.config.time_scale * 1e6).round() as u64,
+            exit_code: script.exit_code.unwrap_or(if unlucky { 1 } else { 0 }),
+            output: script.output,
+        }
+    }
+}
+
+#[async_trait]
+impl Adapter for SimCenter {
+    fn kind(&self) -> &'static str {
+        "sim"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { live_logs: true, storage: true, images: true, survives_node_restart: true }
+    }
+
+    async fn resources(&self) -> Result<ResourceReport> {
+        self.enter().await?.serve()?;
+        let mut inner = self.lock();
+        self.advance(&mut inner)?;
+        Ok(inner.state.report())
+    }
+
+    async fn images(&self) -> Result<Vec<NativeImage>> {
+        self.enter().await?.serve()?;
+        Ok(self.images.native())
+    }
+
+    async fn submit(&self, launch: &ReplicaLaunch) -> Result<NativeId> {
+        let fate = self.enter().await?;
+        if fate == Fate::Fail {
+            return Err(transient());
+        }
+        let mut inner = self.lock();
+        self.advance(&mut inner)?;
+        let seq = match inner.state.find(&launch.key) {
+            Some(seq) => seq,
+            None => {
+                self.images.check(&launch.image)?;
+                inner.state.check_admissible(&launch.demand)?;
+                let now = inner.state.now();
+                let seq = inner.state.submit(launch.key.clone(), launch.demand.clone(), self.plan(launch), now);
+                self.persist(&inner.state)?;
+                tracing::info!(center = %self.id, replica = %launch.key, id = %native_id(seq), "replica submitted");
+                seq
+            }
+        };
+        if fate == Fate::LoseAnswer {
+            return Err(transient());
+        }
+        Ok(native_id(seq))
+    }
+
+    async fn find(&self, key: &ReplicaKey) -> Result<Option<NativeId>> {
+        self.enter().await?.serve()?;
+        Ok(self.lock().state.find(key).map(native_id))
+    }
+
+    async fn status(&self, ids: &[NativeId]) -> Result<Vec<NativeState>> {
+        self.enter().await?.serve()?;
+        let mut inner = self.lock();
+        self.advance(&mut inner)?;
+        let (state, now) = (&inner.state, inner.state.now());
+        Ok(ids
+            .iter()
+            .map(|id| parse_native_id(id).and_then(|seq| state.get(seq)).map_or(NativeState::Missing, |r| r.state(now)))
+            .collect())
+    }
+
+    async fn stop(&self, id: &NativeId, _grace: Duration) -> Result<()> {
+        let fate = self.enter().await?;
+        if fate == Fate::Fail {
+            return Err(transient());
+        }
+        if let Some(seq) = parse_native_id(id) {
+            let mut inner = self.lock();
+            if inner.state.stop(seq, now_us()) {
+                self.persist(&inner.state)?;
+                tracing::info!(center = %self.id, %id, "replica stopped");
+            }
+        }
+        if fate == Fate::LoseAnswer {
+            return Err(transient());
+        }
+        Ok(())
+    }
+
+    async fn read_log(&self, id: &NativeId, offset: u64, max: usize) -> Result<LogChunk> {
+        self.enter().await?.serve()?;
+        let mut inner = self.lock();
+        self.advance(&mut inner)?;
+        let now = inner.state.now();
+        let replica = parse_native_id(id)
+            .and_then(|seq| inner.state.get(seq))
+            .ok_or_else(|| AdapterError::NotFound(id.to_string()))?;
+        let log = replica.log(&self.id, now).into_bytes();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(log.len());
+        let end = start.saturating_add(max).min(log.len());
+        let next_offset = offset + (end - start) as u64;
+        Ok(LogChunk {
+            data: log[start..end].to_vec(),
+            next_offset,
+            complete: replica.has_ended(now) && next_offset >= log.len() as u64,
+        })
+    }
+
+    fn storage(&self) -> Option<&dyn Storage> {
+        Some(&self.storage)
+    }
+}
