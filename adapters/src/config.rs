@@ -33,31 +33,30 @@ pub(crate) fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// The default image list: one image called `default`.
-pub(crate) fn default_images() -> Vec<String> {
-    vec!["default".to_string()]
-}
-
-/// The images a center declares in its config.
+/// The images a center declares in its config. Without a list the center takes any image: the
+/// catalog's Table 5 (which the scheduler checks) is then the only record of what it holds.
 #[derive(Debug, Clone)]
-pub(crate) struct Images(Vec<String>);
+pub(crate) struct Images(Option<Vec<String>>);
 
 impl Images {
-    pub(crate) fn new(names: Vec<String>) -> Self {
+    pub(crate) fn new(names: Option<Vec<String>>) -> Self {
         Images(names)
     }
 
     /// The images as the adapter reports them (the name is also the reference).
     pub(crate) fn native(&self) -> Vec<NativeImage> {
-        self.0.iter().map(|name| NativeImage { name: name.clone(), reference: name.clone() }).collect()
+        let names = self.0.iter().flatten();
+        names.map(|name| NativeImage { name: name.clone(), reference: name.clone() }).collect()
     }
 
-    /// A launch may name no image (empty) or one the center has.
+    /// A launch may name no image (empty), or any image when the center lists none, or one
+    /// of those it lists.
     pub(crate) fn check(&self, image: &str) -> Result<()> {
-        if image.is_empty() || self.0.iter().any(|name| name == image) {
-            Ok(())
-        } else {
-            Err(AdapterError::Rejected(format!("image '{image}' is not present at this center (it has {:?})", self.0)))
+        match &self.0 {
+            Some(names) if !image.is_empty() && !names.iter().any(|name| name == image) => Err(AdapterError::Rejected(
+                format!("image '{image}' is not present at this center (it has {names:?})"),
+            )),
+            _ => Ok(()),
         }
     }
 }

@@ -107,7 +107,7 @@ mod tests {
         assert!(ErrorCode::ALL
             .iter()
             .filter(|c| c.http_status() >= 500)
-            .all(|c| matches!(c, ErrorCode::Internal | ErrorCode::NoLeader | ErrorCode::Timeout)));
+            .all(|c| matches!(c, ErrorCode::Internal | ErrorCode::NoLeader | ErrorCode::Timeout | ErrorCode::CenterUnavailable)));
     }
 
     #[test]

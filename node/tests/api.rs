@@ -299,6 +299,12 @@ async fn a_restarted_node_keeps_everything() {
     let node = TestNode::start().await;
     let (_, created) = node.post("/openapi/v1/trainjob", job_body("persist")).await;
     let job_id = created["data"]["jobId"].as_str().unwrap().to_string();
+    // Compare once the job's replicas run: a restart must change nothing from there.
+    node.wait_for("replicas running", || async {
+        let (_, info) = node.get(&format!("/openapi/v1/trainjob/{job_id}")).await;
+        info["data"]["taskInfos"][0]["replicaStatus"] == json!(["running", "running"])
+    })
+    .await;
     let before = snapshot_state(&node).await;
     let dir = node.stop().await;
     let config = common::test_config(dir.path());

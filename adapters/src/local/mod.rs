@@ -50,9 +50,9 @@ pub struct LocalConfig {
     #[serde(default = "default_stop_grace_ms")]
     pub stop_grace_ms: u64,
     /// Names of the images the center has; a launch naming another image is rejected (an
-    /// empty image name always passes). Default `["default"]`.
-    #[serde(default = "config::default_images")]
-    pub images: Vec<String>,
+    /// empty image name always passes). Absent: any image (the catalog says what it holds).
+    #[serde(default)]
+    pub images: Option<Vec<String>>,
 }
 
 fn default_capacity() -> BTreeMap<String, String> {

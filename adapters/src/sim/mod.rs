@@ -69,9 +69,10 @@ pub struct SimConfig {
     /// Speed-up of simulated time: a run lasts its duration divided by this. Default 1.0.
     #[serde(default = "default_time_scale")]
     pub time_scale: f64,
-    /// Names of the images the center has. Default `["default"]`.
-    #[serde(default = "config::default_images")]
-    pub images: Vec<String>,
+    /// Names of the images the center has; a launch naming another is rejected. Absent: any
+    /// image (the catalog says what it holds).
+    #[serde(default)]
+    pub images: Option<Vec<String>>,
 }
 
 fn default_capacity() -> BTreeMap<String, String> {

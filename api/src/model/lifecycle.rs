@@ -310,7 +310,7 @@ mod tests {
         let one_failed = [t(&[Completed, Completed]), t(&[Failed, Running])];
         assert_eq!(roll_up(StatusPolicy::AllSucceed, &one_failed), Failed);
         assert_eq!(roll_up(StatusPolicy::AnySucceeds, &one_failed), Completed);
-        assert_eq!(roll_up(StatusPolicy::AllFail, &one_failed), Running);
+        assert_eq!(roll_up(StatusPolicy::AllFail, &one_failed), Completed, "every task is final");
         let done = [t(&[Completed]), t(&[Failed])];
         assert_eq!(roll_up(StatusPolicy::AllFail, &done), Completed);
         assert_eq!(roll_up(StatusPolicy::AllFail, &[t(&[Failed]), t(&[Failed])]), Failed);
