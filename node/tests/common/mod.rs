@@ -140,7 +140,7 @@ impl TestNode {
 pub fn job_body(name: &str) -> Value {
     serde_json::json!({
         "name": name,
-        "tasks": [{"name": "train", "command": "python train.py", "imageId": "pytorch-hunan-univ",
+        "tasks": [{"name": "train", "command": "sleep 60", "imageId": "pytorch-hunan-univ",
                    "resourceSpecId": "gpu-1x", "replicaNumber": 2}]
     })
 }
