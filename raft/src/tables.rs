@@ -87,9 +87,8 @@ impl WorkList {
 }
 
 /// Parses the `{job}/{task}/{replica}` tail of a work-list key.
-pub fn replica_of(tail: &[u8]) -> Option<(String, u32, u32)> {
-    let text = std::str::from_utf8(tail).ok()?;
-    let mut parts = text.split('/');
+fn replica_of(tail: &str) -> Option<(String, u32, u32)> {
+    let mut parts = tail.split('/');
     let job = parts.next()?.to_string();
     let task = parts.next()?.parse().ok()?;
     let replica = parts.next()?.parse().ok()?;
@@ -102,23 +101,8 @@ pub fn work_list<T: DeserializeOwned>(
     list: WorkList,
     center: &str,
 ) -> Result<Vec<(String, u32, u32, T)>, StoreError> {
-    let prefix = list.prefix(center);
-    let mut out = Vec::new();
-    let mut failure = None;
-    kv.scan(&prefix, &mut |k, v| {
-        let Some((job, task, replica)) = replica_of(&k[prefix.len()..]) else { return ControlFlow::Continue(()) };
-        match decode(k, v) {
-            Ok(value) => {
-                out.push((job, task, replica, value));
-                ControlFlow::Continue(())
-            }
-            Err(e) => {
-                failure = Some(e);
-                ControlFlow::Break(())
-            }
-        }
-    })?;
-    failure.map_or(Ok(out), Err)
+    let entries = keyed_values_under(kv, &list.prefix(center), replica_of)?;
+    Ok(entries.into_iter().map(|((job, task, replica), value)| (job, task, replica, value)).collect())
 }
 
 pub fn stop_order_prefix(center: &str) -> Vec<u8> {
@@ -134,33 +118,11 @@ pub fn stop_orders(
     kv: &(impl KvRead + ?Sized),
     center: &str,
 ) -> Result<Vec<(jcs_api::model::ReplicaKey, StopOrder)>, StoreError> {
-    let prefix = stop_order_prefix(center);
-    let mut out = Vec::new();
-    let mut failure = None;
-    kv.scan(&prefix, &mut |k, v| {
-        let text = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-        let parts: Vec<&str> = text.split('/').collect();
-        let key = match parts.as_slice() {
-            [job, task, replica, attempt] => match (task.parse(), replica.parse(), attempt.parse()) {
-                (Ok(task), Ok(replica), Ok(attempt)) => {
-                    jcs_api::model::ReplicaKey { job_id: job.to_string(), task, replica, attempt }
-                }
-                _ => return ControlFlow::Continue(()),
-            },
-            _ => return ControlFlow::Continue(()),
-        };
-        match decode(k, v) {
-            Ok(order) => {
-                out.push((key, order));
-                ControlFlow::Continue(())
-            }
-            Err(e) => {
-                failure = Some(e);
-                ControlFlow::Break(())
-            }
-        }
-    })?;
-    failure.map_or(Ok(out), Err)
+    keyed_values_under(kv, &stop_order_prefix(center), |tail| {
+        let (replica, attempt) = tail.rsplit_once('/')?;
+        let (job_id, task, replica) = replica_of(replica)?;
+        Some(jcs_api::model::ReplicaKey { job_id, task, replica, attempt: attempt.parse().ok()? })
+    })
 }
 
 pub fn owner_epoch_key(center: &str) -> Vec<u8> {
@@ -199,16 +161,31 @@ pub fn sched_fence(kv: &(impl KvRead + ?Sized)) -> Result<SchedulerFence, StoreE
 
 /// Every value under `prefix`, decoded, in key order.
 pub fn values_under<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+    Ok(keyed_values_under(kv, prefix, |_| Some(()))?.into_iter().map(|((), value)| value).collect())
+}
+
+/// Every entry under `prefix` whose key tail `key` parses, with its value decoded, in key
+/// order; entries whose tail does not parse are skipped.
+pub fn keyed_values_under<K, T: DeserializeOwned>(
+    kv: &(impl KvRead + ?Sized),
+    prefix: &[u8],
+    key: impl Fn(&str) -> Option<K>,
+) -> Result<Vec<(K, T)>, StoreError> {
     let mut out = Vec::new();
     let mut failure = None;
-    kv.scan(prefix, &mut |k, v| match decode(k, v) {
-        Ok(item) => {
-            out.push(item);
-            ControlFlow::Continue(())
-        }
-        Err(e) => {
-            failure = Some(e);
-            ControlFlow::Break(())
+    kv.scan(prefix, &mut |k, v| {
+        let Some(parsed) = std::str::from_utf8(&k[prefix.len()..]).ok().and_then(&key) else {
+            return ControlFlow::Continue(());
+        };
+        match decode(k, v) {
+            Ok(value) => {
+                out.push((parsed, value));
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
         }
     })?;
     failure.map_or(Ok(out), Err)

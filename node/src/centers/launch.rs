@@ -2,7 +2,8 @@
 //! replicated state: the task's command, the image as that center has it, the spec's demand,
 //! and the `JCS_*` environment every replica gets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jcs_adapters::ReplicaLaunch;
@@ -16,7 +17,12 @@ const RENDEZVOUS_BASE_PORT: u32 = 29_500;
 const RENDEZVOUS_PORTS: u32 = 20_000;
 
 /// The launch for `key` on `center_id`; `None` when the replica no longer waits for dispatch.
-pub fn build(kv: &impl KvRead, center_id: &str, key: &ReplicaKey) -> Result<Option<ReplicaLaunch>, StoreError> {
+pub fn build(
+    kv: &impl KvRead,
+    center_id: &str,
+    key: &ReplicaKey,
+    images: &ImagesAt,
+) -> Result<Option<ReplicaLaunch>, StoreError> {
     let Some(job) = tables::get::<Job>(kv, ObjectKind::Job, &key.job_id)? else { return Ok(None) };
     let Some(task) = job.tasks.get(key.task as usize) else { return Ok(None) };
     let Some(replica) = task.replicas.get(key.replica as usize) else { return Ok(None) };
@@ -27,7 +33,7 @@ pub fn build(kv: &impl KvRead, center_id: &str, key: &ReplicaKey) -> Result<Opti
     let demand = tables::get::<ResourceSpec>(kv, ObjectKind::ResourceSpec, &task.resource_spec_id)?
         .and_then(|spec| ResourceAmounts::from_quantities(&spec.resource_quantity).ok())
         .unwrap_or_default();
-    let image = image_at(kv, &task.image_id, center_id)?;
+    let image = images.reference(kv, &task.image_id)?;
     let mut env = BTreeMap::from([
         ("JCS_JOB_ID".to_string(), job.id.clone()),
         ("JCS_TASK".to_string(), task.name.clone()),
@@ -52,19 +58,44 @@ pub fn build(kv: &impl KvRead, center_id: &str, key: &ReplicaKey) -> Result<Opti
     }))
 }
 
-/// The task's image as `center_id` holds it: the image of the same name registered for that
-/// center (the solver placed the replica there because one exists), its `reference` if set.
-fn image_at(kv: &impl KvRead, image_id: &str, center_id: &str) -> Result<String, StoreError> {
-    let Some(image) = tables::get::<Image>(kv, ObjectKind::Image, image_id)? else { return Ok(image_id.to_string()) };
-    let local = if image.ai_center_id == center_id {
-        Some(image.clone())
-    } else {
-        tables::all::<Image>(kv, ObjectKind::Image)?
+/// The images one center holds, by name (name → reference), read from the catalog when a job
+/// names an image not seen yet and after each [`ImagesAt::forget`] (every poll) — not once
+/// per replica.
+pub struct ImagesAt {
+    center_id: String,
+    by_name: Mutex<HashMap<String, String>>,
+}
+
+impl ImagesAt {
+    pub fn new(center_id: &str) -> Self {
+        ImagesAt { center_id: center_id.to_string(), by_name: Mutex::new(HashMap::new()) }
+    }
+
+    /// Drops what was read, so that the next launch sees catalog changes.
+    pub fn forget(&self) {
+        self.by_name.lock().expect("image cache lock").clear();
+    }
+
+    /// The task's image as this center holds it: the image of the same name registered for the
+    /// center (the solver placed the replica here because one exists), its `reference` if set.
+    fn reference(&self, kv: &impl KvRead, image_id: &str) -> Result<String, StoreError> {
+        let Some(image) = tables::get::<Image>(kv, ObjectKind::Image, image_id)? else { return Ok(image_id.to_string()) };
+        if let Some(reference) = self.by_name.lock().expect("image cache lock").get(&image.name) {
+            return Ok(reference.clone());
+        }
+        let here: HashMap<String, String> = tables::all::<Image>(kv, ObjectKind::Image)?
             .into_iter()
-            .find(|i| i.name == image.name && i.ai_center_id == center_id)
-    };
-    let chosen = local.unwrap_or(image);
-    Ok(if chosen.reference.is_empty() { chosen.name } else { chosen.reference })
+            .filter(|i| i.ai_center_id == self.center_id)
+            .map(|i| {
+                let reference = if i.reference.is_empty() { i.name.clone() } else { i.reference };
+                (i.name, reference)
+            })
+            .collect();
+        let fallback = if image.reference.is_empty() { image.name.clone() } else { image.reference.clone() };
+        let found = here.get(&image.name).cloned().unwrap_or(fallback);
+        *self.by_name.lock().expect("image cache lock") = here;
+        Ok(found)
+    }
 }
 
 /// FNV-1a: stable across processes and releases (unlike `DefaultHasher`).

@@ -197,21 +197,33 @@ fn reconcile_workers(
     }
 }
 
-/// Wakes the workers whose centers have dispatch or stop orders.
+/// Wakes the workers whose centers have dispatch or stop orders. One seek per center with
+/// orders, however many orders wait: after a center's first key the scan jumps past the
+/// center's whole range.
 fn wake_workers_with_orders(reader: &StateReader, workers: &BTreeMap<String, Running>) {
+    use jcs_raft::kv::KvRead;
     for prefix in [&b"dq/"[..], &b"so/"[..]] {
-        let mut last: Option<String> = None;
-        let _ = jcs_raft::kv::KvRead::scan(reader, prefix, &mut |k, _| {
-            let tail = &k[prefix.len()..];
-            let center = tail.split(|b| *b == b'/').next().unwrap_or_default();
-            if last.as_deref().map(str::as_bytes) != Some(center) {
-                let name = String::from_utf8_lossy(center).into_owned();
-                if let Some(running) = workers.get(&name) {
-                    running.wake.notify_one();
-                }
-                last = Some(name);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut center: Option<Vec<u8>> = None;
+            let mut first = |k: &[u8], _: &[u8]| {
+                let tail = &k[prefix.len()..];
+                center = Some(tail.split(|b| *b == b'/').next().unwrap_or_default().to_vec());
+                std::ops::ControlFlow::Break(())
+            };
+            let scanned = match &after {
+                None => reader.scan(prefix, &mut first),
+                Some(after) => reader.scan_after(prefix, after, &mut first),
+            };
+            let (Ok(()), Some(center)) = (scanned, center) else { break };
+            if let Some(running) = workers.get(String::from_utf8_lossy(&center).as_ref()) {
+                running.wake.notify_one();
             }
-            std::ops::ControlFlow::Continue(())
-        });
+            // Past every key of this center: `{prefix}{center}/` then the byte after `/`.
+            let mut next = prefix.to_vec();
+            next.extend_from_slice(&center);
+            next.push(b'/' + 1);
+            after = Some(next);
+        }
     }
 }

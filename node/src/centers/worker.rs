@@ -34,12 +34,12 @@ pub struct Worker {
     over_committed: bool,
     /// What was last reported per replica attempt: only changes are written.
     observed: HashMap<ReplicaKey, Observed>,
+    images: launch::ImagesAt,
 }
 
 impl Worker {
     pub fn new(center_id: String, epoch: u64, adapter: Arc<dyn Adapter>, shared: Shared, wake: Arc<Notify>) -> Self {
         Worker {
-            center_id,
             epoch,
             adapter,
             shared,
@@ -50,6 +50,8 @@ impl Worker {
             last_metrics: None,
             over_committed: false,
             observed: HashMap::new(),
+            images: launch::ImagesAt::new(&center_id),
+            center_id,
         }
     }
 
@@ -96,6 +98,7 @@ impl Worker {
 
     /// Monitoring and status, then the center's health verdict.
     async fn poll(&mut self) {
+        self.images.forget();
         let result = match self.adapter.resources().await {
             Ok(report) => {
                 self.write_metrics(report).await;
@@ -272,7 +275,7 @@ impl Worker {
     /// Submits one replica attempt and records it; `false` leaves the key in doubt.
     async fn dispatch_one(&self, key: &ReplicaKey, in_doubt: bool) -> bool {
         let started = Instant::now();
-        let launch = match launch::build(&self.shared.reader, &self.center_id, key) {
+        let launch = match launch::build(&self.shared.reader, &self.center_id, key, &self.images) {
             Ok(Some(launch)) => launch,
             Ok(None) => return true, // the order went away meanwhile
             Err(e) => {

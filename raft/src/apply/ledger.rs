@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 
 use jcs_api::model::Job;
 
-use crate::kv::{decode, get_json, put_json, Kv, KvRead, StoreError};
+use crate::kv::{get_json, put_json, Kv, KvRead, StoreError};
 use crate::schedule::problem::{Capacity, InFlight, LedgerEntry};
 use crate::tables;
 
@@ -98,19 +98,7 @@ pub fn release_placed_before(kv: &mut impl Kv, cutoff_ms: i64) -> Result<(), Sto
 
 /// Every center's in-flight totals.
 pub fn totals(kv: &(impl KvRead + ?Sized)) -> Result<BTreeMap<String, InFlight>, StoreError> {
-    let mut totals = BTreeMap::new();
-    let mut failure = None;
-    kv.scan(TOTALS_PREFIX, &mut |k, v| match decode::<InFlight>(k, v) {
-        Ok(value) => {
-            totals.insert(String::from_utf8_lossy(&k[TOTALS_PREFIX.len()..]).into_owned(), value);
-            ControlFlow::Continue(())
-        }
-        Err(e) => {
-            failure = Some(e);
-            ControlFlow::Break(())
-        }
-    })?;
-    failure.map_or(Ok(totals), Err)
+    Ok(tables::keyed_values_under(kv, TOTALS_PREFIX, |center| Some(center.to_string()))?.into_iter().collect())
 }
 
 /// Every entry, in key order.
