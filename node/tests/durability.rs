@@ -1,6 +1,8 @@
 //! Every acknowledged write survives `kill -9`: a real `jcs` process takes a stream of
 //! concurrent submissions, is SIGKILLed mid-stream, restarts on the same data dir, and must
-//! still hold every job it acknowledged — with its content — and nothing twice.
+//! still hold every job it acknowledged — with its content — and nothing twice. And replicas
+//! running on its `local` center outlive the kill: the restarted node re-adopts them and starts
+//! none of them a second time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -20,7 +22,7 @@ fn spawn_node(dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_jcs"))
         .args(["serve", "--demo", "--data-dir"])
         .arg(dir)
-        .args(["--http", &format!("127.0.0.1:{port}"), "--log", "warn"])
+        .args(["--http", &format!("127.0.0.1:{port}"), "--log", "warn", "--poll-interval-ms", "100"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -142,6 +144,56 @@ async fn acknowledged_jobs_survive_sigkill() {
         .await
         .unwrap();
     assert_eq!(retry["data"]["jobId"], some_id.as_str());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+async fn job_info(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    let body: Value = client.get(format!("{base}/openapi/v1/trainjob/{id}")).send().await.unwrap().json().await.unwrap();
+    body["data"].clone()
+}
+
+async fn wait_job(client: &reqwest::Client, base: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = job_info(client, base, id).await;
+        if done(&info) {
+            return info;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job {id} not {what} in time: {info}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn running_replicas_survive_a_sigkill_of_the_node_and_are_not_started_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("starts.log");
+    let client = reqwest::Client::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_node(dir.path(), port);
+    wait_ready(&client, &base).await;
+    let command = format!("echo $JCS_REPLICA_INDEX >> {}; sleep 2; echo finished", marker.display());
+    let body = json!({"name": "survivor", "retry": {"maxRetries": 0}, "tasks": [{"name": "t", "command": command,
+        "imageId": "pytorch-hunan-univ", "resourceSpecId": "cpu-4c8g", "replicaNumber": 2, "centerIDs": ["hunan-univ"]}]});
+    let created: Value =
+        client.post(format!("{base}/openapi/v1/trainjob")).json(&body).send().await.unwrap().json().await.unwrap();
+    let id = created["data"]["jobId"].as_str().unwrap().to_string();
+    wait_job(&client, &base, &id, "running", |j| j["taskInfos"][0]["replicaStatus"] == json!(["running", "running"])).await;
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_node(dir.path(), port);
+    wait_ready(&client, &base).await;
+    let info = wait_job(&client, &base, &id, "completed", |j| j["status"] == "completed").await;
+    assert_eq!(info["taskInfos"][0]["replicaStatus"], json!(["completed", "completed"]));
+    let starts = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(starts.lines().count(), 2, "each replica started exactly once: {starts:?}");
+    let log = client.get(format!("{base}/openapi/v1/logs/{id}/0/0")).send().await.unwrap().text().await.unwrap();
+    assert!(log.contains("finished"), "{log}");
     child.kill().unwrap();
     child.wait().unwrap();
 }
