@@ -240,7 +240,7 @@ impl SimCenter {
 
     /// What a launch will do.
     fn plan(&self, launch: &ReplicaLaunch) -> Plan {
-        let script = Script::parse(&launch.command);
+        let script = Script::parse(&launch.command, &launch.env);
         let secs = script
             .runtime_secs
             .or(launch.duration_hint.map(|d| d.as_secs_f64()))

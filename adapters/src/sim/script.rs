@@ -4,7 +4,8 @@
 //!
 //! - `sleep N` — runs N more seconds (fractional allowed); the sleeps add up;
 //! - `exit N` — ends with exit code N (mod 256, as in `sh`) at once: later commands never run;
-//! - `echo WORDS` — prints the words (quotes are dropped, not interpreted);
+//! - `echo WORDS` — prints the words (quotes are dropped, not interpreted; `$NAME` and
+//!   `${NAME}` are replaced by the launch's environment, unknown names by nothing);
 //! - anything else is ignored.
 //!
 //! With neither `sleep` nor `exit`, the runtime is the launch's duration hint or the center's
@@ -22,7 +23,7 @@ pub(super) struct Script {
 }
 
 impl Script {
-    pub(super) fn parse(command: &str) -> Script {
+    pub(super) fn parse(command: &str, env: &std::collections::BTreeMap<String, String>) -> Script {
         let mut script = Script::default();
         let mut slept: Option<f64> = None;
         for simple in command.split([';', '&', '|', '\n']) {
@@ -39,7 +40,7 @@ impl Script {
                     break;
                 }
                 Some("echo") => {
-                    let line: Vec<String> = words.map(|w| w.replace(['"', '\''], "")).collect();
+                    let line: Vec<String> = words.map(|w| expand(&w.replace(['"', '\''], ""), env)).collect();
                     script.output.push(line.join(" "));
                 }
                 _ => {}
@@ -53,29 +54,65 @@ impl Script {
     }
 }
 
+/// Replaces `$NAME` and `${NAME}` in `word` by their values in `env`.
+fn expand(word: &str, env: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = word;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, tail) = match after.strip_prefix('{').and_then(|a| a.split_once('}')) {
+            Some((name, tail)) => (name, tail),
+            None => {
+                let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        if name.is_empty() {
+            out.push('$');
+        } else {
+            out.push_str(env.get(name).map_or("", String::as_str));
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(command: &str) -> Script {
+        Script::parse(command, &Default::default())
+    }
+
+    #[test]
+    fn echo_expands_the_environment() {
+        let env = [("JCS_CENTER".to_string(), "c1".to_string())].into();
+        let s = Script::parse("echo on $JCS_CENTER ${JCS_CENTER}x $NOPE. $", &env);
+        assert_eq!(s.output, vec!["on c1 c1x . $".to_string()]);
+    }
+
     #[test]
     fn reads_sleep_exit_and_echo() {
-        let s = Script::parse("echo hello-conformance; sleep 0.3");
+        let s = parse("echo hello-conformance; sleep 0.3");
         assert_eq!((s.runtime_secs, s.exit_code), (Some(0.3), None));
         assert_eq!(s.output, vec!["hello-conformance".to_string()]);
 
-        assert_eq!(Script::parse("exit 3"), Script { runtime_secs: Some(0.0), exit_code: Some(3), output: vec![] });
-        let s = Script::parse("sleep 1 && sleep 2.5\nexit 300; sleep 100");
+        assert_eq!(parse("exit 3"), Script { runtime_secs: Some(0.0), exit_code: Some(3), output: vec![] });
+        let s = parse("sleep 1 && sleep 2.5\nexit 300; sleep 100");
         assert_eq!((s.runtime_secs, s.exit_code), (Some(3.5), Some(44)));
-        assert_eq!(Script::parse("exit -1").exit_code, Some(255));
-        assert_eq!(Script::parse("exit").exit_code, Some(0));
+        assert_eq!(parse("exit -1").exit_code, Some(255));
+        assert_eq!(parse("exit").exit_code, Some(0));
     }
 
     #[test]
     fn other_commands_leave_runtime_to_the_hint() {
-        let s = Script::parse("python train.py --epochs 3 | tee log; echo 'done  now'");
+        let s = parse("python train.py --epochs 3 | tee log; echo 'done  now'");
         assert_eq!((s.runtime_secs, s.exit_code), (None, None));
         assert_eq!(s.output, vec!["done now".to_string()]);
-        assert_eq!(Script::parse("echo sleep 5").runtime_secs, None, "only a command's first word counts");
-        assert_eq!(Script::parse("sleep forever").runtime_secs, None);
+        assert_eq!(parse("echo sleep 5").runtime_secs, None, "only a command's first word counts");
+        assert_eq!(parse("sleep forever").runtime_secs, None);
     }
 }
