@@ -74,8 +74,15 @@ impl Node {
         }
 
         let (stop_scheduler, stop) = tokio::sync::watch::channel(());
-        let (scheduler, scheduler_task) =
-            Scheduler::start(raft.clone(), proposer.clone(), reader.clone(), scheduler_settings(&config)?, stop.clone());
+        let orders = centers::OrderSignal::default();
+        let (scheduler, scheduler_task) = Scheduler::start(
+            raft.clone(),
+            proposer.clone(),
+            reader.clone(),
+            scheduler_settings(&config)?,
+            orders.clone(),
+            stop.clone(),
+        );
         let adapters = Adapters::default();
         let centers_task = centers::start(
             raft.clone(),
@@ -84,6 +91,7 @@ impl Node {
             scheduler.clone(),
             center_settings(&config),
             adapters.clone(),
+            orders,
             stop.clone(),
         );
         let state = AppState {

@@ -46,6 +46,8 @@ pub struct Scheduler {
     capacity_epoch: Arc<AtomicU64>,
     cycles: watch::Receiver<u64>,
     pub settings: Settings,
+    /// Told which centers each committed batch placed on, so their workers dispatch at once.
+    orders: crate::centers::OrderSignal,
 }
 
 impl Scheduler {
@@ -55,11 +57,17 @@ impl Scheduler {
         proposer: Proposer,
         reader: StateReader,
         settings: Settings,
+        orders: crate::centers::OrderSignal,
         stop: watch::Receiver<()>,
     ) -> (Scheduler, tokio::task::JoinHandle<()>) {
         let (done, cycles) = watch::channel(0);
-        let scheduler =
-            Scheduler { kick: Arc::new(Notify::new()), capacity_epoch: Arc::new(AtomicU64::new(0)), cycles, settings };
+        let scheduler = Scheduler {
+            kick: Arc::new(Notify::new()),
+            capacity_epoch: Arc::new(AtomicU64::new(0)),
+            cycles,
+            settings,
+            orders,
+        };
         let task = tokio::spawn(run(raft, proposer, reader, scheduler.clone(), done, stop));
         (scheduler, task)
     }
@@ -208,6 +216,8 @@ async fn cycle(
     let placed_nothing = !writes.iter().any(PlacementDecision::places_something);
     let mut version = fence.version;
     if !writes.is_empty() {
+        let placed_on: std::collections::BTreeSet<String> =
+            writes.iter().flat_map(|d| d.placements.iter().flatten().flatten().cloned()).collect();
         let batch = PlacementBatch {
             term,
             snapshot_version: fence.version,
@@ -217,9 +227,10 @@ async fn cycle(
         match proposer.propose(Command::Place(Box::new(batch))).await? {
             Ok(Outcome::Placed { applied, skipped }) => {
                 version += 1;
+                scheduler.orders.raise(&placed_on);
                 let committed = now_ms();
                 for created_at in placed_jobs {
-                    // Scheduling time T of §6.7: request received → placed (dispatch comes with adapters).
+                    // Request received → placed. T of §6.7 ends at dispatch: the job's `dispatchedAt`.
                     metrics::histogram!("jcs_schedule_time_seconds")
                         .record((committed - created_at).max(0) as f64 / 1000.0);
                 }

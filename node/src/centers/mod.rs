@@ -6,10 +6,13 @@
 //! already fences a former owner).
 //!
 //! A supervisor keeps one worker per owned center, rebuilding a center's adapter when its
-//! `adapter` field changes, and wakes the workers that have new dispatch or stop orders as the
-//! state machine applies them.
+//! `adapter` field changes, and wakes the workers that have new dispatch or stop orders: at
+//! once for the centers the local scheduler just placed on ([`OrderSignal`]), and by scanning
+//! the order lists at most every [`ORDER_SCAN_EVERY`] while entries apply (orders written by
+//! anyone else: stops, retries, another node's scheduler). Scanning on every applied entry
+//! would walk the tombstones of every order already carried out, many times a second.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +42,27 @@ pub struct Settings {
     pub stop_grace: Duration,
     /// Unchanged monitoring is still rewritten this often, so that it never looks stale.
     pub metrics_refresh: Duration,
+}
+
+/// How often the supervisor may scan the order lists while entries apply.
+pub const ORDER_SCAN_EVERY: Duration = Duration::from_millis(100);
+
+/// Tells the supervisor which centers just got dispatch orders (from this node's scheduler).
+#[derive(Clone, Default)]
+pub struct OrderSignal {
+    centers: Arc<Mutex<BTreeSet<String>>>,
+    notify: Arc<Notify>,
+}
+
+impl OrderSignal {
+    pub fn raise<'a>(&self, centers: impl IntoIterator<Item = &'a String>) {
+        self.centers.lock().expect("order signal lock").extend(centers.into_iter().cloned());
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.centers.lock().expect("order signal lock"))
+    }
 }
 
 /// Which centers this node drives.
@@ -103,10 +127,11 @@ pub fn start(
     scheduler: Scheduler,
     settings: Settings,
     adapters: Adapters,
+    orders: OrderSignal,
     stop: watch::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
     let shared = Shared { proposer, reader, scheduler, settings };
-    tokio::spawn(supervise(Ownership { raft: raft.clone() }, raft, shared, adapters, stop))
+    tokio::spawn(supervise(Ownership { raft: raft.clone() }, raft, shared, adapters, orders, stop))
 }
 
 struct Running {
@@ -120,24 +145,42 @@ async fn supervise(
     raft: Raft,
     shared: Shared,
     adapters: Adapters,
+    orders: OrderSignal,
     mut stop: watch::Receiver<()>,
 ) {
     let mut workers: BTreeMap<String, Running> = BTreeMap::new();
     let mut applied = raft.metrics();
     let mut refresh = tokio::time::interval(shared.settings.poll_interval);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scan = tokio::time::interval(ORDER_SCAN_EVERY);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changed_since_scan = true;
     loop {
-        let catalog_due = tokio::select! {
-            _ = refresh.tick() => true,
-            changed = applied.changed() => { if changed.is_err() { break } false }
+        tokio::select! {
+            _ = refresh.tick() => {
+                reconcile_workers(&ownership, &shared, &adapters, &mut workers);
+                changed_since_scan = true;
+            }
+            _ = orders.notify.notified() => {
+                for center in orders.take() {
+                    if let Some(running) = workers.get(&center) {
+                        running.wake.notify_one();
+                    }
+                }
+            }
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                changed_since_scan = true;
+            }
+            _ = scan.tick() => {
+                if std::mem::take(&mut changed_since_scan) {
+                    wake_workers_with_orders(&shared.reader, &workers);
+                }
+            }
             _ = stop.changed() => break,
-        };
-        if catalog_due {
-            reconcile_workers(&ownership, &shared, &adapters, &mut workers);
         }
-        wake_workers_with_orders(&shared.reader, &workers);
-        // Coalesce bursts of applied entries: one scan per tick of the runtime, not per entry.
-        tokio::task::yield_now().await;
     }
     for (_, running) in std::mem::take(&mut workers) {
         let _ = running.stop.send(());
