@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::LogId;
-use rocksdb::{Direction, IteratorMode};
+use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use super::db::{Db, DbError, CF_SM, CF_SM_META, LAST_APPLIED_KEY};
 use crate::kv::{KvRead, StoreError, Visit};
@@ -62,15 +62,46 @@ impl KvRead for StateReader {
 }
 
 impl StateReader {
-    /// Visits the entries under `prefix` from the first key ≥ `start`.
+    /// Visits the entries under `prefix` from the first key ≥ `start`. The iterator is bounded
+    /// above by the prefix's end: without the bound, a scan of an empty or exhausted range would
+    /// walk every tombstone up to the next live key of some other range (the queue's, the
+    /// status index's), which made small scans cost thousands of steps.
     fn scan_from(&self, prefix: &[u8], start: &[u8], visit: Visit<'_>) -> Result<(), StoreError> {
         let cf = self.db.cf(CF_SM)?;
-        for item in self.db.raw().iterator_cf(cf, IteratorMode::From(start, Direction::Forward)) {
+        let mut options = ReadOptions::default();
+        if let Some(end) = prefix_end(prefix) {
+            options.set_iterate_upper_bound(end);
+        }
+        let mode = IteratorMode::From(start, Direction::Forward);
+        for item in self.db.raw().iterator_cf_opt(cf, options, mode) {
             let (key, value) = item.map_err(DbError::from)?;
             if !key.starts_with(prefix) || visit(&key, &value).is_break() {
                 break;
             }
         }
         Ok(())
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    #[test]
+    fn prefix_end_is_the_next_key_after_the_range() {
+        assert_eq!(super::prefix_end(b"q/"), Some(b"q0".to_vec()));
+        assert_eq!(super::prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(super::prefix_end(b"\xff\xff"), None);
+        assert_eq!(super::prefix_end(b""), None);
     }
 }
