@@ -47,17 +47,15 @@ fn job(name: &str, replicas: u32) -> Value {
         "resourceSpecId": "gpu-1x", "replicaNumber": replicas}]})
 }
 
+/// Sends a request and decodes the envelope.
+async fn envelope(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 async fn all_jobs(client: &reqwest::Client, base: &str) -> Vec<Value> {
     let mut jobs = Vec::new();
     for page in 1.. {
-        let body: Value = client
-            .get(format!("{base}/openapi/v1/trainjob?page={page}&pageSize=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = envelope(client.get(format!("{base}/openapi/v1/trainjob?page={page}&pageSize=1000"))).await;
         let items = body["data"]["items"].as_array().unwrap().clone();
         if items.is_empty() {
             break;
@@ -133,24 +131,15 @@ async fn acknowledged_jobs_survive_sigkill() {
 
     // A retry of an acknowledged submission after the crash still maps to the same job.
     let (some_id, (name, replicas)) = acked.iter().next().unwrap();
-    let retry: Value = client
-        .post(format!("{base}/openapi/v1/trainjob"))
-        .header("Idempotency-Key", name)
-        .json(&job(name, *replicas))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let request = client.post(format!("{base}/openapi/v1/trainjob")).header("Idempotency-Key", name);
+    let retry = envelope(request.json(&job(name, *replicas))).await;
     assert_eq!(retry["data"]["jobId"], some_id.as_str());
     child.kill().unwrap();
     child.wait().unwrap();
 }
 
 async fn job_info(client: &reqwest::Client, base: &str, id: &str) -> Value {
-    let body: Value = client.get(format!("{base}/openapi/v1/trainjob/{id}")).send().await.unwrap().json().await.unwrap();
-    body["data"].clone()
+    envelope(client.get(format!("{base}/openapi/v1/trainjob/{id}"))).await["data"].clone()
 }
 
 async fn wait_job(client: &reqwest::Client, base: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -177,8 +166,7 @@ async fn running_replicas_survive_a_sigkill_of_the_node_and_are_not_started_twic
     let command = format!("echo $JCS_REPLICA_INDEX >> {}; sleep 2; echo finished", marker.display());
     let body = json!({"name": "survivor", "retry": {"maxRetries": 0}, "tasks": [{"name": "t", "command": command,
         "imageId": "pytorch-hunan-univ", "resourceSpecId": "cpu-4c8g", "replicaNumber": 2, "centerIDs": ["hunan-univ"]}]});
-    let created: Value =
-        client.post(format!("{base}/openapi/v1/trainjob")).json(&body).send().await.unwrap().json().await.unwrap();
+    let created = envelope(client.post(format!("{base}/openapi/v1/trainjob")).json(&body)).await;
     let id = created["data"]["jobId"].as_str().unwrap().to_string();
     wait_job(&client, &base, &id, "running", |j| j["taskInfos"][0]["replicaStatus"] == json!(["running", "running"])).await;
     child.kill().expect("SIGKILL");
