@@ -104,10 +104,10 @@ mod tests {
             assert_eq!(serde_name, s);
         }
         assert_eq!(ErrorCode::Ok.http_status(), 200);
-        assert!(ErrorCode::ALL
-            .iter()
-            .filter(|c| c.http_status() >= 500)
-            .all(|c| matches!(c, ErrorCode::Internal | ErrorCode::NoLeader | ErrorCode::Timeout | ErrorCode::CenterUnavailable)));
+        assert!(ErrorCode::ALL.iter().filter(|c| c.http_status() >= 500).all(|c| matches!(
+            c,
+            ErrorCode::Internal | ErrorCode::NoLeader | ErrorCode::Timeout | ErrorCode::CenterUnavailable
+        )));
     }
 
     #[test]

@@ -241,7 +241,9 @@ impl Config {
             return fail("schedule_interval_ms, schedule_batch and ledger_ttl_secs must be at least 1");
         }
         if self.poll_interval_ms == 0 || self.failed_polls_before_unavailable == 0 || self.dispatch_concurrency == 0 {
-            return fail("poll_interval_ms, failed_polls_before_unavailable and dispatch_concurrency must be at least 1");
+            return fail(
+                "poll_interval_ms, failed_polls_before_unavailable and dispatch_concurrency must be at least 1",
+            );
         }
         if self.data_move_limit_mb < 0 {
             return fail("data_move_limit_mb must not be negative");

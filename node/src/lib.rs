@@ -9,8 +9,8 @@
 //! * [`demo`] — the demo catalog.
 //! * [`cli`] — the command-line client and benchmark (`jcs center|spec|image|dataset|job|bench`).
 
-pub mod cli;
 pub mod centers;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod http;

@@ -168,7 +168,8 @@ async fn running_replicas_survive_a_sigkill_of_the_node_and_are_not_started_twic
         "imageId": "pytorch-hunan-univ", "resourceSpecId": "cpu-4c8g", "replicaNumber": 2, "centerIDs": ["hunan-univ"]}]});
     let created = envelope(client.post(format!("{base}/openapi/v1/trainjob")).json(&body)).await;
     let id = created["data"]["jobId"].as_str().unwrap().to_string();
-    wait_job(&client, &base, &id, "running", |j| j["taskInfos"][0]["replicaStatus"] == json!(["running", "running"])).await;
+    wait_job(&client, &base, &id, "running", |j| j["taskInfos"][0]["replicaStatus"] == json!(["running", "running"]))
+        .await;
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
 

@@ -43,9 +43,11 @@ async fn wait_status(node: &TestNode, id: &str, want: &str) -> Value {
 async fn wait_phase(node: &TestNode, id: &str, phase: &str) {
     node.wait_for(&format!("job {id} replicas {phase}"), || async {
         let info = job(node, id).await;
-        info["taskInfos"].as_array().unwrap().iter().all(|t| {
-            t["replicas"].as_array().unwrap().iter().all(|r| r["phase"] == phase)
-        })
+        info["taskInfos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["replicas"].as_array().unwrap().iter().all(|r| r["phase"] == phase))
     })
     .await;
 }
@@ -79,7 +81,8 @@ fn live_processes(dir: &Path) -> usize {
 #[tokio::test]
 async fn a_two_task_two_replica_job_of_real_processes_runs_and_its_logs_download() {
     let node = TestNode::start().await;
-    let progress = "for i in 1 2 3; do echo \"$JCS_TASK replica $JCS_REPLICA_INDEX of $JCS_REPLICAS step $i\"; sleep 0.05; done";
+    let progress =
+        "for i in 1 2 3; do echo \"$JCS_TASK replica $JCS_REPLICA_INDEX of $JCS_REPLICAS step $i\"; sleep 0.05; done";
     let id = submit(&node, local_job("real", &[progress, progress], 2, json!({"maxRetries": 0}))).await;
     let info = wait_status(&node, &id, "completed").await;
     for task in info["taskInfos"].as_array().unwrap() {
@@ -94,7 +97,11 @@ async fn a_two_task_two_replica_job_of_real_processes_runs_and_its_logs_download
 #[tokio::test]
 async fn a_failing_replica_is_retried_then_the_job_fails_with_the_reason() {
     let node = TestNode::start().await;
-    let id = submit(&node, local_job("fails", &["echo attempt $JCS_ATTEMPT; exit 3"], 1, json!({"maxRetries": 2, "backoffMs": 20}))).await;
+    let id = submit(
+        &node,
+        local_job("fails", &["echo attempt $JCS_ATTEMPT; exit 3"], 1, json!({"maxRetries": 2, "backoffMs": 20})),
+    )
+    .await;
     let info = wait_status(&node, &id, "failed").await;
     let replica = &info["taskInfos"][0]["replicas"][0];
     assert_eq!((replica["retries"].as_u64(), replica["attempt"].as_u64()), (Some(2), Some(2)), "{info}");
@@ -179,7 +186,8 @@ async fn a_center_that_stops_answering_turns_unavailable_and_its_jobs_move() {
     let replica = job(&node, &id).await["taskInfos"][0]["replicas"][0].clone();
     assert_eq!((replica["retries"].as_u64(), replica["reschedules"].as_u64()), (Some(0), Some(1)), "{replica}");
     let (_, events) = node.get(&format!("/openapi/v1/events?centerId={first}")).await;
-    let kinds: Vec<&str> = events["data"]["items"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> =
+        events["data"]["items"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
     assert!(kinds.contains(&"center_down") && kinds.contains(&"rescheduled"), "{kinds:?}");
 
     // Recovery: the center answers again and is available.

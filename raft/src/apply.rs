@@ -99,9 +99,7 @@ pub fn apply(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandR
         Command::Dispatched { center_id, key, native_id, .. } => {
             lifecycle::dispatched(kv, center_id, key, native_id, at_ms)
         }
-        Command::ReportReplicas { center_id, reports, .. } => {
-            lifecycle::report_replicas(kv, center_id, reports, at_ms)
-        }
+        Command::ReportReplicas { center_id, reports, .. } => lifecycle::report_replicas(kv, center_id, reports, at_ms),
         Command::StopsDone { center_id, keys, .. } => lifecycle::stops_done(kv, center_id, keys, at_ms),
         Command::SetCenterHealth { center_id, available, reason, .. } => {
             lifecycle::set_center_health(kv, center_id, *available, reason, at_ms)

@@ -3,8 +3,8 @@
 //! clock included), so applying the same log gives the same state on every node.
 
 use jcs_api::model::{
-    Center, CenterMetrics, CreateTrainJob, Dataset, EventKind, Explain, Image, Job, ObjectKind, ReplicaKey, ReplicaReport,
-    ResourceSpec,
+    Center, CenterMetrics, CreateTrainJob, Dataset, EventKind, Explain, Image, Job, ObjectKind, ReplicaKey,
+    ReplicaReport, ResourceSpec,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

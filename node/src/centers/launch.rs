@@ -79,7 +79,9 @@ impl ImagesAt {
     /// The task's image as this center holds it: the image of the same name registered for the
     /// center (the solver placed the replica here because one exists), its `reference` if set.
     fn reference(&self, kv: &impl KvRead, image_id: &str) -> Result<String, StoreError> {
-        let Some(image) = tables::get::<Image>(kv, ObjectKind::Image, image_id)? else { return Ok(image_id.to_string()) };
+        let Some(image) = tables::get::<Image>(kv, ObjectKind::Image, image_id)? else {
+            return Ok(image_id.to_string());
+        };
         if let Some(reference) = self.by_name.lock().expect("image cache lock").get(&image.name) {
             return Ok(reference.clone());
         }

@@ -91,7 +91,11 @@ impl Adapters {
     }
 
     /// The adapter for `center`, built anew when its `adapter` field changed.
-    fn ensure(&self, center: &Center, dir: &std::path::Path) -> Result<(Arc<dyn Adapter>, bool), jcs_adapters::AdapterError> {
+    fn ensure(
+        &self,
+        center: &Center,
+        dir: &std::path::Path,
+    ) -> Result<(Arc<dyn Adapter>, bool), jcs_adapters::AdapterError> {
         let fingerprint = serde_json::to_value(&center.adapter).unwrap_or_default();
         let mut map = self.inner.lock().expect("adapters lock");
         if let Some((seen, adapter)) = map.get(&center.ai_center_id) {

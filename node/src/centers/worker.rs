@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use jcs_adapters::{Adapter, AdapterError, NativeId, NativeState};
-use jcs_api::model::{center_status, Center, CenterMetrics, EventKind, FailureCategory, ObjectKind, Observed, ReplicaKey, ReplicaReport};
+use jcs_api::model::{
+    center_status, Center, CenterMetrics, EventKind, FailureCategory, ObjectKind, Observed, ReplicaKey, ReplicaReport,
+};
 use jcs_raft::command::{Command, Outcome};
 use jcs_raft::tables::{self, DispatchOrder, OnCenter, WorkList};
 use tokio::sync::{watch, Notify};
@@ -121,7 +123,8 @@ impl Worker {
                 if self.failed_polls == 1 {
                     self.event(EventKind::PollFailed, None, e.to_string()).await;
                 }
-                if self.failed_polls >= self.shared.settings.failed_polls_before_unavailable && available != Some(false) {
+                if self.failed_polls >= self.shared.settings.failed_polls_before_unavailable && available != Some(false)
+                {
                     let why = format!("{} consecutive polls failed, last: {e}", self.failed_polls);
                     self.set_health(false, why).await;
                 }
@@ -131,12 +134,8 @@ impl Worker {
 
     async fn set_health(&self, available: bool, reason: String) {
         tracing::warn!(center_id = %self.center_id, available, %reason, "center health changes");
-        let command = Command::SetCenterHealth {
-            center_id: self.center_id.clone(),
-            owner_epoch: self.epoch,
-            available,
-            reason,
-        };
+        let command =
+            Command::SetCenterHealth { center_id: self.center_id.clone(), owner_epoch: self.epoch, available, reason };
         if self.propose(command).await.is_some() {
             self.shared.scheduler.capacity_changed();
         }
@@ -150,9 +149,10 @@ impl Worker {
             self.event(EventKind::OverCommitted, None, format!("free capacity below zero: {metrics:?}")).await;
         }
         self.over_committed = over;
-        let unchanged = self.last_metrics.as_ref().is_some_and(|(last, at)| {
-            *last == metrics && at.elapsed() < self.shared.settings.metrics_refresh
-        });
+        let unchanged = self
+            .last_metrics
+            .as_ref()
+            .is_some_and(|(last, at)| *last == metrics && at.elapsed() < self.shared.settings.metrics_refresh);
         if unchanged {
             return;
         }

@@ -140,9 +140,18 @@ impl Client {
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let bytes = response.bytes().await?;
-            let envelope: Envelope<IgnoredAny> = serde_json::from_slice(&bytes)
-                .map_err(|_| ClientError::Decode { url: url.clone(), status, detail: snippet(&bytes) })?;
-            return Err(ClientError::Api { status, code: envelope.code, message: envelope.error_msg, retry_after: None }.into());
+            let envelope: Envelope<IgnoredAny> = serde_json::from_slice(&bytes).map_err(|_| ClientError::Decode {
+                url: url.clone(),
+                status,
+                detail: snippet(&bytes),
+            })?;
+            return Err(ClientError::Api {
+                status,
+                code: envelope.code,
+                message: envelope.error_msg,
+                retry_after: None,
+            }
+            .into());
         }
         let mut stdout = std::io::stdout().lock();
         while let Some(chunk) = response.chunk().await? {

@@ -50,12 +50,21 @@ pub struct LogOptions {
 }
 
 /// The center, native id and adapter of a replica's current attempt, or why there is no log.
-pub fn locate(state: &AppState, job: &Job, task: usize, replica: usize) -> Result<(Arc<dyn Adapter>, NativeId), HttpError> {
+pub fn locate(
+    state: &AppState,
+    job: &Job,
+    task: usize,
+    replica: usize,
+) -> Result<(Arc<dyn Adapter>, NativeId), HttpError> {
     let not_found = |m: String| HttpError::from(ApiError::new(ErrorCode::NotFound, m));
-    let t = job.tasks.get(task).ok_or_else(|| not_found(format!("taskIndex: job '{}' has {} tasks", job.id, job.tasks.len())))?;
-    let r = t.replicas.get(replica).ok_or_else(|| {
-        not_found(format!("replicaIndex: task {task} has {} replicas", t.replica_number))
-    })?;
+    let t = job
+        .tasks
+        .get(task)
+        .ok_or_else(|| not_found(format!("taskIndex: job '{}' has {} tasks", job.id, job.tasks.len())))?;
+    let r = t
+        .replicas
+        .get(replica)
+        .ok_or_else(|| not_found(format!("replicaIndex: task {task} has {} replicas", t.replica_number)))?;
     let (Some(center), Some(native)) = (t.center_ids.get(replica), r.native_id.clone()) else {
         let message = format!("replica {replica} of task {task} of job '{}' has not run yet", job.id);
         return Err(ApiError::new(ErrorCode::LogNotAvailable, message).into());

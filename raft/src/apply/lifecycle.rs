@@ -239,14 +239,21 @@ fn hold_capacity(
 /// A center fault: take the whole task off its centers (a distributed task cannot continue
 /// with a replica missing) and queue it for the scheduler — without spending an application
 /// retry. After [`MAX_RESCHEDULES`] the task fails instead.
-fn reschedule_task(kv: &mut impl Kv, job: &mut Job, task_index: usize, reason: &str, at_ms: i64) -> Result<(), StoreError> {
+fn reschedule_task(
+    kv: &mut impl Kv,
+    job: &mut Job,
+    task_index: usize,
+    reason: &str,
+    at_ms: i64,
+) -> Result<(), StoreError> {
     let job_id = job.id.clone();
     let task = &mut job.tasks[task_index];
     let reschedules = task.replicas.iter().map(|r| r.reschedules).max().unwrap_or(0) + 1;
     let centers = std::mem::take(&mut task.center_ids);
     let give_up = reschedules > MAX_RESCHEDULES;
     for (r, replica) in task.replicas.iter_mut().enumerate() {
-        let key = ReplicaKey { job_id: job_id.clone(), task: task_index as u32, replica: r as u32, attempt: replica.attempt };
+        let key =
+            ReplicaKey { job_id: job_id.clone(), task: task_index as u32, replica: r as u32, attempt: replica.attempt };
         if replica.phase.is_on_center() {
             if let Some(native_id) = replica.native_id.clone() {
                 let order = StopOrder { native_id, reason: format!("task rescheduled: {reason}") };
@@ -282,7 +289,12 @@ fn reschedule_task(kv: &mut impl Kv, job: &mut Job, task_index: usize, reason: &
 }
 
 /// The owner stopped these native jobs.
-pub fn stops_done(kv: &mut impl Kv, center_id: &str, keys: &[ReplicaKey], at_ms: i64) -> Result<CommandResult, StoreError> {
+pub fn stops_done(
+    kv: &mut impl Kv,
+    center_id: &str,
+    keys: &[ReplicaKey],
+    at_ms: i64,
+) -> Result<CommandResult, StoreError> {
     let mut touched = Touched::new();
     for key in keys {
         kv.delete(tables::stop_order_key(center_id, key));
@@ -323,12 +335,17 @@ fn end_replicas(kv: &mut impl Kv, job: &mut Job, reason: &str, at_ms: i64) -> Re
     let job_id = job.id.clone();
     for (t, task) in job.tasks.iter_mut().enumerate() {
         for (r, replica) in task.replicas.iter_mut().enumerate() {
-            let key = ReplicaKey { job_id: job_id.clone(), task: t as u32, replica: r as u32, attempt: replica.attempt };
+            let key =
+                ReplicaKey { job_id: job_id.clone(), task: t as u32, replica: r as u32, attempt: replica.attempt };
             let center = task.center_ids.get(r).cloned();
             match (replica.phase, center) {
                 (ReplicaPhase::Queued | ReplicaPhase::Running, Some(center)) => {
                     let native_id = replica.native_id.clone().unwrap_or_default();
-                    put_json(kv, tables::stop_order_key(&center, &key), &StopOrder { native_id, reason: reason.into() });
+                    put_json(
+                        kv,
+                        tables::stop_order_key(&center, &key),
+                        &StopOrder { native_id, reason: reason.into() },
+                    );
                     replica.phase = ReplicaPhase::Stopping;
                     replica.reason = reason.into();
                     replica.changed_at = at_ms;
@@ -409,7 +426,13 @@ pub fn set_center_health(
             let Some(job) = touched.job(kv, &key.job_id)? else { continue };
             let still_here = replica_mut(job, &key).is_some_and(|(c, r)| c == center_id && r.attempt == key.attempt);
             if still_here && !job.status.is_final() {
-                reschedule_task(kv, job, key.task as usize, &format!("center {center_id} unavailable: {reason}"), at_ms)?;
+                reschedule_task(
+                    kv,
+                    job,
+                    key.task as usize,
+                    &format!("center {center_id} unavailable: {reason}"),
+                    at_ms,
+                )?;
             }
         }
         touched.store(kv, at_ms)?;

@@ -34,8 +34,7 @@ pub async fn measure(client: &Client, user: &str, expected: u64) -> anyhow::Resu
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
         let jobs = jobs_of(client, user).await?;
-        let done: Vec<(i64, i64)> =
-            jobs.iter().filter_map(|j| j.dispatched_at.map(|d| (j.created_at, d))).collect();
+        let done: Vec<(i64, i64)> = jobs.iter().filter_map(|j| j.dispatched_at.map(|d| (j.created_at, d))).collect();
         if done.len() as u64 >= expected {
             return Ok(figures(&done));
         }

@@ -20,9 +20,8 @@ fn placed_job(tasks: usize, replicas: i64, retry: RetryPolicy, policy: StatusPol
     ok(&mut kv, put_spec(spec("s1", &["c1", "c2"]), Create));
     ok(&mut kv, put_image(image("img1", "c1", &[]), Create));
     let mut request = job_request("img1", "s1", replicas);
-    request.tasks = (0..tasks)
-        .map(|i| jcs_api::model::CreateTask { name: format!("t{i}"), ..request.tasks[0].clone() })
-        .collect();
+    request.tasks =
+        (0..tasks).map(|i| jcs_api::model::CreateTask { name: format!("t{i}"), ..request.tasks[0].clone() }).collect();
     request.retry = Some(retry);
     request.status_policy = Some(policy);
     let job = submitted(&mut kv, request);
@@ -45,7 +44,8 @@ fn key(job: &str, task: u32, replica: u32, attempt: u32) -> ReplicaKey {
 }
 
 fn dispatched(kv: &mut MemKv, k: &ReplicaKey) -> Outcome {
-    let command = Command::Dispatched { center_id: "c1".into(), owner_epoch: 0, key: k.clone(), native_id: k.to_string() };
+    let command =
+        Command::Dispatched { center_id: "c1".into(), owner_epoch: 0, key: k.clone(), native_id: k.to_string() };
     ok(kv, command)
 }
 
@@ -67,7 +67,11 @@ fn phases(kv: &MemKv, id: &str) -> Vec<ReplicaPhase> {
 }
 
 fn events(kv: &MemKv) -> Vec<EventKind> {
-    tables::values_under::<jcs_api::model::CenterEvent>(kv, tables::EVENT_PREFIX).unwrap().iter().map(|e| e.kind).collect()
+    tables::values_under::<jcs_api::model::CenterEvent>(kv, tables::EVENT_PREFIX)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect()
 }
 
 /// Dispatches and starts every replica of the job.
@@ -106,7 +110,10 @@ fn a_dispatch_nobody_wants_becomes_a_stop_order() {
     let k = key(&id, 0, 0, 0);
     assert_eq!(dispatched(&mut kv, &k), Outcome::Dispatch { accepted: false });
     let orders = tables::stop_orders(&kv, "c1").unwrap();
-    assert_eq!(orders, vec![(k.clone(), StopOrder { native_id: k.to_string(), reason: "dispatched but no longer wanted".into() })]);
+    assert_eq!(
+        orders,
+        vec![(k.clone(), StopOrder { native_id: k.to_string(), reason: "dispatched but no longer wanted".into() })]
+    );
     ok(&mut kv, Command::StopsDone { center_id: "c1".into(), owner_epoch: 0, keys: vec![k] });
     assert!(tables::stop_orders(&kv, "c1").unwrap().is_empty());
     check_invariants(&kv).unwrap();
@@ -134,7 +141,10 @@ fn an_application_failure_is_retried_on_the_same_center_with_backoff_then_fails_
     for attempt in 0..2 {
         report(&mut kv, "c1", &key(&id, 0, 1, attempt), failed(FailureCategory::Application, Some(3)));
         let replica = job_of(&kv, &id).tasks[0].replicas[1].clone();
-        assert_eq!((replica.phase, replica.attempt, replica.retries), (ReplicaPhase::Dispatching, attempt + 1, attempt + 1));
+        assert_eq!(
+            (replica.phase, replica.attempt, replica.retries),
+            (ReplicaPhase::Dispatching, attempt + 1, attempt + 1)
+        );
         assert_eq!(replica.not_before, T0 + 100 * (1 << attempt), "backoff doubles");
         assert_eq!(job_of(&kv, &id).tasks[0].center_ids, vec!["c1", "c1"], "retried where it ran");
         check_invariants(&kv).unwrap();
@@ -160,7 +170,10 @@ fn a_center_fault_reschedules_the_whole_task_without_spending_a_retry() {
     report(&mut kv, "c1", &key(&id, 0, 0, 0), failed(FailureCategory::Center, None));
     let job = job_of(&kv, &id);
     assert!(job.tasks[0].center_ids.is_empty());
-    assert!(job.tasks[0].replicas.iter().all(|r| r.phase == ReplicaPhase::Unplaced && r.retries == 0 && r.attempt == 1));
+    assert!(job.tasks[0]
+        .replicas
+        .iter()
+        .all(|r| r.phase == ReplicaPhase::Unplaced && r.retries == 0 && r.attempt == 1));
     assert_eq!(count_under(&kv, "q/"), 1, "back in the scheduling queue");
     // The healthy replica of the old placement is stopped.
     assert_eq!(tables::stop_orders(&kv, "c1").unwrap().len(), 2);
@@ -172,7 +185,12 @@ fn a_center_fault_reschedules_the_whole_task_without_spending_a_retry() {
 fn a_center_going_down_moves_its_replicas_and_coming_back_is_an_event() {
     let (mut kv, id) = placed_job(1, 1, RetryPolicy::default(), StatusPolicy::AllSucceed);
     run_all(&mut kv, &id);
-    let down = Command::SetCenterHealth { center_id: "c1".into(), owner_epoch: 0, available: false, reason: "3 polls failed".into() };
+    let down = Command::SetCenterHealth {
+        center_id: "c1".into(),
+        owner_epoch: 0,
+        available: false,
+        reason: "3 polls failed".into(),
+    };
     ok(&mut kv, down.clone());
     assert_eq!(stored::<Center>(&kv, CENTER, "c1").unwrap().status, 0);
     assert_eq!(phases(&kv, &id), vec![ReplicaPhase::Unplaced]);
@@ -180,7 +198,10 @@ fn a_center_going_down_moves_its_replicas_and_coming_back_is_an_event() {
     let before = kv.clone();
     ok(&mut kv, down);
     assert_eq!(kv, before);
-    ok(&mut kv, Command::SetCenterHealth { center_id: "c1".into(), owner_epoch: 0, available: true, reason: "ok".into() });
+    ok(
+        &mut kv,
+        Command::SetCenterHealth { center_id: "c1".into(), owner_epoch: 0, available: true, reason: "ok".into() },
+    );
     assert_eq!(events(&kv), vec![EventKind::CenterDown, EventKind::Rescheduled, EventKind::CenterUp]);
     check_invariants(&kv).unwrap();
 }

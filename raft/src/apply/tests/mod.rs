@@ -309,7 +309,10 @@ fn check_work_lists(kv: &MemKv, jobs: &BTreeMap<String, Job>) -> Result<(), Stri
             for (r, replica) in task.replicas.iter().enumerate() {
                 let Some(center) = task.center_ids.get(r) else {
                     if replica.phase != ReplicaPhase::Unplaced && !replica.phase.is_final() {
-                        return Err(format!("job {} task {t} replica {r} is {:?} without a center", job.id, replica.phase));
+                        return Err(format!(
+                            "job {} task {t} replica {r} is {:?} without a center",
+                            job.id, replica.phase
+                        ));
                     }
                     continue;
                 };
