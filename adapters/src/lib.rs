@@ -166,6 +166,14 @@ pub trait Adapter: Send + Sync {
     fn storage(&self) -> Option<&dyn Storage> {
         None
     }
+
+    /// Native ids whose state changed, announced by platforms that push events (`None`: the
+    /// platform is only polled). The local center announces every exit of a replica it
+    /// started. An announcement carries no state: the owner asks [`Adapter::status`] at once
+    /// instead of at its next poll, so a lost or lagging announcement costs only latency.
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<NativeId>> {
+        None
+    }
 }
 
 /// A center's object storage, as the data-migration work uses it: paths are `/`-separated and

@@ -75,7 +75,12 @@ pub struct LocalCenter {
     /// replica directories.
     pool: Mutex<Pool<ReplicaKey>>,
     storage: FsStorage,
+    /// Announces the exit of every replica this instance started ([`Adapter::events`]).
+    exits: tokio::sync::broadcast::Sender<NativeId>,
 }
+
+/// Exit announcements kept for a slow listener before it lags (it then just polls).
+const EXIT_BACKLOG: usize = 1024;
 
 /// Numbers staging directories, process-wide: instances on one work dir never share one.
 static STAGED: AtomicU64 = AtomicU64::new(0);
@@ -99,6 +104,7 @@ impl LocalCenter {
             max_grace: Duration::from_millis(config.stop_grace_ms),
             pool: Mutex::new(pool),
             storage: FsStorage::new(ctx.work_dir.join("storage"), ctx.work_dir.join("storage.tmp")),
+            exits: tokio::sync::broadcast::channel(EXIT_BACKLOG).0,
         })
     }
 
@@ -141,7 +147,11 @@ impl LocalCenter {
             pool.release(&key);
             return;
         }
-        match dir.launch().and_then(|launch| dir.start(&launch)) {
+        let (exits, id) = (self.exits.clone(), NativeId(key.to_string()));
+        let announce = move || {
+            let _ = exits.send(id);
+        };
+        match dir.launch().and_then(|launch| dir.start(&launch, announce)) {
             Ok(process) => tracing::info!(center = %self.id, replica = %key, pid = process.pid, "replica started"),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 // Another instance on this work dir started it: account it while it runs.
@@ -336,5 +346,9 @@ impl Adapter for LocalCenter {
 
     fn storage(&self) -> Option<&dyn Storage> {
         Some(&self.storage)
+    }
+
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<NativeId>> {
+        Some(self.exits.subscribe())
     }
 }

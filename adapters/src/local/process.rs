@@ -150,8 +150,12 @@ pub(super) struct Paths<'a> {
 
 /// Starts the wrapper for the launch's command in its own process group (so that it survives
 /// the node and can be signalled as a whole), with the launch's environment added, and reaps it
-/// in a background task.
-pub(super) fn spawn(paths: Paths<'_>, launch: &ReplicaLaunch) -> io::Result<ProcessRecord> {
+/// in a background task, which calls `on_exit` once the wrapper has ended.
+pub(super) fn spawn(
+    paths: Paths<'_>,
+    launch: &ReplicaLaunch,
+    on_exit: impl FnOnce() + Send + 'static,
+) -> io::Result<ProcessRecord> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(WRAPPER)
@@ -182,6 +186,7 @@ pub(super) fn spawn(paths: Paths<'_>, launch: &ReplicaLaunch) -> io::Result<Proc
             Ok(status) => tracing::debug!(pid = record.pid, %status, "replica wrapper reaped"),
             Err(e) => tracing::warn!(pid = record.pid, error = %e, "waiting for a replica wrapper failed"),
         }
+        on_exit();
     });
     Ok(record)
 }

@@ -112,11 +112,16 @@ impl ReplicaDir {
 
     /// Starts the replica's wrapper and records its pid. `AlreadyExists` when a start was
     /// attempted before: a replica is started at most once.
-    pub(super) fn start(&self, launch: &ReplicaLaunch) -> io::Result<ProcessRecord> {
+    pub(super) fn start(
+        &self,
+        launch: &ReplicaLaunch,
+        on_exit: impl FnOnce() + Send + 'static,
+    ) -> io::Result<ProcessRecord> {
         let work = self.file(WORK);
         std::fs::create_dir(&work)?;
         let (log, exit_code) = (self.file(LOG), self.file(EXIT_CODE));
-        let record = process::spawn(process::Paths { work: &work, log: &log, exit_code: &exit_code }, launch)?;
+        let paths = process::Paths { work: &work, log: &log, exit_code: &exit_code };
+        let record = process::spawn(paths, launch, on_exit)?;
         let tmp = self.file("pid.tmp");
         let written = std::fs::write(&tmp, record.render()).and_then(|()| std::fs::rename(&tmp, self.file(PID)));
         if let Err(e) = written {

@@ -268,3 +268,14 @@ async fn storage_stays_inside_its_root() {
     let fresh = center(dir.path(), serde_json::Value::Null);
     assert_eq!(fresh.storage().unwrap().list("da").await.unwrap(), vec![("data/x.bin".to_string(), 5)]);
 }
+
+#[tokio::test]
+async fn announces_the_exit_of_every_replica_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = center(dir.path(), json!({}));
+    let mut exits = c.events().expect("the local center pushes exit events");
+    let id = c.submit(&launch("job-000000000061", "exit 0", 1.0)).await.unwrap();
+    let announced = tokio::time::timeout(std::time::Duration::from_secs(10), exits.recv()).await;
+    assert_eq!(announced.expect("announced in time").unwrap(), id);
+    assert_eq!(state(&c, &id).await, NativeState::Succeeded);
+}

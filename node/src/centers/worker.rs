@@ -16,7 +16,7 @@ use jcs_api::model::{
 };
 use jcs_raft::command::{Command, Outcome};
 use jcs_raft::tables::{self, DispatchOrder, OnCenter, WorkList};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 use super::{launch, Shared};
 use crate::scheduler::now_ms;
@@ -59,15 +59,21 @@ impl Worker {
 
     pub async fn run(mut self, mut stop: watch::Receiver<()>) {
         let mut next_poll = tokio::time::Instant::now();
+        let mut announcements = self.adapter.events();
         loop {
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep_until(next_poll) => {}
+            let announced = tokio::select! {
+                _ = self.wake.notified() => false,
+                _ = tokio::time::sleep_until(next_poll) => false,
+                () = next_announcement(&mut announcements) => true,
                 _ = stop.changed() => return,
-            }
+            };
             if tokio::time::Instant::now() >= next_poll {
                 self.poll().await;
                 next_poll = tokio::time::Instant::now() + self.shared.settings.poll_interval;
+            } else if announced {
+                // A replica's state changed: read it now rather than at the next poll (a
+                // failure here is the next poll's to count).
+                let _ = self.poll_replicas().await;
             }
             self.carry_out_stops().await;
             self.dispatch_due().await;
@@ -334,6 +340,24 @@ impl Worker {
         let command = Command::ReportReplicas { center_id: self.center_id.clone(), owner_epoch: self.epoch, reports };
         if self.propose(command).await.is_some() {
             self.shared.scheduler.kick();
+        }
+    }
+}
+
+/// Waits for the platform's next announcement, taking every one already queued with it (one
+/// status read answers them all); never returns for a platform that does not push.
+async fn next_announcement(announcements: &mut Option<broadcast::Receiver<NativeId>>) {
+    let Some(receiver) = announcements else { return std::future::pending().await };
+    match receiver.recv().await {
+        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+            while !matches!(
+                receiver.try_recv(),
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+            ) {}
+        }
+        Err(broadcast::error::RecvError::Closed) => {
+            *announcements = None;
+            std::future::pending::<()>().await
         }
     }
 }
