@@ -9,10 +9,13 @@
 //! (deterministic for a seed, and for `submit`/`stop` half of them after the request took
 //! effect, as when an answer is lost); a share of replicas fail with exit code 1; and while the
 //! file `OUTAGE` exists in its work dir, every call fails as if the center were unreachable.
-//! Its state is saved to `sim-state.json` after every change that matters, so it survives a
-//! node restart; its storage is in memory, does not survive, and ignores latency and faults.
+//! Its state survives a node restart: every change (a submit, a stop, a start from the queue)
+//! is saved before the call returns, as one line appended to a journal that is compacted into
+//! a snapshot now and then, so that saving costs the change and not the whole history (see
+//! `journal`). Its storage is in memory, does not survive, and ignores latency and faults.
 
 mod chance;
+mod journal;
 mod script;
 mod state;
 #[cfg(test)]
@@ -20,7 +23,6 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +31,7 @@ use jcs_api::model::ReplicaKey;
 use serde::Deserialize;
 
 use self::chance::Rng;
+use self::journal::Journal;
 use self::script::Script;
 use self::state::{Plan, SimState};
 use crate::config::{self, Images};
@@ -113,9 +116,6 @@ impl SimConfig {
     }
 }
 
-/// Numbers instances, so that concurrent instances on one work dir never share a temporary file.
-static INSTANCES: AtomicU64 = AtomicU64::new(0);
-
 /// A simulated center.
 pub struct SimCenter {
     id: String,
@@ -123,9 +123,6 @@ pub struct SimCenter {
     images: Images,
     /// While this file exists, the center is unreachable.
     outage: PathBuf,
-    snapshot: PathBuf,
-    /// Where a snapshot is written before it is renamed over `snapshot`.
-    staging: PathBuf,
     inner: Mutex<Inner>,
     storage: MemStorage,
 }
@@ -133,6 +130,20 @@ pub struct SimCenter {
 struct Inner {
     state: SimState,
     rng: Rng,
+    journal: Journal,
+}
+
+impl Inner {
+    /// Replays time up to now, saving the replicas that started from the queue.
+    fn advance(&mut self) -> Result<()> {
+        self.state.advance(now_us());
+        self.save()
+    }
+
+    /// Saves what changed since the last save.
+    fn save(&mut self) -> Result<()> {
+        self.journal.save(&mut self.state).map_err(|e| AdapterError::Unavailable(e.to_string()))
+    }
 }
 
 /// What the simulated platform does with one call.
@@ -180,21 +191,12 @@ impl SimCenter {
         let unusable = |what: String| AdapterError::Config(format!("center '{center_id}': {what}"));
         std::fs::create_dir_all(&ctx.work_dir)
             .map_err(|e| unusable(format!("work dir {}: {e}", ctx.work_dir.display())))?;
-        let snapshot = ctx.work_dir.join("sim-state.json");
-        let state = match std::fs::read(&snapshot) {
-            Ok(bytes) => SimState::load(&bytes, pool)
-                .map_err(|e| unusable(format!("corrupt simulator state {}: {e}", snapshot.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SimState::new(pool),
-            Err(e) => return Err(unusable(format!("simulator state {}: {e}", snapshot.display()))),
-        };
-        let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
+        let (journal, state) = Journal::open(&ctx.work_dir, pool).map_err(|e| unusable(e.to_string()))?;
         Ok(SimCenter {
             id: center_id.to_string(),
             images: Images::new(config.images.clone()),
             outage: ctx.work_dir.join("OUTAGE"),
-            staging: ctx.work_dir.join(format!("sim-state.json.{}-{instance}.tmp", std::process::id())),
-            snapshot,
-            inner: Mutex::new(Inner { state, rng: Rng::new(config.seed) }),
+            inner: Mutex::new(Inner { state, rng: Rng::new(config.seed), journal }),
             storage: MemStorage::default(),
             config,
         })
@@ -221,21 +223,6 @@ impl SimCenter {
             true if draw >> 63 == 1 => Fate::LoseAnswer,
             true => Fate::Fail,
         })
-    }
-
-    /// Replays time up to now, saving the state when a queued replica started.
-    fn advance(&self, inner: &mut Inner) -> Result<()> {
-        if inner.state.advance(now_us()) {
-            self.persist(&inner.state)?;
-        }
-        Ok(())
-    }
-
-    /// Saves the state atomically (temporary file, then rename).
-    fn persist(&self, state: &SimState) -> Result<()> {
-        std::fs::write(&self.staging, state.snapshot())
-            .and_then(|()| std::fs::rename(&self.staging, &self.snapshot))
-            .map_err(|e| AdapterError::Unavailable(format!("cannot save the simulator state: {e}")))
     }
 
     /// What a launch will do.
@@ -269,7 +256,7 @@ impl Adapter for SimCenter {
     async fn resources(&self) -> Result<ResourceReport> {
         self.enter().await?.serve()?;
         let mut inner = self.lock();
-        self.advance(&mut inner)?;
+        inner.advance()?;
         Ok(inner.state.report())
     }
 
@@ -284,7 +271,7 @@ impl Adapter for SimCenter {
             return Err(transient());
         }
         let mut inner = self.lock();
-        self.advance(&mut inner)?;
+        inner.advance()?;
         let seq = match inner.state.find(&launch.key) {
             Some(seq) => seq,
             None => {
@@ -292,7 +279,7 @@ impl Adapter for SimCenter {
                 inner.state.check_admissible(&launch.demand)?;
                 let now = inner.state.now();
                 let seq = inner.state.submit(launch.key.clone(), launch.demand.clone(), self.plan(launch), now);
-                self.persist(&inner.state)?;
+                inner.save()?;
                 tracing::info!(center = %self.id, replica = %launch.key, id = %native_id(seq), "replica submitted");
                 seq
             }
@@ -311,7 +298,7 @@ impl Adapter for SimCenter {
     async fn status(&self, ids: &[NativeId]) -> Result<Vec<NativeState>> {
         self.enter().await?.serve()?;
         let mut inner = self.lock();
-        self.advance(&mut inner)?;
+        inner.advance()?;
         let (state, now) = (&inner.state, inner.state.now());
         Ok(ids
             .iter()
@@ -326,8 +313,9 @@ impl Adapter for SimCenter {
         }
         if let Some(seq) = parse_native_id(id) {
             let mut inner = self.lock();
-            if inner.state.stop(seq, now_us()) {
-                self.persist(&inner.state)?;
+            let stopped = inner.state.stop(seq, now_us());
+            inner.save()?;
+            if stopped {
                 tracing::info!(center = %self.id, %id, "replica stopped");
             }
         }
@@ -340,7 +328,7 @@ impl Adapter for SimCenter {
     async fn read_log(&self, id: &NativeId, offset: u64, max: usize) -> Result<LogChunk> {
         self.enter().await?.serve()?;
         let mut inner = self.lock();
-        self.advance(&mut inner)?;
+        inner.advance()?;
         let now = inner.state.now();
         let replica = parse_native_id(id)
             .and_then(|seq| inner.state.get(seq))

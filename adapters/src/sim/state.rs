@@ -2,11 +2,18 @@
 //! and queue, and the pending ends of runs. Time is evaluated lazily: each call first replays,
 //! in time order, the ends that happened since the last call — starting queued replicas at the
 //! very moment capacity freed — so the outcome does not depend on how often the node polls,
-//! and an idle center costs nothing. The state round-trips through a JSON snapshot, so a new
-//! `SimCenter` on the same work dir carries on where the old one stopped.
+//! and an idle center costs nothing.
+//!
+//! The state remembers which replicas changed (submitted, started from the queue, stopped) so
+//! that saving costs the size of the change, not of the state (see `journal`). A whole
+//! snapshot and the changes saved after it have one form — the replicas they hold as of a
+//! time — and [`Recovery`] merges any sequence of them back into a state. A replica's record
+//! only ever gains facts (a start, a stop), so merging is insensitive to repetition: replaying
+//! changes a newer snapshot already holds leaves it as it is.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use jcs_api::model::{FailureCategory, ReplicaKey};
 use jcs_api::quantity::ResourceAmounts;
@@ -93,7 +100,8 @@ impl SimReplica {
     }
 }
 
-/// The persisted form: `R` is `&SimReplica` when saving, `SimReplica` when loading.
+/// The saved form, of the whole state (a snapshot) or of one change (the replicas it touched):
+/// the replicas as of `saved_us`. `R` is `&SimReplica` when saving, `SimReplica` when loading.
 #[derive(Serialize, Deserialize)]
 struct Snapshot<R> {
     /// Every end up to this time had been replayed.
@@ -112,6 +120,8 @@ pub(super) struct SimState {
     next_seq: u64,
     /// The time the state has been advanced to.
     now_us: u64,
+    /// Replicas submitted, started or stopped since the last [`SimState::take_changes`].
+    changed: BTreeSet<u64>,
 }
 
 impl SimState {
@@ -123,34 +133,28 @@ impl SimState {
             ends: BinaryHeap::new(),
             next_seq: 1,
             now_us: 0,
+            changed: BTreeSet::new(),
         }
     }
 
-    /// Rebuilds the state from a snapshot; runs that ended before it was taken stay ended.
-    pub(super) fn load(snapshot: &[u8], pool: Pool<u64>) -> serde_json::Result<Self> {
-        let snapshot: Snapshot<SimReplica> = serde_json::from_slice(snapshot)?;
-        let mut state = SimState { next_seq: snapshot.next_seq, now_us: snapshot.saved_us, ..SimState::new(pool) };
-        for replica in snapshot.replicas {
-            let (seq, key, demand) = (replica.seq, replica.key.clone(), replica.demand.clone());
-            match replica.end_us() {
-                _ if replica.stopped_us.is_some() => {}
-                None => state.pool.enqueue(seq, key.clone(), demand),
-                Some(end) if end > snapshot.saved_us => {
-                    state.pool.insert_running(seq, key.clone(), demand);
-                    state.ends.push(Reverse((end, seq)));
-                }
-                Some(_) => {}
-            }
-            state.by_key.insert(key, seq);
-            state.replicas.insert(seq, replica);
-        }
-        Ok(state)
-    }
-
+    /// The whole state, saved.
     pub(super) fn snapshot(&self) -> Vec<u8> {
-        let snapshot =
-            Snapshot { saved_us: self.now_us, next_seq: self.next_seq, replicas: self.replicas.values().collect() };
-        serde_json::to_vec(&snapshot).expect("the state serializes")
+        self.encode(self.replicas.values().collect())
+    }
+
+    /// The replicas that changed since the last call, saved (one change for [`Recovery::merge`]);
+    /// `None` when none did.
+    pub(super) fn take_changes(&mut self) -> Option<Vec<u8>> {
+        if self.changed.is_empty() {
+            return None;
+        }
+        let changed = std::mem::take(&mut self.changed);
+        Some(self.encode(changed.iter().map(|seq| &self.replicas[seq]).collect()))
+    }
+
+    fn encode(&self, replicas: Vec<&SimReplica>) -> Vec<u8> {
+        let saved = Snapshot { saved_us: self.now_us, next_seq: self.next_seq, replicas };
+        serde_json::to_vec(&saved).expect("the state serializes")
     }
 
     /// The time the state has been advanced to.
@@ -158,32 +162,30 @@ impl SimState {
         self.now_us
     }
 
-    /// Replays everything up to `now`; returns whether a queued replica started.
-    pub(super) fn advance(&mut self, now: u64) -> bool {
+    /// Replays everything up to `now`.
+    pub(super) fn advance(&mut self, now: u64) {
         // The wall clock may step back; simulated time does not.
         self.now_us = self.now_us.max(now);
-        let mut started = self.admit(self.now_us);
+        self.admit(self.now_us);
         while let Some(&Reverse((end, seq))) = self.ends.peek() {
             if end > self.now_us {
                 break;
             }
             self.ends.pop();
             if self.pool.release(&seq) {
-                started |= self.admit(end);
+                self.admit(end);
             }
         }
-        started
     }
 
     /// Starts queue heads at `at` while they fit.
-    fn admit(&mut self, at: u64) -> bool {
-        let admitted = self.pool.admit();
-        for seq in &admitted {
-            let replica = self.replicas.get_mut(seq).expect("the pool holds known replicas");
+    fn admit(&mut self, at: u64) {
+        for seq in self.pool.admit() {
+            let replica = self.replicas.get_mut(&seq).expect("the pool holds known replicas");
             replica.started_us = Some(at);
-            self.ends.push(Reverse((replica.end_us().expect("just started"), *seq)));
+            self.ends.push(Reverse((replica.end_us().expect("just started"), seq)));
+            self.changed.insert(seq);
         }
-        !admitted.is_empty()
     }
 
     pub(super) fn find(&self, key: &ReplicaKey) -> Option<u64> {
@@ -205,6 +207,7 @@ impl SimState {
         self.pool.enqueue(seq, key.clone(), demand.clone());
         self.by_key.insert(key.clone(), seq);
         self.replicas.insert(seq, SimReplica { seq, key, demand, plan, started_us: None, stopped_us: None });
+        self.changed.insert(seq);
         self.advance(now);
         seq
     }
@@ -218,6 +221,7 @@ impl SimState {
             return false;
         }
         replica.stopped_us = Some(now);
+        self.changed.insert(seq);
         self.pool.release(&seq);
         self.advance(now);
         true
@@ -225,6 +229,65 @@ impl SimState {
 
     pub(super) fn report(&self) -> ResourceReport {
         self.pool.report()
+    }
+}
+
+/// Rebuilds a state from saved snapshots and changes, merged in the order they were saved.
+pub(super) struct Recovery {
+    saved_us: u64,
+    next_seq: u64,
+    replicas: BTreeMap<u64, SimReplica>,
+}
+
+impl Recovery {
+    pub(super) fn new() -> Self {
+        Recovery { saved_us: 0, next_seq: 1, replicas: BTreeMap::new() }
+    }
+
+    /// Merges a snapshot or a change. A replica already known only gains the start and stop the
+    /// record holds; a record of another key under a known sequence number (two instances saving
+    /// into one work dir at once) is ignored.
+    pub(super) fn merge(&mut self, saved: &[u8]) -> serde_json::Result<()> {
+        let saved: Snapshot<SimReplica> = serde_json::from_slice(saved)?;
+        self.saved_us = self.saved_us.max(saved.saved_us);
+        self.next_seq = self.next_seq.max(saved.next_seq);
+        for replica in saved.replicas {
+            match self.replicas.entry(replica.seq) {
+                Entry::Vacant(slot) => {
+                    slot.insert(replica);
+                }
+                Entry::Occupied(mut slot) if slot.get().key == replica.key => {
+                    let known = slot.get_mut();
+                    known.started_us = known.started_us.or(replica.started_us);
+                    known.stopped_us = known.stopped_us.or(replica.stopped_us);
+                }
+                Entry::Occupied(slot) => {
+                    tracing::warn!(seq = replica.seq, kept = %slot.get().key, ignored = %replica.key,
+                        "two simulated replicas were saved under one sequence number");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The state as of the latest time saved; runs that had ended by then stay ended.
+    pub(super) fn finish(self, pool: Pool<u64>) -> SimState {
+        let mut state = SimState { next_seq: self.next_seq, now_us: self.saved_us, ..SimState::new(pool) };
+        for (seq, replica) in self.replicas {
+            let (key, demand) = (replica.key.clone(), replica.demand.clone());
+            match replica.end_us() {
+                _ if replica.stopped_us.is_some() => {}
+                None => state.pool.enqueue(seq, key.clone(), demand),
+                Some(end) if end > self.saved_us => {
+                    state.pool.insert_running(seq, key.clone(), demand);
+                    state.ends.push(Reverse((end, seq)));
+                }
+                Some(_) => {}
+            }
+            state.by_key.insert(key, seq);
+            state.replicas.insert(seq, replica);
+        }
+        state
     }
 }
 
@@ -248,6 +311,14 @@ mod tests {
 
     fn state() -> SimState {
         SimState::new(Pool::new("sim1", one_cpu()))
+    }
+
+    fn recover(saved: &[&[u8]]) -> SimState {
+        let mut recovery = Recovery::new();
+        for bytes in saved {
+            recovery.merge(bytes).unwrap();
+        }
+        recovery.finish(Pool::new("sim1", one_cpu()))
     }
 
     #[test]
@@ -301,7 +372,7 @@ mod tests {
         let b = st.submit(key("b"), one_cpu(), plan(10, 0), 100 * S);
         let c = st.submit(key("c"), one_cpu(), plan(10, 0), 100 * S);
         st.stop(c, 101 * S);
-        let mut loaded = SimState::load(&st.snapshot(), Pool::new("sim1", one_cpu())).unwrap();
+        let mut loaded = recover(&[&st.snapshot()]);
         assert_eq!(loaded.find(&key("b")), Some(b));
         assert_eq!(loaded.report().metrics.confirmed_replicas, st.report().metrics.confirmed_replicas);
         loaded.advance(115 * S);
@@ -309,5 +380,38 @@ mod tests {
         assert_eq!(loaded.get(b).unwrap().started_us, Some(110 * S));
         assert!(matches!(loaded.get(c).unwrap().state(115 * S), NativeState::Failed { .. }));
         assert_eq!(loaded.submit(key("d"), one_cpu(), plan(1, 0), 115 * S), c + 1, "sequence numbers go on");
+    }
+
+    #[test]
+    fn a_snapshot_and_the_changes_saved_after_it_rebuild_the_state() {
+        let mut st = state();
+        let a = st.submit(key("a"), one_cpu(), plan(10, 0), 100 * S);
+        let before_snapshot = st.take_changes().unwrap();
+        let snapshot = st.snapshot();
+        st.submit(key("b"), one_cpu(), plan(10, 0), 101 * S);
+        let c = st.submit(key("c"), one_cpu(), plan(10, 0), 102 * S);
+        let mut changes = vec![st.take_changes().unwrap()];
+        assert!(st.take_changes().is_none(), "nothing changed since");
+        st.advance(111 * S);
+        changes.push(st.take_changes().expect("b started from the queue at 110 s"));
+        assert!(st.stop(c, 112 * S));
+        changes.push(st.take_changes().unwrap());
+        let saved: Vec<&[u8]> = [&snapshot].into_iter().chain(&changes).map(Vec::as_slice).collect();
+        let loaded = recover(&saved);
+        assert_eq!(loaded.snapshot(), st.snapshot());
+        assert_eq!(loaded.report(), st.report());
+
+        // Changes a newer snapshot holds, replayed over it (a crash came between writing the
+        // snapshot and emptying the journal), change nothing.
+        let newer = st.snapshot();
+        let stale: Vec<&[u8]> = [&newer, &before_snapshot].into_iter().chain(&changes).map(Vec::as_slice).collect();
+        assert_eq!(recover(&stale).snapshot(), newer);
+
+        // Another instance's replica under a known sequence number is ignored.
+        let mut other = state();
+        other.submit(key("x"), one_cpu(), plan(10, 0), 100 * S);
+        let clash = recover(&[&newer, &other.take_changes().unwrap()]);
+        assert_eq!((clash.find(&key("a")), clash.find(&key("x"))), (Some(a), None));
+        assert_eq!(clash.snapshot(), newer);
     }
 }

@@ -1,5 +1,5 @@
 //! The simulated center against the conformance suite, and its failure injection, outage
-//! failpoint, persistence and command language.
+//! failpoint, persistence (snapshot and journal) and command language.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -247,4 +247,102 @@ fn bad_configs_are_explained() {
     assert!(err(json!({"seed": "x"})).contains("at 'seed'"));
     std::fs::write(dir.path().join("sim-state.json"), b"{not json").unwrap();
     assert!(err(serde_json::Value::Null).contains("corrupt simulator state"));
+}
+
+/// The whole saved form of an instance's state, to compare instances exactly.
+fn saved(s: &SimCenter) -> Vec<u8> {
+    s.lock().state.snapshot()
+}
+
+fn compact(s: &SimCenter) {
+    let inner = &mut *s.lock();
+    inner.journal.compact(&inner.state).unwrap();
+}
+
+fn file_len(dir: &Path, name: &str) -> u64 {
+    std::fs::metadata(dir.join(name)).map_or(0, |m| m.len())
+}
+
+#[tokio::test]
+async fn a_snapshot_and_the_journal_after_it_recover_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({"latency_ms": 0, "capacity": {"cpu": "1", "memory": "1Gi"}});
+    let s = sim(dir.path(), config.clone());
+    let first = s.submit(&launch("first", "sleep 30")).await.unwrap();
+    let queued = s.submit(&launch("queued", "sleep 30")).await.unwrap();
+    compact(&s);
+    let last = s.submit(&launch("last", "sleep 30")).await.unwrap();
+    s.stop(&first, Duration::ZERO).await.unwrap();
+    assert!(file_len(dir.path(), "sim-state.json") > 0 && file_len(dir.path(), "sim-journal.jsonl") > 0);
+    let expected = saved(&s);
+    drop(s);
+
+    let s = sim(dir.path(), config);
+    assert_eq!(saved(&s), expected);
+    assert_eq!(s.find(&launch("queued", "").key).await.unwrap(), Some(queued.clone()));
+    let states = s.status(&[first, queued, last]).await.unwrap();
+    assert!(matches!(states[0], NativeState::Failed { category: FailureCategory::Stopped, .. }), "{states:?}");
+    assert_eq!(states[1..], [NativeState::Running, NativeState::Queued], "started from the queue when first stopped");
+}
+
+#[tokio::test]
+async fn a_torn_final_journal_line_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({"latency_ms": 0});
+    let s = sim(dir.path(), config.clone());
+    let kept = s.submit(&launch("kept", "sleep 30")).await.unwrap();
+    let expected = saved(&s);
+    drop(s);
+    let journal = dir.path().join("sim-journal.jsonl");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&journal).unwrap();
+    std::io::Write::write_all(&mut file, br#"{"saved_us":1,"next_seq":3,"replicas":[{"seq":2,"key":"#).unwrap();
+
+    let s = sim(dir.path(), config.clone());
+    assert_eq!(saved(&s), expected, "the torn change is lost, nothing else");
+    assert_eq!(file_len(dir.path(), "sim-journal.jsonl"), 0, "the fragment is compacted away at once");
+    let next = s.submit(&launch("next", "sleep 30")).await.unwrap();
+    let expected = saved(&s);
+    drop(s);
+    let s = sim(dir.path(), config);
+    assert_eq!(saved(&s), expected);
+    assert_eq!(s.status(&[kept, next]).await.unwrap(), [NativeState::Running, NativeState::Running]);
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_state_and_changes_after_it_reload_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({"latency_ms": 0, "capacity": {"cpu": "1", "memory": "1Gi"}});
+    let s = sim(dir.path(), config.clone());
+    let running = s.submit(&launch("running", "sleep 30")).await.unwrap();
+    s.submit(&launch("waiting", "sleep 30")).await.unwrap();
+    let before = saved(&s);
+    compact(&s);
+    assert_eq!(file_len(dir.path(), "sim-journal.jsonl"), 0);
+    assert_eq!(saved(&sim(dir.path(), config.clone())), before, "the snapshot alone holds the state");
+
+    s.stop(&running, Duration::ZERO).await.unwrap();
+    s.submit(&launch("later", "sleep 30")).await.unwrap();
+    assert_eq!(saved(&sim(dir.path(), config.clone())), saved(&s), "snapshot and journal hold the state");
+
+    // Enough changes to outgrow the minimum journal size: it is compacted on its own.
+    for i in 0..1_500 {
+        s.submit(&launch(&format!("many{i}"), "sleep 30")).await.unwrap();
+    }
+    let lines = std::fs::read(dir.path().join("sim-journal.jsonl")).unwrap().split(|&b| b == b'\n').count();
+    assert!(lines < 1_500, "{lines} journal lines after 1,500 submits: never compacted");
+    assert_eq!(saved(&sim(dir.path(), config)), saved(&s));
+}
+
+#[tokio::test]
+async fn instances_saving_into_one_work_dir_leave_the_last_writers_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({"latency_ms": 0});
+    let old = sim(dir.path(), config.clone());
+    old.submit(&launch("before", "sleep 30")).await.unwrap();
+    let new = sim(dir.path(), config.clone());
+    new.submit(&launch("new", "sleep 30")).await.unwrap();
+    old.submit(&launch("old", "sleep 30")).await.unwrap();
+    let s = sim(dir.path(), config);
+    assert_eq!(saved(&s), saved(&old), "the old instance saw another's line and saved its whole state");
+    assert_eq!(s.find(&launch("new", "").key).await.unwrap(), None);
 }
