@@ -203,6 +203,12 @@ fn delete(kv: &mut impl Kv, kind: ObjectKind, id: &str) -> Result<CommandResult,
 /// The first object that refers to `(kind, id)`: catalog objects, then unfinished jobs
 /// (finished jobs keep their history but hold nothing).
 fn first_referrer(kv: &impl Kv, kind: ObjectKind, id: &str) -> Result<Option<(ObjectKind, String)>, StoreError> {
+    if kind == ObjectKind::Center {
+        // Replicas still to submit, poll or stop there: deleting the center would orphan them.
+        if let Some(job) = lifecycle::first_job_with_work_at(kv, id)? {
+            return Ok(Some((ObjectKind::Job, job)));
+        }
+    }
     let target = (kind, id.to_string());
     for spec in all::<ResourceSpec>(kv, ObjectKind::ResourceSpec)? {
         if spec.references().contains(&target) {

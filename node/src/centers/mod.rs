@@ -90,23 +90,24 @@ impl Adapters {
         self.inner.lock().expect("adapters lock").get(center).map(|(_, a)| a.clone())
     }
 
-    /// The adapter for `center`, built anew when its `adapter` field changed.
-    fn ensure(
-        &self,
-        center: &Center,
-        dir: &std::path::Path,
-    ) -> Result<(Arc<dyn Adapter>, bool), jcs_adapters::AdapterError> {
+    /// Whether `center`'s `adapter` field differs from the one its adapter was built from.
+    fn changed(&self, center: &Center) -> bool {
         let fingerprint = serde_json::to_value(&center.adapter).unwrap_or_default();
+        let map = self.inner.lock().expect("adapters lock");
+        map.get(&center.ai_center_id).is_none_or(|(seen, _)| *seen != fingerprint)
+    }
+
+    /// The adapter for `center`, built if there is none (a changed one is forgotten first).
+    fn ensure(&self, center: &Center, dir: &std::path::Path) -> Result<Arc<dyn Adapter>, jcs_adapters::AdapterError> {
         let mut map = self.inner.lock().expect("adapters lock");
-        if let Some((seen, adapter)) = map.get(&center.ai_center_id) {
-            if *seen == fingerprint {
-                return Ok((adapter.clone(), false));
-            }
+        if let Some((_, adapter)) = map.get(&center.ai_center_id) {
+            return Ok(adapter.clone());
         }
         let context = AdapterContext { work_dir: dir.join(&center.ai_center_id) };
         let adapter = jcs_adapters::build(center, &context)?;
+        let fingerprint = serde_json::to_value(&center.adapter).unwrap_or_default();
         map.insert(center.ai_center_id.clone(), (fingerprint, adapter.clone()));
-        Ok((adapter, true))
+        Ok(adapter)
     }
 
     fn forget(&self, center: &str) {
@@ -162,7 +163,7 @@ async fn supervise(
     loop {
         tokio::select! {
             _ = refresh.tick() => {
-                reconcile_workers(&ownership, &shared, &adapters, &mut workers);
+                reconcile_workers(&ownership, &shared, &adapters, &mut workers).await;
                 changed_since_scan = true;
             }
             _ = orders.notify.notified() => {
@@ -193,8 +194,10 @@ async fn supervise(
 }
 
 /// Starts a worker for each owned center, stops those of centers gone or no longer owned, and
-/// restarts a worker whose adapter was rebuilt.
-fn reconcile_workers(
+/// restarts a worker whose adapter changed. A worker is stopped — and waited for — before its
+/// center's adapter is built again, so that two instances never drive one center at once (the
+/// new one re-reads what the old one left on the center).
+async fn reconcile_workers(
     ownership: &Ownership,
     shared: &Shared,
     adapters: &Adapters,
@@ -207,34 +210,37 @@ fn reconcile_workers(
             return;
         }
     };
-    let mut wanted = BTreeMap::new();
-    for center in centers {
-        // A center with no adapter is known only through monitoring written to the API.
-        if center.adapter.kind.is_empty() {
-            continue;
-        }
-        let Some(epoch) = ownership.epoch(&center.ai_center_id) else { continue };
-        match adapters.ensure(&center, &shared.settings.dir) {
-            Ok((adapter, rebuilt)) => {
-                wanted.insert(center.ai_center_id.clone(), (epoch, adapter, rebuilt));
-            }
-            Err(e) => tracing::warn!(center_id = %center.ai_center_id, error = %e, "center has no usable adapter"),
-        }
+    // A center with no adapter is known only through monitoring written to the API.
+    let owned: BTreeMap<String, (u64, Center)> = centers
+        .into_iter()
+        .filter(|center| !center.adapter.kind.is_empty())
+        .filter_map(|center| Some((center.ai_center_id.clone(), (ownership.epoch(&center.ai_center_id)?, center))))
+        .collect();
+    let ending: Vec<String> = workers
+        .iter()
+        .filter(|(id, running)| {
+            running.task.is_finished() || owned.get(*id).is_none_or(|(_, center)| adapters.changed(center))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in ending {
+        let running = workers.remove(&id).expect("listed above");
+        let _ = running.stop.send(());
+        let _ = running.task.await;
+        adapters.forget(&id);
+        tracing::info!(center_id = %id, "center worker stopped");
     }
-    workers.retain(|id, running| {
-        let keep = wanted.get(id).is_some_and(|(_, _, rebuilt)| !rebuilt) && !running.task.is_finished();
-        if !keep {
-            let _ = running.stop.send(());
-            if !wanted.contains_key(id) {
-                adapters.forget(id);
-            }
-        }
-        keep
-    });
-    for (center_id, (epoch, adapter, _)) in wanted {
+    for (center_id, (epoch, center)) in owned {
         if workers.contains_key(&center_id) {
             continue;
         }
+        let adapter = match adapters.ensure(&center, &shared.settings.dir) {
+            Ok(adapter) => adapter,
+            Err(e) => {
+                tracing::warn!(center_id = %center_id, error = %e, "center has no usable adapter");
+                continue;
+            }
+        };
         let wake = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(());
         let worker = worker::Worker::new(center_id.clone(), epoch, adapter, shared.clone(), wake.clone());

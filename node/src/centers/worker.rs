@@ -37,6 +37,11 @@ pub struct Worker {
     /// What was last reported per replica attempt: only changes are written.
     observed: HashMap<ReplicaKey, Observed>,
     images: launch::ImagesAt,
+    /// When the earliest order held back by its retry backoff falls due.
+    next_due: Option<tokio::time::Instant>,
+    /// After a submit, find or stop failed, orders wait for the next poll rather than being
+    /// retried at every wake-up.
+    quiet_until: Option<tokio::time::Instant>,
 }
 
 impl Worker {
@@ -54,6 +59,8 @@ impl Worker {
             observed: HashMap::new(),
             images: launch::ImagesAt::new(&center_id),
             center_id,
+            next_due: None,
+            quiet_until: None,
         }
     }
 
@@ -61,13 +68,17 @@ impl Worker {
         let mut next_poll = tokio::time::Instant::now();
         let mut announcements = self.adapter.events();
         loop {
+            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
             let announced = tokio::select! {
                 _ = self.wake.notified() => false,
                 _ = tokio::time::sleep_until(next_poll) => false,
+                _ = tokio::time::sleep_until(self.next_due.unwrap_or(far)) => false,
                 () = next_announcement(&mut announcements) => true,
                 _ = stop.changed() => return,
             };
-            if tokio::time::Instant::now() >= next_poll {
+            let now = tokio::time::Instant::now();
+            let polled = now >= next_poll;
+            if polled {
                 self.poll().await;
                 next_poll = tokio::time::Instant::now() + self.shared.settings.poll_interval;
             } else if announced {
@@ -75,8 +86,10 @@ impl Worker {
                 // failure here is the next poll's to count).
                 let _ = self.poll_replicas().await;
             }
-            self.carry_out_stops().await;
-            self.dispatch_due().await;
+            if polled || self.quiet_until.is_none_or(|until| now >= until) {
+                let failed = self.carry_out_stops().await | self.dispatch_due().await;
+                self.quiet_until = failed.then(|| tokio::time::Instant::now() + self.shared.settings.poll_interval);
+            }
         }
     }
 
@@ -203,38 +216,49 @@ impl Worker {
         Ok(())
     }
 
-    async fn carry_out_stops(&mut self) {
+    /// Carries out the center's stop orders; `true` when one failed (it stays for later). An
+    /// order without a native id is for a submit whose answer may have been lost: whatever the
+    /// center has under the key is stopped.
+    async fn carry_out_stops(&mut self) -> bool {
         let orders = tables::stop_orders(&self.shared.reader, &self.center_id).unwrap_or_default();
         if orders.is_empty() {
-            return;
+            return false;
         }
         let grace = self.shared.settings.stop_grace;
         let adapter = self.adapter.clone();
-        let done: Vec<ReplicaKey> = stream::iter(orders)
+        let results: Vec<(ReplicaKey, bool)> = stream::iter(orders)
             .map(|(key, order)| {
                 let adapter = adapter.clone();
                 async move {
-                    match adapter.stop(&NativeId(order.native_id.clone()), grace).await {
-                        Ok(()) => Some(key),
-                        Err(e) => {
-                            tracing::warn!(replica = %key, error = %e, "stop failed; will retry");
-                            None
-                        }
+                    let native = match order.native_id.as_str() {
+                        "" => adapter.find(&key).await,
+                        id => Ok(Some(NativeId(id.to_string()))),
+                    };
+                    let stopped = match native {
+                        Ok(Some(id)) => adapter.stop(&id, grace).await,
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = &stopped {
+                        tracing::warn!(replica = %key, error = %e, "stop failed; will retry");
                     }
+                    (key, stopped.is_ok())
                 }
             })
             .buffer_unordered(self.shared.settings.dispatch_concurrency)
-            .filter_map(|k| async move { k })
             .collect()
             .await;
+        let failed = results.iter().any(|(_, ok)| !ok);
+        let done: Vec<ReplicaKey> = results.into_iter().filter_map(|(key, ok)| ok.then_some(key)).collect();
         if !done.is_empty() {
             let command = Command::StopsDone { center_id: self.center_id.clone(), owner_epoch: self.epoch, keys: done };
             self.propose(command).await;
         }
+        failed
     }
 
-    /// Submits every due dispatch order, a few at a time.
-    async fn dispatch_due(&mut self) {
+    /// Submits every due dispatch order, a few at a time; `true` when one failed.
+    async fn dispatch_due(&mut self) -> bool {
         let orders: Vec<(String, u32, u32, DispatchOrder)> =
             tables::work_list(&self.shared.reader, WorkList::Dispatch, &self.center_id).unwrap_or_default();
         let now = now_ms();
@@ -253,13 +277,8 @@ impl Worker {
             due.push((key, in_doubt));
         }
         self.first_scan = false;
-        if let Some(at) = next_due {
-            let wake = self.wake.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis((at - now).max(1) as u64)).await;
-                wake.notify_one();
-            });
-        }
+        self.next_due =
+            next_due.map(|at| tokio::time::Instant::now() + Duration::from_millis((at - now).max(1) as u64));
         let this = &*self;
         let results: Vec<(ReplicaKey, bool)> = stream::iter(due)
             .map(|(key, in_doubt)| async move {
@@ -269,6 +288,7 @@ impl Worker {
             .buffer_unordered(self.shared.settings.dispatch_concurrency)
             .collect()
             .await;
+        let failed = results.iter().any(|(_, ok)| !ok);
         for (key, ok) in results {
             if ok {
                 self.doubt.remove(&key);
@@ -276,6 +296,7 @@ impl Worker {
                 self.doubt.insert(key);
             }
         }
+        failed
     }
 
     /// Submits one replica attempt and records it; `false` leaves the key in doubt.

@@ -5,6 +5,9 @@
 //! Three per-center work lists tell each owner what to do (see [`crate::tables`]): `dq/`
 //! (submit these), `on/` (poll these), `so/` (stop these). Every transition keeps them in step
 //! with the replicas' phases, so an owner — the current one or the next — needs nothing else.
+//! In particular, a dispatch order withdrawn before its `Dispatched` arrived becomes a stop
+//! order without a native id: the submit may have reached the center with its answer lost, so
+//! the owner asks the center by key and stops whatever it finds.
 
 use std::collections::BTreeMap;
 
@@ -153,20 +156,21 @@ pub fn report_replicas(
                 }
             }
             Observed::Completed => {
+                leave_center(kv, center_id, key, replica.phase)?;
                 replica.phase = ReplicaPhase::Completed;
                 replica.exit_code = Some(0);
                 replica.changed_at = at_ms;
-                leave_center(kv, center_id, key)?;
             }
             Observed::Failed { exit_code, category, reason } => {
                 replica.exit_code = *exit_code;
-                leave_center(kv, center_id, key)?;
+                // A refusal is the center's answer to the submit: nothing of it runs there.
+                leave_center(kv, center_id, key, if refused { ReplicaPhase::Queued } else { replica.phase })?;
                 let stopping = replica.phase == ReplicaPhase::Stopping;
                 match category {
                     _ if stopping => fail(replica, replica.reason.clone(), at_ms),
                     FailureCategory::Stopped => fail(replica, format!("stopped at the center: {reason}"), at_ms),
                     FailureCategory::Application => retry_or_fail(kv, job, key, center_id, reason, at_ms)?,
-                    FailureCategory::Center => reschedule_task(kv, job, key.task as usize, reason, at_ms)?,
+                    FailureCategory::Center => reschedule_task(kv, job, key.task as usize, center_id, reason, at_ms)?,
                 }
             }
         }
@@ -181,10 +185,15 @@ fn fail(replica: &mut jcs_api::model::Replica, reason: String, at_ms: i64) {
     replica.changed_at = at_ms;
 }
 
-/// Drops a replica attempt from its center's lists and the in-flight ledger.
-fn leave_center(kv: &mut impl Kv, center_id: &str, key: &ReplicaKey) -> Result<(), StoreError> {
+/// Drops a replica attempt from its center's lists and the in-flight ledger. An attempt still
+/// being dispatched may have been submitted already: it gets a stop order to be resolved by key.
+fn leave_center(kv: &mut impl Kv, center_id: &str, key: &ReplicaKey, phase: ReplicaPhase) -> Result<(), StoreError> {
     kv.delete(WorkList::OnCenter.key(center_id, &key.job_id, key.task, key.replica));
     kv.delete(WorkList::Dispatch.key(center_id, &key.job_id, key.task, key.replica));
+    if phase == ReplicaPhase::Dispatching {
+        let order = StopOrder { native_id: String::new(), reason: "withdrawn before its dispatch was recorded".into() };
+        put_json(kv, tables::stop_order_key(center_id, key), &order);
+    }
     ledger::release(kv, center_id, &key.job_id, key.task, key.replica)
 }
 
@@ -243,6 +252,7 @@ fn reschedule_task(
     kv: &mut impl Kv,
     job: &mut Job,
     task_index: usize,
+    failed_center: &str,
     reason: &str,
     at_ms: i64,
 ) -> Result<(), StoreError> {
@@ -260,7 +270,7 @@ fn reschedule_task(
                 put_json(kv, tables::stop_order_key(&centers[r], &key), &order);
             }
         }
-        leave_center(kv, &centers[r], &key)?;
+        leave_center(kv, &centers[r], &key, replica.phase)?;
         if give_up {
             if !replica.phase.is_final() {
                 fail(replica, format!("{reason} (gave up after {MAX_RESCHEDULES} reschedules)"), at_ms);
@@ -284,7 +294,7 @@ fn reschedule_task(
     job.dispatched_at = None;
     kv.put(queue_key(&job.id), Vec::new());
     let message = format!("task {} taken off {}: {reason}", task_index, centers.join(","));
-    record_event(kv, &centers[0], EventKind::Rescheduled, Some(&job.id), &message, at_ms)?;
+    record_event(kv, failed_center, EventKind::Rescheduled, Some(&job.id), &message, at_ms)?;
     Ok(())
 }
 
@@ -303,7 +313,7 @@ pub fn stops_done(
         if center == center_id && replica.attempt == key.attempt && replica.phase == ReplicaPhase::Stopping {
             let reason = replica.reason.clone();
             fail(replica, reason, at_ms);
-            leave_center(kv, center_id, key)?;
+            leave_center(kv, center_id, key, ReplicaPhase::Stopping)?;
         }
     }
     touched.store(kv, at_ms)?;
@@ -327,37 +337,40 @@ pub fn stop_job(kv: &mut impl Kv, job_id: &str, reason: &str, at_ms: i64) -> Res
     Ok(Ok(Outcome::Job { job: Box::new(job), replayed: false }))
 }
 
-/// Ends every unfinished replica of a job that is over: stop orders for those on centers,
-/// nothing more for the rest. Releases the job's queue entry and ledger holds.
+/// Ends every unfinished replica of a job that is over, and releases the job's queue entry and
+/// ledger holds.
 fn end_replicas(kv: &mut impl Kv, job: &mut Job, reason: &str, at_ms: i64) -> Result<(), StoreError> {
     kv.delete(queue_key(&job.id));
     ledger::release_job(kv, job)?;
+    for t in 0..job.tasks.len() {
+        end_task(kv, job, t, reason, at_ms)?;
+    }
+    Ok(())
+}
+
+/// Ends a task's unfinished replicas: stop orders for those on centers (and for those whose
+/// dispatch may have happened), the rest fail unstarted.
+fn end_task(kv: &mut impl Kv, job: &mut Job, t: usize, reason: &str, at_ms: i64) -> Result<(), StoreError> {
     let job_id = job.id.clone();
-    for (t, task) in job.tasks.iter_mut().enumerate() {
-        for (r, replica) in task.replicas.iter_mut().enumerate() {
-            let key =
-                ReplicaKey { job_id: job_id.clone(), task: t as u32, replica: r as u32, attempt: replica.attempt };
-            let center = task.center_ids.get(r).cloned();
-            match (replica.phase, center) {
-                (ReplicaPhase::Queued | ReplicaPhase::Running, Some(center)) => {
-                    let native_id = replica.native_id.clone().unwrap_or_default();
-                    put_json(
-                        kv,
-                        tables::stop_order_key(&center, &key),
-                        &StopOrder { native_id, reason: reason.into() },
-                    );
-                    replica.phase = ReplicaPhase::Stopping;
-                    replica.reason = reason.into();
-                    replica.changed_at = at_ms;
-                }
-                (ReplicaPhase::Dispatching, Some(center)) => {
-                    kv.delete(WorkList::Dispatch.key(&center, &job_id, t as u32, r as u32));
-                    fail(replica, format!("not started: {reason}"), at_ms);
-                }
-                (ReplicaPhase::Stopping, _) => {}
-                (phase, _) if !phase.is_final() => fail(replica, format!("not started: {reason}"), at_ms),
-                _ => {}
+    let task = &mut job.tasks[t];
+    for (r, replica) in task.replicas.iter_mut().enumerate() {
+        let key = ReplicaKey { job_id: job_id.clone(), task: t as u32, replica: r as u32, attempt: replica.attempt };
+        let center = task.center_ids.get(r).cloned();
+        match (replica.phase, center) {
+            (ReplicaPhase::Queued | ReplicaPhase::Running, Some(center)) => {
+                let native_id = replica.native_id.clone().unwrap_or_default();
+                put_json(kv, tables::stop_order_key(&center, &key), &StopOrder { native_id, reason: reason.into() });
+                replica.phase = ReplicaPhase::Stopping;
+                replica.reason = reason.into();
+                replica.changed_at = at_ms;
             }
+            (ReplicaPhase::Dispatching, Some(center)) => {
+                leave_center(kv, &center, &key, ReplicaPhase::Dispatching)?;
+                fail(replica, format!("not started: {reason}"), at_ms);
+            }
+            (ReplicaPhase::Stopping, _) => {}
+            (phase, _) if !phase.is_final() => fail(replica, format!("not started: {reason}"), at_ms),
+            _ => {}
         }
     }
     Ok(())
@@ -371,6 +384,17 @@ fn settle(kv: &mut impl Kv, job: &mut Job, at_ms: i64) -> Result<(), StoreError>
     }
     let states: Vec<Vec<RunState>> = job.tasks.iter().map(|t| t.replica_status()).collect();
     let status = roll_up(job.status_policy, &states);
+    if !status.is_final() {
+        // A failed task cannot go on with a replica missing: its others are stopped even when
+        // the policy keeps the job open.
+        for (t, replicas) in states.iter().enumerate() {
+            let unfinished = replicas.iter().any(|s| !s.is_final());
+            if replicas.contains(&RunState::Failed) && unfinished {
+                let why = format!("task {} failed", job.tasks[t].name);
+                end_task(kv, job, t, &why, at_ms)?;
+            }
+        }
+    }
     if status.is_final() {
         let why = first_failure(job).unwrap_or_default();
         job.status_reason = match status {
@@ -426,18 +450,27 @@ pub fn set_center_health(
             let Some(job) = touched.job(kv, &key.job_id)? else { continue };
             let still_here = replica_mut(job, &key).is_some_and(|(c, r)| c == center_id && r.attempt == key.attempt);
             if still_here && !job.status.is_final() {
-                reschedule_task(
-                    kv,
-                    job,
-                    key.task as usize,
-                    &format!("center {center_id} unavailable: {reason}"),
-                    at_ms,
-                )?;
+                let why = format!("center {center_id} unavailable: {reason}");
+                reschedule_task(kv, job, key.task as usize, center_id, &why, at_ms)?;
             }
         }
         touched.store(kv, at_ms)?;
     }
     Ok(Ok(Outcome::Center(center)))
+}
+
+/// A job with a replica to submit to, poll at or stop at `center_id`, if any.
+pub fn first_job_with_work_at(kv: &impl Kv, center_id: &str) -> Result<Option<String>, StoreError> {
+    if let Some((key, _)) = tables::stop_orders(kv, center_id)?.into_iter().next() {
+        return Ok(Some(key.job_id));
+    }
+    for list in [WorkList::OnCenter, WorkList::Dispatch] {
+        let entries: Vec<(String, u32, u32, serde_json::Value)> = tables::work_list(kv, list, center_id)?;
+        if let Some((job, ..)) = entries.into_iter().next() {
+            return Ok(Some(job));
+        }
+    }
+    Ok(None)
 }
 
 /// Appends an event, dropping the oldest beyond [`MAX_EVENTS`].

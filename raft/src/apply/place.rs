@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 
-use jcs_api::model::{Job, ObjectKind};
+use jcs_api::model::{center_status, Center, Job, ObjectKind};
 use jcs_api::quantity::ResourceAmounts;
 
 use crate::apply::{ledger, lifecycle};
 use crate::command::{CommandResult, Outcome, PlacementBatch, PlacementDecision, Refusal};
 use crate::kv::{put_json, Kv, StoreError};
 use crate::schedule::problem::{LedgerEntry, SpecInfo};
-use crate::tables::{exists, explain_key, get, object_key, queue_key, sched_fence, SchedulerFence, SCHED_FENCE_KEY};
+use crate::tables::{explain_key, get, object_key, queue_key, sched_fence, SchedulerFence, SCHED_FENCE_KEY};
 
 pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<CommandResult, StoreError> {
     let fence = sched_fence(kv)?;
@@ -57,8 +57,10 @@ fn apply_decision(
             return Ok(false);
         }
         for center in centers {
-            if !exists(kv, ObjectKind::Center, center)? {
-                return Ok(false);
+            // Gone, or marked down since the snapshot: nothing would dispatch there.
+            match get::<Center>(kv, ObjectKind::Center, center)? {
+                Some(c) if c.status != center_status::UNAVAILABLE => {}
+                _ => return Ok(false),
             }
         }
     }

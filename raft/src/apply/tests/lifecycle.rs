@@ -316,3 +316,61 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_withdrawn_dispatch_leaves_a_stop_order_to_resolve_by_key() {
+    let (mut kv, id) = placed_job(1, 1, RetryPolicy::default(), StatusPolicy::AllSucceed);
+    ok(&mut kv, stop(&id));
+    // The owner may have submitted it with the answer lost: it must ask the center by key.
+    let orders = tables::stop_orders(&kv, "c1").unwrap();
+    assert_eq!(orders.len(), 1);
+    assert_eq!((orders[0].0.clone(), orders[0].1.native_id.as_str()), (key(&id, 0, 0, 0), ""));
+    check_invariants(&kv).unwrap();
+}
+
+#[test]
+fn a_placement_on_a_center_marked_down_since_the_snapshot_is_skipped() {
+    let mut kv = MemKv::default();
+    ok(&mut kv, put_center(center("c1"), Create));
+    ok(&mut kv, put_spec(spec("s1", &["c1"]), Create));
+    ok(&mut kv, put_image(image("img1", "c1", &[]), Create));
+    let job = submitted(&mut kv, job_request("img1", "s1", 1));
+    let down =
+        Command::SetCenterHealth { center_id: "c1".into(), owner_epoch: 0, available: false, reason: "x".into() };
+    ok(&mut kv, down);
+    let decision = PlacementDecision {
+        job_id: job.id.clone(),
+        placements: vec![Some(vec!["c1".into()])],
+        explain: placed_explain(&job.id),
+    };
+    let batch = PlacementBatch { term: 1, snapshot_version: 0, ledger_ttl_ms: 600_000, decisions: vec![decision] };
+    assert_eq!(
+        ok(&mut kv, Command::Place(Box::new(batch))),
+        Outcome::Placed { applied: vec![], skipped: vec![job.id] }
+    );
+    assert_eq!(count_under(&kv, "dq/"), 0);
+}
+
+#[test]
+fn a_center_with_replicas_to_poll_or_stop_cannot_be_deleted() {
+    let (mut kv, id) = placed_job(1, 1, RetryPolicy::default(), StatusPolicy::AllSucceed);
+    dispatched(&mut kv, &key(&id, 0, 0, 0));
+    ok(&mut kv, stop(&id));
+    // The job is final, but its replica still has to be stopped on c1.
+    assert!(matches!(refused(&mut kv, Command::DeleteCenter { id: "c1".into() }), Refusal::StillReferenced { .. }));
+    ok(&mut kv, Command::StopsDone { center_id: "c1".into(), owner_epoch: 0, keys: vec![key(&id, 0, 0, 0)] });
+    assert_eq!(count_under(&kv, "so/") + count_under(&kv, "on/"), 0);
+}
+
+#[test]
+fn a_failed_task_stops_its_other_replicas_even_when_the_job_goes_on() {
+    let (mut kv, id) = placed_job(2, 2, RetryPolicy { max_retries: 0, backoff_ms: 0 }, StatusPolicy::AnySucceeds);
+    run_all(&mut kv, &id);
+    report(&mut kv, "c1", &key(&id, 0, 0, 0), failed(FailureCategory::Application, Some(1)));
+    let job = job_of(&kv, &id);
+    assert_eq!(job.status, RunState::Running, "another task may still succeed");
+    let task0: Vec<ReplicaPhase> = job.tasks[0].replicas.iter().map(|r| r.phase).collect();
+    assert_eq!(task0, vec![ReplicaPhase::Failed, ReplicaPhase::Stopping]);
+    assert_eq!(job.tasks[1].replicas[0].phase, ReplicaPhase::Running);
+    check_invariants(&kv).unwrap();
+}
