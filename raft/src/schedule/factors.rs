@@ -3,7 +3,10 @@
 //! the factor cannot be judged for that candidate (no monitoring report, data that cannot reach
 //! it); such a candidate scores 0 for that strategy.
 
-use crate::schedule::snapshot::{CandidateCenter, DeviceKind, JobContext, Snapshot};
+use jcs_api::model::Center;
+use jcs_api::quantity::ResourceAmounts;
+
+use crate::schedule::snapshot::{CandidateCenter, DeviceKind, JobContext, Location, Snapshot};
 
 /// Tasks at the candidate: its last report plus this job's replicas already placed there.
 fn workload(job: &JobContext, candidate: &CandidateCenter) -> Option<i64> {
@@ -20,31 +23,43 @@ pub fn workload_per_candidate(job: &JobContext, snapshot: &Snapshot) -> Vec<Opti
 /// this job's replicas already placed there) to demand over the demanded kinds. A demand of
 /// nothing fits everywhere equally.
 pub fn replicas_that_fit(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
-    let demanded: Vec<(DeviceKind, f64)> = DeviceKind::ALL
-        .into_iter()
-        .map(|kind| (kind, kind.amount(&job.demand)))
-        .filter(|(_, amount)| *amount > 0.0)
-        .collect();
+    let demanded = demanded_kinds(&job.demand);
     snapshot
         .candidates
         .iter()
         .map(|c| {
             c.metrics.as_ref()?;
             let taken = job.siblings_at(c.id()) as f64;
-            let fits = demanded.iter().map(|(kind, amount)| kind.amount(&c.free) / amount - taken);
-            Some(fits.fold(None, |least: Option<f64>, fit| Some(least.map_or(fit, |l| l.min(fit)))).unwrap_or(0.0))
+            Some(replicas_fitting(&demanded, |kind| kind.amount(&c.free), taken))
         })
         .collect()
+}
+
+/// The device kinds `demand` asks for, with the amounts.
+pub fn demanded_kinds(demand: &ResourceAmounts) -> Vec<(DeviceKind, f64)> {
+    DeviceKind::ALL.into_iter().map(|kind| (kind, kind.amount(demand))).filter(|(_, amount)| *amount > 0.0).collect()
+}
+
+/// (b) for one candidate: how many replicas of `demanded` fit in what `free` says is free, less
+/// the `taken` already placed there.
+pub fn replicas_fitting(demanded: &[(DeviceKind, f64)], free: impl Fn(DeviceKind) -> f64, taken: f64) -> f64 {
+    let fits = demanded.iter().map(|(kind, amount)| free(*kind) / amount - taken);
+    fits.fold(None, |least: Option<f64>, fit| Some(least.map_or(fit, |l| l.min(fit)))).unwrap_or(0.0)
 }
 
 /// How close a candidate is to another center: 3 the same center, 2 the same site, 1 the same
 /// region, 0 apart (or the other center's location is unknown).
 fn closeness(snapshot: &Snapshot, candidate: &CandidateCenter, other_id: &str) -> f64 {
-    if candidate.id() == other_id {
+    closeness_to(&candidate.center, other_id, snapshot.locations.get(other_id))
+}
+
+/// [`closeness`] of `center` to the center `other_id`, located at `other` when known.
+pub fn closeness_to(center: &Center, other_id: &str, other: Option<&Location>) -> f64 {
+    if center.ai_center_id == other_id {
         return 3.0;
     }
-    let Some(other) = snapshot.locations.get(other_id) else { return 0.0 };
-    let (site, region) = (&candidate.center.network.site, &candidate.center.region);
+    let Some(other) = other else { return 0.0 };
+    let (site, region) = (&center.network.site, &center.region);
     if !site.is_empty() && *site == other.site {
         2.0
     } else if !region.is_empty() && *region == other.region {
@@ -122,20 +137,36 @@ pub fn security_grade(snapshot: &Snapshot) -> Vec<Option<f64>> {
 /// change the result (saturating, so absurd reported counts cannot overflow).
 pub fn negative_workload_variance(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
     let loads: Vec<Option<i128>> = snapshot.candidates.iter().map(|c| workload(job, c).map(i128::from)).collect();
-    let reporting = loads.iter().flatten().count() as i128;
-    let sum = loads.iter().flatten().fold(0i128, |acc, x| acc.saturating_add(*x));
-    let sum_of_squares = loads.iter().flatten().fold(0i128, |acc, x| acc.saturating_add(x.saturating_mul(*x)));
-    loads
-        .iter()
-        .map(|load| {
-            let x = (*load)?;
-            // Placing here turns x into x + 1: Σx grows by 1, Σx² by 2x + 1.
-            let s = sum.saturating_add(1);
-            let q = sum_of_squares.saturating_add(x.saturating_mul(2)).saturating_add(1);
-            let n_squared_variance = reporting.saturating_mul(q).saturating_sub(s.saturating_mul(s));
-            Some(-(n_squared_variance as f64) / (reporting * reporting) as f64)
-        })
-        .collect()
+    let sums = LoadSums::of(loads.iter().flatten().copied());
+    loads.iter().map(|load| Some(sums.negative_variance_after((*load)?))).collect()
+}
+
+/// The count, sum and sum of squares of the reporting candidates' workloads (saturating).
+#[derive(Debug, Clone, Copy)]
+pub struct LoadSums {
+    reporting: i128,
+    sum: i128,
+    sum_of_squares: i128,
+}
+
+impl LoadSums {
+    pub fn of(loads: impl Iterator<Item = i128> + Clone) -> LoadSums {
+        LoadSums {
+            reporting: loads.clone().count() as i128,
+            sum: loads.clone().fold(0i128, |acc, x| acc.saturating_add(x)),
+            sum_of_squares: loads.fold(0i128, |acc, x| acc.saturating_add(x.saturating_mul(x))),
+        }
+    }
+
+    /// (h) for a candidate of workload `x`: minus the variance if the replica went there.
+    pub fn negative_variance_after(&self, x: i128) -> f64 {
+        let LoadSums { reporting, sum, sum_of_squares } = *self;
+        // Placing here turns x into x + 1: Σx grows by 1, Σx² by 2x + 1.
+        let s = sum.saturating_add(1);
+        let q = sum_of_squares.saturating_add(x.saturating_mul(2)).saturating_add(1);
+        let n_squared_variance = reporting.saturating_mul(q).saturating_sub(s.saturating_mul(s));
+        -(n_squared_variance as f64) / (reporting * reporting) as f64
+    }
 }
 
 /// (extension) Effective bandwidth of the path to each candidate: uplink Mbit/s less the loss

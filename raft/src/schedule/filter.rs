@@ -62,6 +62,18 @@ pub fn check(
     task: &TaskNeeds,
     config: &SolverConfig,
 ) -> Result<(), Rejection> {
+    check_fixed(state, job, task, config)?;
+    check_capacity(state, free, task)
+}
+
+/// The filters that do not depend on free capacity (every one but the last), in the order
+/// [`check`] runs them: their verdict holds for a whole cycle.
+pub fn check_fixed(
+    state: &CenterState,
+    job: &JobNeeds,
+    task: &TaskNeeds,
+    config: &SolverConfig,
+) -> Result<(), Rejection> {
     let id = state.center.ai_center_id.as_str();
     if state.center.status == center_status::UNAVAILABLE {
         return Err(reject(id, RejectCode::CenterUnavailable, "center status is 0 (unavailable)".into()));
@@ -96,11 +108,22 @@ pub fn check(
     if let Some(qos) = job.qos {
         check_qos(state, job, qos, task)?;
     }
-    if let Some((kind, needed, available)) = free.shortfall(&task.spec.capacity) {
-        let detail = format!("{kind}: needs {needed}, free {available} ({} in flight)", state.in_flight.replicas);
-        return Err(reject(id, RejectCode::InsufficientCapacity, detail));
-    }
     Ok(())
+}
+
+/// The last filter: whether one more replica fits in `free`.
+pub fn check_capacity(state: &CenterState, free: &Capacity, task: &TaskNeeds) -> Result<(), Rejection> {
+    match free.shortfall(&task.spec.capacity) {
+        Some(shortfall) => Err(capacity_rejection(state, shortfall)),
+        None => Ok(()),
+    }
+}
+
+/// The rejection of a center short of capacity: `(kind, needed, available)` from
+/// [`Capacity::shortfall`].
+pub fn capacity_rejection(state: &CenterState, (kind, needed, available): (&str, f64, f64)) -> Rejection {
+    let detail = format!("{kind}: needs {needed}, free {available} ({} in flight)", state.in_flight.replicas);
+    reject(&state.center.ai_center_id, RejectCode::InsufficientCapacity, detail)
 }
 
 fn check_qos(state: &CenterState, job: &JobNeeds, qos: &QosTarget, task: &TaskNeeds) -> Result<(), Rejection> {

@@ -69,6 +69,11 @@ impl Capacity {
         self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a -= b);
     }
 
+    /// The amount of one device kind (the slots follow [`DeviceKind::ALL`]).
+    pub fn amount(&self, kind: DeviceKind) -> f64 {
+        self.0[kind as usize]
+    }
+
     /// The first kind where `demand` exceeds what is here: `(kind, needed, available)`.
     pub fn shortfall(&self, demand: &Capacity) -> Option<(&'static str, f64, f64)> {
         (0..7)

@@ -6,59 +6,215 @@
 //! Gang tasks of a job are placed together or not at all (their deductions are undone); a task
 //! that opted out of gang placement stands alone. Under FCFS no job overtakes a blocked one.
 //! Every decision carries its explain record.
+//!
+//! Between two replicas of a cycle only the last winner's capacity and workload change, so the
+//! filters that do not read capacity, and the factors that read neither capacity nor workload,
+//! are evaluated once per cycle for each job class (spec, image, grade, data, QoS, duration,
+//! data policy) and kept by center; a replica then reads only free capacity and workload afresh
+//! and re-normalizes over the cached raw factors, so its decision is exactly the one the
+//! per-replica filter-and-score of [`crate::schedule::filter::check`] and
+//! [`crate::schedule::evaluate::score_table`] gives (a property test holds the two equal).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jcs_api::model::{
-    CenterScore, DecisionOutcome, Explain, Job, MigrationPlan, PolicyMode, RejectCode, ReplicaExplain, StrategyScore,
-    TaskExplain, EXPLAIN_LIMIT,
+    CenterScore, Dataset, DecisionOutcome, Explain, Image, Job, MigrationPlan, PolicyMode, RejectCode, Rejection,
+    ReplicaExplain, StrategyScore, Task, TaskExplain, EXPLAIN_LIMIT,
 };
 
 use crate::command::PlacementDecision;
-use crate::schedule::evaluate::{score_table, WeightedSum};
-use crate::schedule::filter::{check, JobNeeds, TaskNeeds};
+use crate::schedule::factors::{closeness_to, demanded_kinds, replicas_fitting, LoadSums};
+use crate::schedule::filter::{capacity_rejection, check_fixed, JobNeeds, TaskNeeds};
 use crate::schedule::migration::rank_sources;
 use crate::schedule::policy::{resolve, Policy};
-use crate::schedule::problem::{Capacity, Catalog, SolverConfig};
-use crate::schedule::snapshot::{CandidateCenter, DataLocation, JobContext, Snapshot, DEFAULT_DURATION_SECS};
+use crate::schedule::problem::{Capacity, Catalog, CenterState, SolverConfig, SpecInfo};
+use crate::schedule::snapshot::{CandidateCenter, DataLocation, JobContext, Location, Snapshot, DEFAULT_DURATION_SECS};
+use crate::schedule::strategy::{normalize, raw, Strategy};
 
 /// The cycle's decision for one job: the placement command's own type, so a cycle's output
 /// goes into a `Place` batch as it is.
 pub type JobDecision = PlacementDecision;
 
-/// Capacity and workload left at each center as the cycle goes.
+/// Capacity and workload left at each center as the cycle goes, by the center's position in
+/// the catalog (id order).
 struct Ledger {
-    free: BTreeMap<String, Capacity>,
-    load: BTreeMap<String, i64>,
+    free: Vec<Capacity>,
+    load: Vec<i64>,
 }
 
 impl Ledger {
     fn new(catalog: &Catalog) -> Ledger {
-        let mut free = BTreeMap::new();
-        let mut load = BTreeMap::new();
-        for (id, state) in &catalog.centers {
-            let mut capacity = state.metrics.as_ref().map(Capacity::free_in).unwrap_or_default();
-            capacity.sub(&state.in_flight.capacity);
-            free.insert(id.clone(), capacity);
-            let running = state.metrics.as_ref().map_or(0, |m| m.running_task_num);
-            load.insert(id.clone(), running.saturating_add(state.in_flight.replicas));
-        }
+        let (free, load) = catalog
+            .centers
+            .values()
+            .map(|state| {
+                let mut capacity = state.metrics.as_ref().map(Capacity::free_in).unwrap_or_default();
+                capacity.sub(&state.in_flight.capacity);
+                let running = state.metrics.as_ref().map_or(0, |m| m.running_task_num);
+                (capacity, running.saturating_add(state.in_flight.replicas))
+            })
+            .unzip();
         Ledger { free, load }
     }
 
-    fn take(&mut self, center: &str, demand: &Capacity) {
-        if let Some(free) = self.free.get_mut(center) {
-            free.sub(demand);
-        }
-        *self.load.entry(center.to_string()).or_default() += 1;
+    fn take(&mut self, center: usize, demand: &Capacity) {
+        self.free[center].sub(demand);
+        self.load[center] += 1;
     }
 
-    fn give_back(&mut self, center: &str, demand: &Capacity) {
-        if let Some(free) = self.free.get_mut(center) {
-            free.add(demand);
-        }
-        *self.load.entry(center.to_string()).or_default() -= 1;
+    fn give_back(&mut self, center: usize, demand: &Capacity) {
+        self.free[center].add(demand);
+        self.load[center] -= 1;
     }
+}
+
+/// The strategies whose raw factor does not change within a cycle for a given job class: they
+/// read only the center, its report, the spec and the job's data and duration.
+const FIXED_STRATEGIES: [Strategy; 6] = [
+    Strategy::DataAffinity,
+    Strategy::LowestPrice,
+    Strategy::LowestEnergy,
+    Strategy::HighestPerformance,
+    Strategy::HighestSecurity,
+    Strategy::NetworkQuality,
+];
+
+/// Everything about a task that decides which centers pass the filters other than capacity, and
+/// the raw factors of [`FIXED_STRATEGIES`]: tasks of one class share one [`Class`] per cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClassKey {
+    spec: String,
+    image_name: String,
+    security_grade: i32,
+    dataset: Option<String>,
+    /// `(max_latency_ms bits, deadline_secs)`.
+    qos: Option<(Option<u64>, Option<u64>)>,
+    duration_bits: u64,
+    data_mode: bool,
+}
+
+/// A center the spec lists, as a class sees it for the whole cycle.
+#[derive(Debug)]
+enum Verdict {
+    /// Not in the catalog: not considered.
+    Unknown,
+    /// Rejected by a filter that does not depend on capacity.
+    Rejected(Rejection),
+    /// Passes every filter but capacity; the raw factors of [`FIXED_STRATEGIES`] by the
+    /// strategy's position in [`Strategy::ALL`].
+    Open { position: usize, fixed: [Option<f64>; 9] },
+}
+
+/// One job class's view of the cycle: a verdict per center of the spec's list, in its order.
+struct Class {
+    verdicts: Vec<Verdict>,
+}
+
+/// A test-only way to decide a replica (the straightforward reference computation).
+#[cfg(test)]
+type DecideReplica = for<'a, 'b> fn(&Cycle<'a>, &ReplicaInput<'a, 'b>) -> (ReplicaExplain, Option<usize>);
+
+/// What one cycle carries from replica to replica.
+struct Cycle<'a> {
+    catalog: &'a Catalog,
+    config: &'a SolverConfig,
+    /// By position (id order).
+    centers: Vec<&'a CenterState>,
+    positions: HashMap<&'a str, usize>,
+    ledger: Ledger,
+    class_ids: HashMap<ClassKey, usize>,
+    classes: Vec<Class>,
+    /// Replicas of the task being placed so far, per center position.
+    siblings: Vec<u32>,
+    #[cfg(test)]
+    reference: Option<DecideReplica>,
+}
+
+impl<'a> Cycle<'a> {
+    fn new(catalog: &'a Catalog, config: &'a SolverConfig) -> Cycle<'a> {
+        let centers: Vec<&CenterState> = catalog.centers.values().collect();
+        let positions = catalog.centers.keys().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        Cycle {
+            catalog,
+            config,
+            siblings: vec![0; centers.len()],
+            centers,
+            positions,
+            ledger: Ledger::new(catalog),
+            class_ids: HashMap::new(),
+            classes: Vec::new(),
+            #[cfg(test)]
+            reference: None,
+        }
+    }
+
+    fn id(&self, position: usize) -> &'a str {
+        &self.centers[position].center.ai_center_id
+    }
+
+    /// The class of a task of this job (built at its first task in the cycle).
+    fn class_of(&mut self, needs: &JobNeeds, spec: &'a SpecInfo, image: &'a Image, context: &JobContext) -> usize {
+        let key = ClassKey {
+            spec: spec.spec.resource_spec_id.clone(),
+            image_name: image.name.clone(),
+            security_grade: needs.security_grade,
+            dataset: needs.dataset.map(Dataset::dataset_id),
+            qos: needs.qos.map(|q| (q.max_latency_ms.map(f64::to_bits), q.deadline_secs)),
+            duration_bits: needs.duration_secs.to_bits(),
+            data_mode: needs.mode == PolicyMode::Data,
+        };
+        if let Some(&class) = self.class_ids.get(&key) {
+            return class;
+        }
+        let task_needs = TaskNeeds {
+            spec,
+            image_centers: image_centers(self.catalog, &image.name, &spec.spec.resource_spec_id),
+            image_name: &image.name,
+        };
+        let mut open = Vec::new();
+        let mut verdicts: Vec<Verdict> = spec
+            .offered
+            .iter()
+            .map(|id| {
+                let Some(&position) = self.positions.get(id.as_str()) else { return Verdict::Unknown };
+                match check_fixed(self.centers[position], needs, &task_needs, self.config) {
+                    Err(rejection) => Verdict::Rejected(rejection),
+                    Ok(()) => {
+                        open.push(position);
+                        Verdict::Open { position, fixed: [None; 9] }
+                    }
+                }
+            })
+            .collect();
+        // The fixed factors, computed once by the strategies themselves over the open centers.
+        let candidates = open
+            .iter()
+            .map(|&p| CandidateCenter::new(self.centers[p].center.clone(), self.centers[p].metrics.clone(), &spec.spec))
+            .collect();
+        let mut snapshot = Snapshot::bare(candidates);
+        for holder in context.data.iter().flat_map(|d| &d.center_ids) {
+            if let Some(state) = self.catalog.centers.get(holder) {
+                snapshot = snapshot.with_location_of(&state.center);
+            }
+        }
+        let alone = JobContext { sibling_centers: Vec::new(), ..context.clone() };
+        for strategy in FIXED_STRATEGIES {
+            let slot = strategy_slot(strategy);
+            let mut values = raw(strategy, &alone, &snapshot).into_iter();
+            for verdict in &mut verdicts {
+                if let Verdict::Open { fixed, .. } = verdict {
+                    fixed[slot] = values.next().flatten();
+                }
+            }
+        }
+        self.classes.push(Class { verdicts });
+        self.class_ids.insert(key, self.classes.len() - 1);
+        self.classes.len() - 1
+    }
+}
+
+fn strategy_slot(strategy: Strategy) -> usize {
+    Strategy::ALL.iter().position(|s| *s == strategy).unwrap_or(0)
 }
 
 /// The first job of `decisions` left (partly) unplaced, with its mode.
@@ -71,7 +227,11 @@ pub fn first_blocked(decisions: &[JobDecision]) -> Option<(String, PolicyMode)> 
 
 /// Decides every job of `queue` (in order) against `catalog`.
 pub fn solve(catalog: &Catalog, queue: &[Job], config: &SolverConfig) -> Vec<JobDecision> {
-    let mut ledger = Ledger::new(catalog);
+    solve_in(Cycle::new(catalog, config), queue)
+}
+
+fn solve_in(mut cycle: Cycle, queue: &[Job]) -> Vec<JobDecision> {
+    let config = cycle.config;
     let mut first_blocked: Option<(String, PolicyMode)> = config.blocked_ahead.clone();
     let mut decisions = Vec::with_capacity(queue.len());
     for job in queue {
@@ -90,7 +250,7 @@ pub fn solve(catalog: &Catalog, queue: &[Job], config: &SolverConfig) -> Vec<Job
             decisions.push(pending(job, &policy, config, reason, Vec::new()));
             continue;
         }
-        let decision = decide_job(catalog, &mut ledger, job, &policy, config);
+        let decision = decide_job(&mut cycle, job, &policy);
         if decision.explain.outcome != DecisionOutcome::Placed && first_blocked.is_none() {
             first_blocked = Some((job.id.clone(), policy.mode));
         }
@@ -131,17 +291,11 @@ fn groups(job: &Job) -> Vec<Vec<usize>> {
     groups
 }
 
-fn decide_job(
-    catalog: &Catalog,
-    ledger: &mut Ledger,
-    job: &Job,
-    policy: &Policy,
-    config: &SolverConfig,
-) -> JobDecision {
+fn decide_job(cycle: &mut Cycle, job: &Job, policy: &Policy) -> JobDecision {
     let needs = JobNeeds {
         mode: policy.mode,
         security_grade: job.options.security_grade.unwrap_or(0),
-        dataset: job.options.dataset_id.as_ref().and_then(|id| catalog.datasets.get(id)),
+        dataset: job.options.dataset_id.as_ref().and_then(|id| cycle.catalog.datasets.get(id)),
         qos: job.options.qos.as_ref(),
         duration_secs: job.options.duration_secs.map_or(DEFAULT_DURATION_SECS, |s| s as f64),
     };
@@ -149,12 +303,11 @@ fn decide_job(
     let mut explains: Vec<Option<TaskExplain>> = vec![None; job.tasks.len()];
     let mut blocked: Option<String> = None;
     for group in groups(job) {
-        let mut taken: Vec<(String, Capacity)> = Vec::new();
+        let mut taken: Vec<(usize, Capacity)> = Vec::new();
         let mut group_failure = None;
         let mut chosen = Vec::new();
         for &index in &group {
-            let (explain, centers, failure) =
-                decide_task(catalog, ledger, &needs, job, index, policy, config, &mut taken);
+            let (explain, centers, failure) = decide_task(cycle, &needs, job, index, policy, &mut taken);
             explains[index] = Some(explain);
             match failure {
                 Some(reason) => {
@@ -167,7 +320,7 @@ fn decide_job(
         match group_failure {
             Some(reason) => {
                 for (center, demand) in taken.iter().rev() {
-                    ledger.give_back(center, demand);
+                    cycle.ledger.give_back(*center, demand);
                 }
                 for (index, _) in &chosen {
                     if let Some(explain) = explains[*index].as_mut() {
@@ -187,7 +340,7 @@ fn decide_job(
         (false, Some(reason)) if placements.iter().any(Option::is_some) => (DecisionOutcome::PartlyPlaced, reason),
         (false, reason) => (DecisionOutcome::Pending, reason.unwrap_or_else(|| "no task could be placed".into())),
     };
-    let mut decision = pending(job, policy, config, reason, tasks);
+    let mut decision = pending(job, policy, cycle.config, reason, tasks);
     decision.explain.outcome = outcome;
     decision.placements = placements;
     decision
@@ -222,18 +375,30 @@ fn image_centers<'a>(catalog: &'a Catalog, image_name: &str, spec_id: &str) -> H
         .collect()
 }
 
+/// What deciding one replica reads (the reference computation of the tests reads all of it).
+#[cfg_attr(not(test), allow(dead_code))]
+struct ReplicaInput<'a, 'b> {
+    needs: &'b JobNeeds<'b>,
+    spec: &'a SpecInfo,
+    image: &'a Image,
+    class: usize,
+    task: &'b Task,
+    replica: usize,
+    policy: &'b Policy,
+    context: &'b JobContext,
+    /// Positions of the task's replicas placed so far, in order.
+    sibling_positions: &'b [usize],
+}
+
 /// Places every replica of one task; on failure returns the reason and leaves the replicas
 /// placed so far in `taken` for the caller to undo.
-#[allow(clippy::too_many_arguments)]
-fn decide_task(
-    catalog: &Catalog,
-    ledger: &mut Ledger,
+fn decide_task<'a>(
+    cycle: &mut Cycle<'a>,
     needs: &JobNeeds,
     job: &Job,
     index: usize,
     policy: &Policy,
-    config: &SolverConfig,
-    taken: &mut Vec<(String, Capacity)>,
+    taken: &mut Vec<(usize, Capacity)>,
 ) -> (TaskExplain, Vec<String>, Option<String>) {
     let task = &job.tasks[index];
     let mut explain = TaskExplain {
@@ -243,15 +408,11 @@ fn decide_task(
         replicas: Vec::new(),
         migrations: Vec::new(),
     };
+    let catalog = cycle.catalog;
     let spec_and_image = catalog.specs.get(&task.resource_spec_id).zip(catalog.images.get(&task.image_id));
     let Some((spec, image)) = spec_and_image else {
         let reason = format!("task '{}': its spec or image no longer exists", task.name);
         return (explain, Vec::new(), Some(reason));
-    };
-    let task_needs = TaskNeeds {
-        spec,
-        image_centers: image_centers(catalog, &image.name, &spec.spec.resource_spec_id),
-        image_name: &image.name,
     };
     let mut context = JobContext::new(spec.demand.clone(), task.replica_number);
     context.duration_secs = needs.duration_secs;
@@ -259,19 +420,42 @@ fn decide_task(
         center_ids: d.location.iter().map(|l| l.ai_center_id.clone()).collect(),
         size_mb: d.size_mb as f64,
     });
+    let class = cycle.class_of(needs, spec, image, &context);
     let mut centers = Vec::new();
+    let mut sibling_positions = Vec::new();
+    let mut failure = None;
     for replica in 0..task.replica_number as usize {
-        let (replica_explain, winner) =
-            decide_replica(catalog, ledger, needs, &task_needs, task, replica, policy, config, &context);
+        let input = ReplicaInput {
+            needs,
+            spec,
+            image,
+            class,
+            task,
+            replica,
+            policy,
+            context: &context,
+            sibling_positions: &sibling_positions,
+        };
+        #[cfg(test)]
+        let (replica_explain, winner) = match cycle.reference {
+            Some(reference) => reference(cycle, &input),
+            None => decide_replica(cycle, &input),
+        };
+        #[cfg(not(test))]
+        let (replica_explain, winner) = decide_replica(cycle, &input);
         explain.replicas.push(replica_explain);
-        let Some(winner) = winner else {
+        let Some(position) = winner else {
             let counts = &explain.replicas[replica].rejected_count;
             let summary: Vec<String> = counts.iter().map(|(code, n)| format!("{code} {n}")).collect();
-            let reason = format!("task '{}' replica {replica}: no feasible center ({})", task.name, summary.join(", "));
-            return (explain, centers, Some(reason));
+            failure =
+                Some(format!("task '{}' replica {replica}: no feasible center ({})", task.name, summary.join(", ")));
+            break;
         };
-        ledger.take(&winner, &spec.capacity);
-        taken.push((winner.clone(), spec.capacity));
+        cycle.ledger.take(position, &spec.capacity);
+        taken.push((position, spec.capacity));
+        cycle.siblings[position] += 1;
+        sibling_positions.push(position);
+        let winner = cycle.id(position).to_string();
         context.sibling_centers.push(winner.clone());
         if let Some(dataset) = needs.dataset.filter(|_| !needs.data_at(&winner)) {
             if !explain.migrations.iter().any(|m| m.to_center == winner) {
@@ -285,106 +469,184 @@ fn decide_task(
         }
         centers.push(winner);
     }
-    explain.center_ids = centers.clone();
-    (explain, centers, None)
+    for position in sibling_positions {
+        cycle.siblings[position] = 0;
+    }
+    if failure.is_none() {
+        explain.center_ids = centers.clone();
+    }
+    (explain, centers, failure)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn decide_replica(
-    catalog: &Catalog,
-    ledger: &Ledger,
-    needs: &JobNeeds,
-    task_needs: &TaskNeeds,
-    task: &jcs_api::model::Task,
-    replica: usize,
-    policy: &Policy,
-    config: &SolverConfig,
-    context: &JobContext,
-) -> (ReplicaExplain, Option<String>) {
+/// The rejection counts of a replica that considers `considered` of the spec's centers (the
+/// pinned one, or all it lists): the rest count as skipped.
+fn skipped_counts(cycle: &Cycle, input: &ReplicaInput, considered: usize) -> ReplicaExplain {
     let mut explain = ReplicaExplain {
-        replica: replica as u32,
+        replica: input.replica as u32,
         winner: None,
         rejected_count: BTreeMap::new(),
         rejections: Vec::new(),
         scores: Vec::new(),
         feasible: 0,
     };
-    let (considered, skipped_code): (Vec<&String>, RejectCode) = match task.pinned_center(replica) {
-        Some(pin) => (task_needs.spec.offered.iter().filter(|c| *c == pin).collect(), RejectCode::NotPinned),
-        None => (task_needs.spec.offered.iter().collect(), RejectCode::SpecNotOffered),
-    };
-    let skipped = catalog.centers.len().saturating_sub(considered.len());
+    let pin = input.task.pinned_center(input.replica);
+    let skipped_code = if pin.is_some() { RejectCode::NotPinned } else { RejectCode::SpecNotOffered };
+    let skipped = cycle.centers.len().saturating_sub(considered);
     if skipped > 0 {
         explain.rejected_count.insert(skipped_code.as_str().to_string(), skipped as u32);
     }
-    if let Some(pin) = task.pinned_center(replica).filter(|_| considered.is_empty()) {
+    if let Some(pin) = pin.filter(|_| considered == 0) {
         *explain.rejected_count.entry(RejectCode::SpecNotOffered.as_str().to_string()).or_default() += 1;
-        explain.rejections.push(jcs_api::model::Rejection {
+        explain.rejections.push(Rejection {
             center_id: pin.to_string(),
             code: RejectCode::SpecNotOffered,
-            detail: format!("spec '{}' is not offered at the pinned center", task_needs.spec.spec.resource_spec_id),
+            detail: format!("spec '{}' is not offered at the pinned center", input.spec.spec.resource_spec_id),
         });
     }
-    let mut candidates = Vec::new();
-    for center_id in considered {
-        let (Some(state), Some(free)) = (catalog.centers.get(center_id), ledger.free.get(center_id)) else { continue };
-        match check(state, free, needs, task_needs, config) {
-            Ok(()) => {
-                // Strategies count this task's own earlier replicas through `sibling_centers`,
-                // so they see capacity and load as they were before them.
-                let siblings = context.siblings_at(center_id);
-                let mut scoring_free = *free;
-                (0..siblings).for_each(|_| scoring_free.add(&task_needs.spec.capacity));
-                let mut metrics = state.metrics.clone();
-                if let Some(m) = metrics.as_mut() {
-                    m.running_task_num = ledger.load.get(center_id).copied().unwrap_or(0) - siblings as i64;
-                }
-                let mut candidate = CandidateCenter::new(state.center.clone(), metrics, &task_needs.spec.spec);
-                candidate.free = scoring_free.to_amounts();
-                candidates.push(candidate);
-            }
-            Err(rejection) => {
-                *explain.rejected_count.entry(rejection.code.as_str().to_string()).or_default() += 1;
-                if explain.rejections.len() < EXPLAIN_LIMIT {
-                    explain.rejections.push(rejection);
-                }
-            }
+    explain
+}
+
+/// Filters and scores one replica from its class's cached verdicts and fixed factors; only free
+/// capacity and workload (which the cycle's placements change) are read afresh.
+fn decide_replica(cycle: &Cycle, input: &ReplicaInput) -> (ReplicaExplain, Option<usize>) {
+    let class = &cycle.classes[input.class];
+    let spec = input.spec;
+    let pin = input.task.pinned_center(input.replica);
+    let considered = match pin {
+        Some(pin) => spec.offered.iter().filter(|c| *c == pin).count(),
+        None => spec.offered.len(),
+    };
+    let mut explain = skipped_counts(cycle, input, considered);
+    let mut counts: Vec<(RejectCode, u32)> = Vec::new();
+    let mut candidates: Vec<(usize, &[Option<f64>; 9])> = Vec::new();
+    for (id, verdict) in spec.offered.iter().zip(&class.verdicts) {
+        if pin.is_some_and(|pin| pin != id) {
+            continue;
         }
+        let code = match verdict {
+            Verdict::Unknown => continue,
+            Verdict::Rejected(rejection) => {
+                if explain.rejections.len() < EXPLAIN_LIMIT {
+                    explain.rejections.push(rejection.clone());
+                }
+                rejection.code
+            }
+            Verdict::Open { position, fixed } => match cycle.ledger.free[*position].shortfall(&spec.capacity) {
+                None => {
+                    candidates.push((*position, fixed));
+                    continue;
+                }
+                Some(shortfall) => {
+                    if explain.rejections.len() < EXPLAIN_LIMIT {
+                        explain.rejections.push(capacity_rejection(cycle.centers[*position], shortfall));
+                    }
+                    RejectCode::InsufficientCapacity
+                }
+            },
+        };
+        match counts.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((code, 1)),
+        }
+    }
+    for (code, n) in counts {
+        *explain.rejected_count.entry(code.as_str().to_string()).or_default() += n;
     }
     explain.feasible = candidates.len() as u32;
     if candidates.is_empty() {
         return (explain, None);
     }
-    let mut snapshot = Snapshot::bare(candidates);
-    for holder in context.data.iter().flat_map(|d| &d.center_ids).chain(&context.sibling_centers) {
-        if let Some(state) = catalog.centers.get(holder) {
-            snapshot = snapshot.with_location_of(&state.center);
-        }
+
+    // Raw factors: the fixed ones from the class, the rest from the ledger. Strategies count
+    // this task's own earlier replicas as siblings, so they see capacity and load as they were
+    // before them.
+    let siblings = |position: usize| cycle.siblings[position];
+    let workload = |position: usize| {
+        let siblings = i64::from(siblings(position));
+        (cycle.ledger.load[position] - siblings).saturating_add(siblings)
+    };
+    let weighted: Vec<(Strategy, u32)> =
+        Strategy::ALL.into_iter().map(|s| (s, input.policy.weights.get(s))).filter(|(_, w)| *w > 0).collect();
+    let per_strategy: Vec<(Strategy, u32, Vec<Option<f64>>, Vec<u32>)> = weighted
+        .iter()
+        .map(|&(strategy, weight)| {
+            let slot = strategy_slot(strategy);
+            let raw: Vec<Option<f64>> = match strategy {
+                Strategy::LeastWorkload => candidates.iter().map(|(p, _)| Some(workload(*p) as f64)).collect(),
+                Strategy::MostFreeCapacity => {
+                    let demanded = demanded_kinds(&spec.demand);
+                    candidates
+                        .iter()
+                        .map(|(p, _)| {
+                            let mut free = cycle.ledger.free[*p];
+                            (0..siblings(*p)).for_each(|_| free.add(&spec.capacity));
+                            Some(replicas_fitting(&demanded, |kind| free.amount(kind), f64::from(siblings(*p))))
+                        })
+                        .collect()
+                }
+                Strategy::LoadFairness => {
+                    let sums = LoadSums::of(candidates.iter().map(|(p, _)| i128::from(workload(*p))));
+                    candidates.iter().map(|(p, _)| Some(sums.negative_variance_after(workload(*p).into()))).collect()
+                }
+                Strategy::DataAffinity if !input.sibling_positions.is_empty() => {
+                    let placed: Vec<(&str, Location)> = input
+                        .sibling_positions
+                        .iter()
+                        .map(|&s| (cycle.id(s), Location::of(&cycle.centers[s].center)))
+                        .collect();
+                    candidates
+                        .iter()
+                        .map(|(p, fixed)| {
+                            let center = &cycle.centers[*p].center;
+                            let sum: f64 = placed.iter().map(|(id, at)| closeness_to(center, id, Some(at))).sum();
+                            fixed[slot].map(|data_part| data_part + sum / placed.len() as f64)
+                        })
+                        .collect()
+                }
+                _ => candidates.iter().map(|(_, fixed)| fixed[slot]).collect(),
+            };
+            let normalized = normalize(&raw, strategy.higher_is_better());
+            (strategy, weight, raw, normalized)
+        })
+        .collect();
+
+    // Totals by the weighted sum, then the best EXPLAIN_LIMIT, equal totals in id order.
+    let total_weight: u64 = weighted.iter().map(|(_, w)| u64::from(*w)).sum();
+    let mut ranked: Vec<(u32, usize)> = (0..candidates.len())
+        .map(|i| {
+            if total_weight == 0 {
+                return (0, i);
+            }
+            let sum: u64 = per_strategy.iter().map(|(_, w, _, n)| u64::from(*w) * u64::from(n[i].min(100))).sum();
+            (u32::try_from((sum + total_weight / 2) / total_weight).unwrap_or(100), i)
+        })
+        .collect();
+    let order =
+        |a: &(u32, usize), b: &(u32, usize)| b.0.cmp(&a.0).then_with(|| candidates[a.1].0.cmp(&candidates[b.1].0));
+    if ranked.len() > EXPLAIN_LIMIT {
+        ranked.select_nth_unstable_by(EXPLAIN_LIMIT - 1, order);
+        ranked.truncate(EXPLAIN_LIMIT);
     }
-    let table = score_table(&WeightedSum, &policy.weights, context, &snapshot, EXPLAIN_LIMIT);
-    let winner = table.first().map(|best| best.center_id.clone());
-    explain.scores = table
-        .into_iter()
-        .map(|scored| CenterScore {
-            center_id: scored.center_id,
-            total: scored.total,
-            strategies: scored
-                .strategies
-                .into_iter()
-                .map(|(strategy, raw, normalized)| {
-                    let weight = policy.weights.get(strategy);
-                    StrategyScore {
-                        algorithm_id: strategy.id().to_string(),
-                        raw,
-                        normalized,
-                        weight,
-                        weighted: u64::from(normalized) * u64::from(weight),
-                    }
+    ranked.sort_by(order);
+    explain.scores = ranked
+        .iter()
+        .map(|&(total, i)| CenterScore {
+            center_id: cycle.id(candidates[i].0).to_string(),
+            total,
+            strategies: per_strategy
+                .iter()
+                .map(|(strategy, weight, raw, normalized)| StrategyScore {
+                    algorithm_id: strategy.id().to_string(),
+                    raw: raw[i],
+                    normalized: normalized[i],
+                    weight: *weight,
+                    weighted: u64::from(normalized[i]) * u64::from(*weight),
                 })
                 .collect(),
         })
         .collect();
-    explain.winner = winner.clone();
+    let winner = ranked.first().map(|&(_, i)| candidates[i].0);
+    explain.winner = winner.map(|p| cycle.id(p).to_string());
     (explain, winner)
 }
 

@@ -9,6 +9,7 @@ use jcs_api::model::{
     ResourceSpec,
 };
 use proptest::prelude::*;
+use proptest::strategy::Strategy;
 use serde_json::json;
 
 use super::*;
@@ -310,6 +311,91 @@ fn data_aware_moves_small_data_and_sends_large_or_private_jobs_to_the_data() {
     assert_eq!(winner_under(&world, balanced), "holder", "private data never leaves, under any policy");
 }
 
+/// The straightforward per-replica computation the cached solver must agree with: every
+/// considered center filtered afresh, a snapshot of the feasible ones built, and
+/// [`score_table`] run over it.
+fn reference_replica<'a>(cycle: &Cycle<'a>, input: &ReplicaInput<'a, '_>) -> (ReplicaExplain, Option<usize>) {
+    use crate::schedule::evaluate::{score_table, WeightedSum};
+    use crate::schedule::filter::check;
+    let (catalog, task, spec, policy, context) = (cycle.catalog, input.task, input.spec, input.policy, input.context);
+    let task_needs = TaskNeeds {
+        spec,
+        image_centers: image_centers(catalog, &input.image.name, &spec.spec.resource_spec_id),
+        image_name: &input.image.name,
+    };
+    let considered: Vec<&String> = match task.pinned_center(input.replica) {
+        Some(pin) => spec.offered.iter().filter(|c| *c == pin).collect(),
+        None => spec.offered.iter().collect(),
+    };
+    let mut explain = skipped_counts(cycle, input, considered.len());
+    let mut candidates = Vec::new();
+    for center_id in considered {
+        let Some(&position) = cycle.positions.get(center_id.as_str()) else { continue };
+        let (state, free) = (cycle.centers[position], &cycle.ledger.free[position]);
+        match check(state, free, input.needs, &task_needs, cycle.config) {
+            Ok(()) => {
+                let siblings = context.siblings_at(center_id);
+                let mut scoring_free = *free;
+                (0..siblings).for_each(|_| scoring_free.add(&spec.capacity));
+                let mut metrics = state.metrics.clone();
+                if let Some(m) = metrics.as_mut() {
+                    m.running_task_num = cycle.ledger.load[position] - siblings as i64;
+                }
+                let mut candidate = CandidateCenter::new(state.center.clone(), metrics, &spec.spec);
+                candidate.free = scoring_free.to_amounts();
+                candidates.push(candidate);
+            }
+            Err(rejection) => {
+                *explain.rejected_count.entry(rejection.code.as_str().to_string()).or_default() += 1;
+                if explain.rejections.len() < EXPLAIN_LIMIT {
+                    explain.rejections.push(rejection);
+                }
+            }
+        }
+    }
+    explain.feasible = candidates.len() as u32;
+    if candidates.is_empty() {
+        return (explain, None);
+    }
+    let mut snapshot = Snapshot::bare(candidates);
+    for holder in context.data.iter().flat_map(|d| &d.center_ids).chain(&context.sibling_centers) {
+        if let Some(state) = catalog.centers.get(holder) {
+            snapshot = snapshot.with_location_of(&state.center);
+        }
+    }
+    let table = score_table(&WeightedSum, &policy.weights, context, &snapshot, EXPLAIN_LIMIT);
+    let winner = table.first().map(|best| cycle.positions[best.center_id.as_str()]);
+    explain.scores = table
+        .into_iter()
+        .map(|scored| CenterScore {
+            center_id: scored.center_id,
+            total: scored.total,
+            strategies: scored
+                .strategies
+                .into_iter()
+                .map(|(strategy, raw, normalized)| {
+                    let weight = policy.weights.get(strategy);
+                    StrategyScore {
+                        algorithm_id: strategy.id().to_string(),
+                        raw,
+                        normalized,
+                        weight,
+                        weighted: u64::from(normalized) * u64::from(weight),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    explain.winner = winner.map(|p| cycle.id(p).to_string());
+    (explain, winner)
+}
+
+fn solve_reference(catalog: &Catalog, queue: &[Job], config: &SolverConfig) -> Vec<JobDecision> {
+    let mut cycle = Cycle::new(catalog, config);
+    cycle.reference = Some(reference_replica);
+    solve_in(cycle, queue)
+}
+
 fn arb_world() -> impl Strategy<Value = (World, Vec<Job>)> {
     let centers = proptest::collection::vec((0i64..5, 0i64..3), 1..6);
     let jobs =
@@ -381,5 +467,123 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// A varied catalog (every filter can reject, factors differ, a second spec and image, data)
+/// and a queue mixing policies, weights, pins, data, QoS, gang and multi-replica tasks.
+fn arb_varied_world() -> impl Strategy<Value = (World, Vec<Job>)> {
+    let center = (
+        (0i64..5, 0i64..3, 0u8..12, 0i32..4, 0u8..4, 0u8..3, 0i64..5),
+        (0u32..4, 0u32..40, 1u32..30, 0u32..600, 0i64..40, any::<bool>(), any::<bool>()),
+    );
+    let task = (1i64..4, 0u8..2, any::<bool>(), prop::option::of(prop::collection::vec(0usize..8, 1..3)));
+    let job = (
+        prop::collection::vec(task, 1..3),
+        0usize..PolicyMode::ALL.len(),
+        prop::option::of(0u32..50),
+        (0i32..3, any::<bool>(), prop::option::of((prop::option::of(0u32..40), prop::option::of(1000u64..8000)))),
+        prop::option::of(1000u64..6000),
+    );
+    let data = (prop::collection::vec(0usize..8, 1..3), 0i64..30_000, any::<bool>());
+    (prop::collection::vec(center, 1..9), prop::collection::vec(job, 1..8), data).prop_map(
+        |(centers, jobs, (holders, size_mb, private))| {
+            let ids: Vec<String> = (0..centers.len()).map(|i| format!("c{i}")).collect();
+            let refs: Vec<(&str, i64)> = ids.iter().zip(&centers).map(|(id, ((n, ..), _))| (id.as_str(), *n)).collect();
+            let mut world = World::new(&refs);
+            let mut offered: Vec<&str> = vec!["ghost"];
+            for (i, ((_, held, state, grade, site, region, running), net)) in centers.iter().enumerate() {
+                let (bandwidth, latency, speed, watts, price, has_image, offers_big) = *net;
+                let id = &ids[i];
+                if *held > 0 {
+                    let held_gpus = Capacity([0.0, *held as f64, 0.0, 0.0, 0.0, 0.0, 0.0]);
+                    world.in_flight.insert(id.clone(), InFlight { capacity: held_gpus, replicas: *held });
+                }
+                world = world.edit(id, |c, m| {
+                    c.security_grade = *grade;
+                    c.network.site = if *site == 0 { String::new() } else { format!("s{site}") };
+                    c.region = format!("r{region}");
+                    c.network.bandwidth_mbps = f64::from(bandwidth) * 500.0;
+                    c.network.latency_ms = f64::from(latency);
+                    c.performance.insert("gpu".into(), f64::from(speed) / 10.0);
+                    c.power.device_watts.insert("gpu".into(), f64::from(watts));
+                    c.power.static_watts = f64::from(watts) * 3.0;
+                    match state {
+                        0 => c.status = 0,
+                        1 => *m = None,
+                        2 => m.as_mut().unwrap().reported_at = NOW - 120_000,
+                        _ => m.as_mut().unwrap().running_task_num = *running * (*state as i64),
+                    }
+                });
+                world.specs[0].center_prices.insert(id.clone(), price);
+                if !has_image {
+                    world.images.retain(|image| image.ai_center_id != *id);
+                }
+                if offers_big {
+                    offered.push(id);
+                }
+            }
+            let mut big = spec_at(&offered);
+            big.resource_spec_id = "g2".into();
+            big.resource_quantity = [("gpu".to_string(), "2".to_string()), ("cpu".to_string(), "4".to_string())].into();
+            world.specs.push(big);
+            world.images.push(
+                serde_json::from_value(json!({"image_id": "img-tf", "name": "tf", "ai_center_id": "c0",
+                    "resource_spec": "g2"}))
+                .unwrap(),
+            );
+            let mut data = dataset(&format!("c{}", holders[0]), size_mb, private);
+            for holder in &holders[1..] {
+                let mut location = data.location[0].clone();
+                location.ai_center_id = format!("c{holder}");
+                data.location.push(location);
+            }
+            world.datasets = vec![data];
+            let jobs = jobs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (tasks, mode, weight, (grade, with_data, qos), duration))| {
+                    let replicas: Vec<i64> = tasks.iter().map(|t| t.0).collect();
+                    job_with(&format!("j{i}"), &replicas, |r| {
+                        r.policy = Some(PolicyMode::ALL[mode]);
+                        if let Some(weight) = weight {
+                            r.weights.insert("data_affinity".into(), weight);
+                        }
+                        r.security_grade = Some(grade);
+                        r.dataset_id = with_data.then(|| "d@v1".to_string());
+                        r.qos = qos.map(|(latency, deadline)| QosTarget {
+                            max_latency_ms: latency.map(f64::from),
+                            deadline_secs: deadline,
+                        });
+                        r.duration_secs = duration;
+                        for (task, (_, kind, loose, pins)) in r.tasks.iter_mut().zip(&tasks) {
+                            if *kind == 1 {
+                                task.resource_spec_id = "g2".into();
+                                task.image_id = if *loose { "img-tf".into() } else { "img-0".into() };
+                            }
+                            task.gang = loose.then_some(false);
+                            task.center_ids = pins.iter().flatten().map(|p| format!("c{p}")).collect();
+                        }
+                    })
+                })
+                .collect();
+            (world, jobs)
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn cached_decisions_equal_the_per_replica_reference((world, jobs) in arb_varied_world()) {
+        let catalog = world.catalog();
+        prop_assert_eq!(solve(&catalog, &jobs, &config()), solve_reference(&catalog, &jobs, &config()));
+    }
+
+    #[test]
+    fn cached_decisions_equal_the_reference_on_the_plain_worlds((world, jobs) in arb_world()) {
+        let catalog = world.catalog();
+        prop_assert_eq!(solve(&catalog, &jobs, &config()), solve_reference(&catalog, &jobs, &config()));
     }
 }
