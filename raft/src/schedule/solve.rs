@@ -15,7 +15,9 @@
 //! per-replica filter-and-score of [`crate::schedule::filter::check`] and
 //! [`crate::schedule::evaluate::score_table`] gives (a property test holds the two equal).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
 
 use jcs_api::model::{
     CenterScore, Dataset, DecisionOutcome, Explain, Image, Job, MigrationPlan, PolicyMode, RejectCode, Rejection,
@@ -108,6 +110,57 @@ enum Verdict {
 /// One job class's view of the cycle: a verdict per center of the spec's list, in its order.
 struct Class {
     verdicts: Vec<Verdict>,
+    /// The fixed strategies' scores over the last few candidate sets and weights seen.
+    fixed_scores: RefCell<Vec<Rc<FixedScores>>>,
+}
+
+/// Fixed strategies normalized over one candidate set: they stay valid until a center of the
+/// set runs out of capacity (min-max normalization reads the whole set).
+struct FixedScores {
+    /// The weighted fixed strategies, in [`Strategy::ALL`] order.
+    weights: Vec<(Strategy, u32)>,
+    /// The candidate set, by center position, in the spec's order.
+    positions: Vec<usize>,
+    /// Per strategy of `weights`, per candidate.
+    normalized: Vec<Vec<u32>>,
+    /// Per candidate, the weighted sum of these strategies' scores.
+    partial: Vec<u64>,
+}
+
+/// How many candidate sets and weight profiles a class keeps scores for.
+const FIXED_SCORE_SLOTS: usize = 4;
+
+impl Class {
+    /// The fixed strategies' scores over `candidates` (computed again only when the candidate
+    /// set or the weights changed).
+    fn fixed_scores(&self, weights: &[(Strategy, u32)], candidates: &[(usize, &[Option<f64>; 9])]) -> Rc<FixedScores> {
+        let mut cache = self.fixed_scores.borrow_mut();
+        let same_set = |f: &FixedScores| {
+            f.positions.len() == candidates.len() && f.positions.iter().zip(candidates).all(|(p, c)| *p == c.0)
+        };
+        if let Some(found) = cache.iter().find(|f| f.weights == weights && same_set(f)) {
+            return found.clone();
+        }
+        let normalized: Vec<Vec<u32>> = weights
+            .iter()
+            .map(|&(strategy, _)| {
+                let slot = strategy_slot(strategy);
+                let raw: Vec<Option<f64>> = candidates.iter().map(|(_, fixed)| fixed[slot]).collect();
+                normalize(&raw, strategy.higher_is_better())
+            })
+            .collect();
+        let partial = (0..candidates.len())
+            .map(|i| weights.iter().zip(&normalized).map(|((_, w), n)| u64::from(*w) * u64::from(n[i].min(100))).sum())
+            .collect();
+        let positions = candidates.iter().map(|c| c.0).collect();
+        let scores = Rc::new(FixedScores { weights: weights.to_vec(), positions, normalized, partial });
+        cache.retain(|f| f.weights != weights);
+        if cache.len() >= FIXED_SCORE_SLOTS {
+            cache.remove(0);
+        }
+        cache.push(scores.clone());
+        scores
+    }
 }
 
 /// A test-only way to decide a replica (the straightforward reference computation).
@@ -207,7 +260,7 @@ impl<'a> Cycle<'a> {
                 }
             }
         }
-        self.classes.push(Class { verdicts });
+        self.classes.push(Class { verdicts, fixed_scores: RefCell::new(Vec::new()) });
         self.class_ids.insert(key, self.classes.len() - 1);
         self.classes.len() - 1
     }
@@ -567,7 +620,14 @@ fn decide_replica(cycle: &Cycle, input: &ReplicaInput) -> (ReplicaExplain, Optio
     };
     let weighted: Vec<(Strategy, u32)> =
         Strategy::ALL.into_iter().map(|s| (s, input.policy.weights.get(s))).filter(|(_, w)| *w > 0).collect();
-    let per_strategy: Vec<(Strategy, u32, Vec<Option<f64>>, Vec<u32>)> = weighted
+    let alone = input.sibling_positions.is_empty();
+    let reads_ledger = |s: Strategy| {
+        matches!(s, Strategy::LeastWorkload | Strategy::MostFreeCapacity | Strategy::LoadFairness)
+            || (s == Strategy::DataAffinity && !alone)
+    };
+    let (fresh_weights, fixed_weights): (Vec<_>, Vec<_>) = weighted.iter().partition(|(s, _)| reads_ledger(*s));
+    let fixed = class.fixed_scores(&fixed_weights, &candidates);
+    let per_strategy: Vec<(Strategy, u32, Vec<Option<f64>>, Vec<u32>)> = fresh_weights
         .iter()
         .map(|&(strategy, weight)| {
             let slot = strategy_slot(strategy);
@@ -617,7 +677,8 @@ fn decide_replica(cycle: &Cycle, input: &ReplicaInput) -> (ReplicaExplain, Optio
             if total_weight == 0 {
                 return (0, i);
             }
-            let sum: u64 = per_strategy.iter().map(|(_, w, _, n)| u64::from(*w) * u64::from(n[i].min(100))).sum();
+            let fresh: u64 = per_strategy.iter().map(|(_, w, _, n)| u64::from(*w) * u64::from(n[i].min(100))).sum();
+            let sum = fixed.partial[i] + fresh;
             (u32::try_from((sum + total_weight / 2) / total_weight).unwrap_or(100), i)
         })
         .collect();
@@ -633,14 +694,23 @@ fn decide_replica(cycle: &Cycle, input: &ReplicaInput) -> (ReplicaExplain, Optio
         .map(|&(total, i)| CenterScore {
             center_id: cycle.id(candidates[i].0).to_string(),
             total,
-            strategies: per_strategy
+            strategies: weighted
                 .iter()
-                .map(|(strategy, weight, raw, normalized)| StrategyScore {
-                    algorithm_id: strategy.id().to_string(),
-                    raw: raw[i],
-                    normalized: normalized[i],
-                    weight: *weight,
-                    weighted: u64::from(normalized[i]) * u64::from(*weight),
+                .map(|&(strategy, weight)| {
+                    let (raw, normalized) = match per_strategy.iter().find(|f| f.0 == strategy) {
+                        Some((_, _, raw, normalized)) => (raw[i], normalized[i]),
+                        None => {
+                            let k = fixed.weights.iter().position(|f| f.0 == strategy).unwrap_or(0);
+                            (candidates[i].1[strategy_slot(strategy)], fixed.normalized[k][i])
+                        }
+                    };
+                    StrategyScore {
+                        algorithm_id: strategy.id().to_string(),
+                        raw,
+                        normalized,
+                        weight,
+                        weighted: u64::from(normalized) * u64::from(weight),
+                    }
                 })
                 .collect(),
         })
