@@ -147,25 +147,31 @@ pub struct LoadSums {
     reporting: i128,
     sum: i128,
     sum_of_squares: i128,
+    /// `reporting²` as a float, the variance's denominator.
+    denominator: f64,
 }
 
 impl LoadSums {
     pub fn of(loads: impl Iterator<Item = i128> + Clone) -> LoadSums {
+        let reporting = loads.clone().count() as i128;
         LoadSums {
-            reporting: loads.clone().count() as i128,
+            reporting,
             sum: loads.clone().fold(0i128, |acc, x| acc.saturating_add(x)),
             sum_of_squares: loads.fold(0i128, |acc, x| acc.saturating_add(x.saturating_mul(x))),
+            denominator: (reporting * reporting) as f64,
         }
     }
 
     /// (h) for a candidate of workload `x`: minus the variance if the replica went there.
     pub fn negative_variance_after(&self, x: i128) -> f64 {
-        let LoadSums { reporting, sum, sum_of_squares } = *self;
+        let LoadSums { reporting, sum, sum_of_squares, denominator } = *self;
         // Placing here turns x into x + 1: Σx grows by 1, Σx² by 2x + 1.
         let s = sum.saturating_add(1);
         let q = sum_of_squares.saturating_add(x.saturating_mul(2)).saturating_add(1);
         let n_squared_variance = reporting.saturating_mul(q).saturating_sub(s.saturating_mul(s));
-        -(n_squared_variance as f64) / (reporting * reporting) as f64
+        // Through i64 when it fits: the same float, without the slow 128-bit conversion.
+        let numerator = i64::try_from(n_squared_variance).map_or(n_squared_variance as f64, |n| n as f64);
+        -numerator / denominator
     }
 }
 

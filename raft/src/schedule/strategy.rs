@@ -100,17 +100,23 @@ pub fn score(strategy: Strategy, job: &JobContext, snapshot: &Snapshot) -> Vec<u
 /// Min-max normalization to 0..=100 with the best raw value at 100. All-equal values all get
 /// 100; a missing or non-finite value gets 0.
 pub fn normalize(raw: &[Option<f64>], higher_is_better: bool) -> Vec<u32> {
-    let known = || raw.iter().flatten().copied().filter(|v| v.is_finite());
-    let (Some(min), Some(max)) = (known().reduce(f64::min), known().reduce(f64::max)) else {
+    let (mut min, mut max) = (None::<f64>, None::<f64>);
+    for v in raw.iter().flatten().copied().filter(|v| v.is_finite()) {
+        min = Some(min.map_or(v, |m| m.min(v)));
+        max = Some(max.map_or(v, |m| m.max(v)));
+    }
+    let (Some(min), Some(max)) = (min, max) else {
         return vec![0; raw.len()];
     };
+    // Halved first, so that even a range spanning all of f64 stays finite.
+    let (low, high) = (min / 2.0, max / 2.0);
+    let span = high - low;
     raw.iter()
         .map(|value| match value {
             Some(v) if v.is_finite() && max == min => 100,
             Some(v) if v.is_finite() => {
-                // Halved first, so that even a range spanning all of f64 stays finite.
-                let from_worst = if higher_is_better { v / 2.0 - min / 2.0 } else { max / 2.0 - v / 2.0 };
-                (from_worst / (max / 2.0 - min / 2.0) * 100.0).round().clamp(0.0, 100.0) as u32
+                let from_worst = if higher_is_better { v / 2.0 - low } else { high - v / 2.0 };
+                (from_worst / span * 100.0).round().clamp(0.0, 100.0) as u32
             }
             _ => 0,
         })
