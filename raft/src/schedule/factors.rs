@@ -170,7 +170,7 @@ impl LoadSums {
         let q = sum_of_squares.saturating_add(x.saturating_mul(2)).saturating_add(1);
         let n_squared_variance = reporting.saturating_mul(q).saturating_sub(s.saturating_mul(s));
         // Through i64 when it fits: the same float, without the slow 128-bit conversion.
-        let numerator = i64::try_from(n_squared_variance).map_or(n_squared_variance as f64, |n| n as f64);
+        let numerator = i64::try_from(n_squared_variance).map_or_else(|_| n_squared_variance as f64, |n| n as f64);
         -numerator / denominator
     }
 }

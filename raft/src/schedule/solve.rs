@@ -127,6 +127,11 @@ struct FixedScores {
     partial: Vec<u64>,
 }
 
+/// How many classes a cycle keeps at once (each holds a verdict per center of its spec), so a
+/// queue of all-different jobs cannot grow the cache without bound (small in tests, so that the
+/// property tests flush it too).
+const CLASS_LIMIT: usize = if cfg!(test) { 3 } else { 64 };
+
 /// How many candidate sets and weight profiles a class keeps scores for.
 const FIXED_SCORE_SLOTS: usize = 4;
 
@@ -205,7 +210,8 @@ impl<'a> Cycle<'a> {
         &self.centers[position].center.ai_center_id
     }
 
-    /// The class of a task of this job (built at its first task in the cycle).
+    /// The class of a task of this job (built at the class's first task in the cycle, or again
+    /// after a flush).
     fn class_of(&mut self, needs: &JobNeeds, spec: &'a SpecInfo, image: &'a Image, context: &JobContext) -> usize {
         let key = ClassKey {
             spec: spec.spec.resource_spec_id.clone(),
@@ -218,6 +224,11 @@ impl<'a> Cycle<'a> {
         };
         if let Some(&class) = self.class_ids.get(&key) {
             return class;
+        }
+        if self.classes.len() >= CLASS_LIMIT {
+            // A class is only used by the task it was looked up for, so all may go.
+            self.classes.clear();
+            self.class_ids.clear();
         }
         let task_needs = TaskNeeds {
             spec,
