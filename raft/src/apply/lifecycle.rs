@@ -35,8 +35,10 @@ pub fn check_owner(kv: &impl Kv, center_id: &str, epoch: u64) -> Result<Option<R
 }
 
 /// The jobs one command touches, loaded once and written back once.
+/// Each job is kept with its stored form, so that a report that changes nothing (a replay, an
+/// owner re-reporting after a restart) writes nothing.
 struct Touched {
-    jobs: BTreeMap<String, (Job, RunState)>,
+    jobs: BTreeMap<String, (Job, Job)>,
 }
 
 impl Touched {
@@ -47,23 +49,24 @@ impl Touched {
     fn job<'a>(&'a mut self, kv: &impl Kv, id: &str) -> Result<Option<&'a mut Job>, StoreError> {
         if !self.jobs.contains_key(id) {
             let Some(job) = get::<Job>(kv, ObjectKind::Job, id)? else { return Ok(None) };
-            let status = job.status;
-            self.jobs.insert(id.to_string(), (job, status));
+            self.jobs.insert(id.to_string(), (job.clone(), job));
         }
         Ok(self.jobs.get_mut(id).map(|(job, _)| job))
     }
 
-    /// Rolls every touched job up and stores it.
+    /// Rolls every touched job up and stores those that changed.
     fn store(self, kv: &mut impl Kv, at_ms: i64) -> Result<Vec<Job>, StoreError> {
         let mut out = Vec::new();
-        for (_, (mut job, was)) in self.jobs {
+        for (_, (mut job, stored)) in self.jobs {
             settle(kv, &mut job, at_ms)?;
-            job.updated_at = at_ms;
-            if job.status != was {
-                kv.delete(status_key(was, &job.id));
-                kv.put(status_key(job.status, &job.id), Vec::new());
+            if job != stored {
+                job.updated_at = at_ms;
+                if job.status != stored.status {
+                    kv.delete(status_key(stored.status, &job.id));
+                    kv.put(status_key(job.status, &job.id), Vec::new());
+                }
+                put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
             }
-            put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
             out.push(job);
         }
         Ok(out)
