@@ -17,7 +17,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::rc::Rc;
 
 use jcs_api::model::{
     CenterScore, Dataset, DecisionOutcome, Explain, Image, Job, MigrationPlan, PolicyMode, RejectCode, Rejection,
@@ -33,140 +32,13 @@ use crate::schedule::problem::{Capacity, Catalog, CenterState, SolverConfig, Spe
 use crate::schedule::snapshot::{CandidateCenter, DataLocation, JobContext, Location, Snapshot, DEFAULT_DURATION_SECS};
 use crate::schedule::strategy::{normalize, raw, Strategy};
 
+mod cycle_cache;
+
+use cycle_cache::{strategy_slot, Class, ClassKey, Ledger, Verdict, CLASS_LIMIT, FIXED_STRATEGIES};
+
 /// The cycle's decision for one job: the placement command's own type, so a cycle's output
 /// goes into a `Place` batch as it is.
 pub type JobDecision = PlacementDecision;
-
-/// Capacity and workload left at each center as the cycle goes, by the center's position in
-/// the catalog (id order).
-struct Ledger {
-    free: Vec<Capacity>,
-    load: Vec<i64>,
-}
-
-impl Ledger {
-    fn new(catalog: &Catalog) -> Ledger {
-        let (free, load) = catalog
-            .centers
-            .values()
-            .map(|state| {
-                let mut capacity = state.metrics.as_ref().map(Capacity::free_in).unwrap_or_default();
-                capacity.sub(&state.in_flight.capacity);
-                let running = state.metrics.as_ref().map_or(0, |m| m.running_task_num);
-                (capacity, running.saturating_add(state.in_flight.replicas))
-            })
-            .unzip();
-        Ledger { free, load }
-    }
-
-    fn take(&mut self, center: usize, demand: &Capacity) {
-        self.free[center].sub(demand);
-        self.load[center] += 1;
-    }
-
-    fn give_back(&mut self, center: usize, demand: &Capacity) {
-        self.free[center].add(demand);
-        self.load[center] -= 1;
-    }
-}
-
-/// The strategies whose raw factor does not change within a cycle for a given job class: they
-/// read only the center, its report, the spec and the job's data and duration.
-const FIXED_STRATEGIES: [Strategy; 6] = [
-    Strategy::DataAffinity,
-    Strategy::LowestPrice,
-    Strategy::LowestEnergy,
-    Strategy::HighestPerformance,
-    Strategy::HighestSecurity,
-    Strategy::NetworkQuality,
-];
-
-/// Everything about a task that decides which centers pass the filters other than capacity, and
-/// the raw factors of [`FIXED_STRATEGIES`]: tasks of one class share one [`Class`] per cycle.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ClassKey {
-    spec: String,
-    image_name: String,
-    security_grade: i32,
-    dataset: Option<String>,
-    /// `(max_latency_ms bits, deadline_secs)`.
-    qos: Option<(Option<u64>, Option<u64>)>,
-    duration_bits: u64,
-    data_mode: bool,
-}
-
-/// A center the spec lists, as a class sees it for the whole cycle.
-#[derive(Debug)]
-enum Verdict {
-    /// Not in the catalog: not considered.
-    Unknown,
-    /// Rejected by a filter that does not depend on capacity.
-    Rejected(Rejection),
-    /// Passes every filter but capacity; the raw factors of [`FIXED_STRATEGIES`] by the
-    /// strategy's position in [`Strategy::ALL`].
-    Open { position: usize, fixed: [Option<f64>; 9] },
-}
-
-/// One job class's view of the cycle: a verdict per center of the spec's list, in its order.
-struct Class {
-    verdicts: Vec<Verdict>,
-    /// The fixed strategies' scores over the last few candidate sets and weights seen.
-    fixed_scores: RefCell<Vec<Rc<FixedScores>>>,
-}
-
-/// Fixed strategies normalized over one candidate set: they stay valid until a center of the
-/// set runs out of capacity (min-max normalization reads the whole set).
-struct FixedScores {
-    /// The weighted fixed strategies, in [`Strategy::ALL`] order.
-    weights: Vec<(Strategy, u32)>,
-    /// The candidate set, by center position, in the spec's order.
-    positions: Vec<usize>,
-    /// Per strategy of `weights`, per candidate.
-    normalized: Vec<Vec<u32>>,
-    /// Per candidate, the weighted sum of these strategies' scores.
-    partial: Vec<u64>,
-}
-
-/// How many classes a cycle keeps at once (each holds a verdict per center of its spec), so a
-/// queue of all-different jobs cannot grow the cache without bound (small in tests, so that the
-/// property tests flush it too).
-const CLASS_LIMIT: usize = if cfg!(test) { 3 } else { 64 };
-
-/// How many candidate sets and weight profiles a class keeps scores for.
-const FIXED_SCORE_SLOTS: usize = 4;
-
-impl Class {
-    /// The fixed strategies' scores over `candidates` (computed again only when the candidate
-    /// set or the weights changed).
-    fn fixed_scores(&self, weights: &[(Strategy, u32)], candidates: &[(usize, &[Option<f64>; 9])]) -> Rc<FixedScores> {
-        let mut cache = self.fixed_scores.borrow_mut();
-        let same_set = |f: &FixedScores| {
-            f.positions.len() == candidates.len() && f.positions.iter().zip(candidates).all(|(p, c)| *p == c.0)
-        };
-        if let Some(found) = cache.iter().find(|f| f.weights == weights && same_set(f)) {
-            return found.clone();
-        }
-        let normalized: Vec<Vec<u32>> = weights
-            .iter()
-            .map(|&(strategy, _)| {
-                let slot = strategy_slot(strategy);
-                let raw: Vec<Option<f64>> = candidates.iter().map(|(_, fixed)| fixed[slot]).collect();
-                normalize(&raw, strategy.higher_is_better())
-            })
-            .collect();
-        let partial = (0..candidates.len())
-            .map(|i| weights.iter().zip(&normalized).map(|((_, w), n)| u64::from(*w) * u64::from(n[i].min(100))).sum())
-            .collect();
-        let positions = candidates.iter().map(|c| c.0).collect();
-        let scores = Rc::new(FixedScores { weights: weights.to_vec(), positions, normalized, partial });
-        cache.retain(|f| f.weights != weights);
-        if cache.len() >= FIXED_SCORE_SLOTS {
-            cache.remove(0);
-        }
-        cache.push(scores.clone());
-        scores
-    }
-}
 
 /// A test-only way to decide a replica (the straightforward reference computation).
 #[cfg(test)]
@@ -275,10 +147,6 @@ impl<'a> Cycle<'a> {
         self.class_ids.insert(key, self.classes.len() - 1);
         self.classes.len() - 1
     }
-}
-
-fn strategy_slot(strategy: Strategy) -> usize {
-    Strategy::ALL.iter().position(|s| *s == strategy).unwrap_or(0)
 }
 
 /// The first job of `decisions` left (partly) unplaced, with its mode.
