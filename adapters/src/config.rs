@@ -53,9 +53,9 @@ impl Images {
     /// of those it lists.
     pub(crate) fn check(&self, image: &str) -> Result<()> {
         match &self.0 {
-            Some(names) if !image.is_empty() && !names.iter().any(|name| name == image) => Err(AdapterError::Rejected(
-                format!("image '{image}' is not present at this center (it has {names:?})"),
-            )),
+            Some(names) if !image.is_empty() && !names.iter().any(|name| name == image) => {
+                Err(AdapterError::Rejected(format!("image '{image}' is not present at this center (it has {names:?})")))
+            }
             _ => Ok(()),
         }
     }

@@ -99,7 +99,11 @@ pub enum NativeState {
     Queued,
     Running,
     Succeeded,
-    Failed { exit_code: Option<i32>, category: FailureCategory, reason: String },
+    Failed {
+        exit_code: Option<i32>,
+        category: FailureCategory,
+        reason: String,
+    },
     /// The center has no record of it (lost with a node, purged): a center fault.
     Missing,
 }

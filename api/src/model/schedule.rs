@@ -238,6 +238,14 @@ pub struct StrategyScore {
     pub weighted: u64,
 }
 
+impl StrategyScore {
+    /// A strategy's scores for one center, with its weighted share.
+    pub fn new(algorithm_id: &str, raw: Option<f64>, normalized: u32, weight: u32) -> StrategyScore {
+        let weighted = u64::from(normalized) * u64::from(weight);
+        StrategyScore { algorithm_id: algorithm_id.to_string(), raw, normalized, weight, weighted }
+    }
+}
+
 /// One feasible center's scores for one replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

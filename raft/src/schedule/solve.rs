@@ -583,13 +583,7 @@ fn decide_replica(cycle: &Cycle, input: &ReplicaInput) -> (ReplicaExplain, Optio
                             (candidates[i].1[strategy_slot(strategy)], fixed.normalized[k][i])
                         }
                     };
-                    StrategyScore {
-                        algorithm_id: strategy.id().to_string(),
-                        raw,
-                        normalized,
-                        weight,
-                        weighted: u64::from(normalized) * u64::from(weight),
-                    }
+                    StrategyScore::new(strategy.id(), raw, normalized, weight)
                 })
                 .collect(),
         })

@@ -375,13 +375,7 @@ fn reference_replica<'a>(cycle: &Cycle<'a>, input: &ReplicaInput<'a, '_>) -> (Re
                 .into_iter()
                 .map(|(strategy, raw, normalized)| {
                     let weight = policy.weights.get(strategy);
-                    StrategyScore {
-                        algorithm_id: strategy.id().to_string(),
-                        raw,
-                        normalized,
-                        weight,
-                        weighted: u64::from(normalized) * u64::from(weight),
-                    }
+                    StrategyScore::new(strategy.id(), raw, normalized, weight)
                 })
                 .collect(),
         })
