@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jcs_api::model::{DecisionOutcome, Job, PolicyMode, RejectCode};
 use jcs_raft::command::{Command, Outcome, PlacementBatch, PlacementDecision};
 use jcs_raft::schedule::solve::first_blocked;
-use jcs_raft::schedule::state::{load_catalog, load_queue};
+use jcs_raft::schedule::state::{load_queue, CatalogCache};
 use jcs_raft::schedule::{solve, SolverConfig};
 use jcs_raft::store::StateReader;
 use jcs_raft::tables::sched_fence;
@@ -125,6 +125,7 @@ async fn run(
     mut stop: watch::Receiver<()>,
 ) {
     let mut resume: Option<Resume> = None;
+    let mut catalog_cache = CatalogCache::default();
     loop {
         let periodic = tokio::select! {
             _ = scheduler.kick.notified() => false,
@@ -144,7 +145,7 @@ async fn run(
             continue;
         }
         let from = resume.take().filter(|_| !periodic);
-        match cycle(&proposer, &reader, &scheduler, term, from).await {
+        match cycle(&proposer, &reader, &scheduler, &mut catalog_cache, term, from).await {
             Ok(report) => {
                 resume = report.resume;
                 // More may be queued than one batch took: go again at once.
@@ -173,6 +174,7 @@ async fn cycle(
     proposer: &Proposer,
     reader: &StateReader,
     scheduler: &Scheduler,
+    catalog_cache: &mut CatalogCache,
     term: u64,
     from: Option<Resume>,
 ) -> anyhow::Result<CycleReport> {
@@ -189,7 +191,7 @@ async fn cycle(
         return Ok(CycleReport { decided: 0, resume: from });
     };
     let now = now_ms();
-    let catalog = load_catalog(reader)?;
+    let catalog = catalog_cache.load(reader)?;
     let mut config = scheduler.solver_config(now, term, fence.version);
     config.blocked_ahead = from.as_ref().and_then(|r| r.blocked_ahead.clone());
     let decisions = solve(&catalog, &queue, &config);

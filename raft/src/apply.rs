@@ -27,6 +27,40 @@ pub fn apply(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandR
             return Ok(Err(refusal));
         }
     }
+    let result = apply_checked(kv, command, at_ms)?;
+    if result.is_ok() {
+        bump_generations(kv, command)?;
+    }
+    Ok(result)
+}
+
+/// Counts changes to what a scheduling cycle reads, so that the scheduler reads the catalog
+/// again only when it changed.
+fn bump_generations(kv: &mut impl Kv, command: &Command) -> Result<(), StoreError> {
+    let key = match command {
+        Command::PutCenter { .. }
+        | Command::DeleteCenter { .. }
+        | Command::PutSpec { .. }
+        | Command::DeleteSpec { .. }
+        | Command::PutImage { .. }
+        | Command::DeleteImage { .. }
+        | Command::PutDataset { .. }
+        | Command::DeleteDataset { .. } => tables::CATALOG_GEN_KEY,
+        Command::ReportMetrics { .. } => tables::METRICS_GEN_KEY,
+        // A center's health bumps the catalog's generation itself, when its status changes.
+        _ => return Ok(()),
+    };
+    bump_generation(kv, key)
+}
+
+/// Adds one to a generation counter.
+pub(crate) fn bump_generation(kv: &mut impl Kv, key: &[u8]) -> Result<(), StoreError> {
+    let generation = tables::generation(kv, key)? + 1;
+    put_json(kv, key.to_vec(), &generation);
+    Ok(())
+}
+
+fn apply_checked(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandResult, StoreError> {
     match command {
         Command::PutCenter { center, mode } => {
             let mut center = center.clone();

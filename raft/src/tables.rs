@@ -22,6 +22,8 @@
 //! | `oe/{center}` | owner epoch: owner writes from an older epoch are refused |
 //! | `ev/{seq}` | `CenterEvent`, the newest `MAX_EVENTS` kept |
 //! | `meta/event_seq` | last event sequence number |
+//! | `meta/catalog_gen` | bumped by every change to centers, specs, images, datasets |
+//! | `meta/metrics_gen` | bumped by every monitoring report |
 //! | `meta/job_seq` | last job sequence number |
 //! | `meta/sched_fence` | `SchedulerFence`: highest scheduling term and placement version |
 
@@ -37,6 +39,8 @@ pub const SCHED_FENCE_KEY: &[u8] = b"meta/sched_fence";
 pub const QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEDGER_PREFIX: &[u8] = b"l/";
 pub const EVENT_SEQ_KEY: &[u8] = b"meta/event_seq";
+pub const CATALOG_GEN_KEY: &[u8] = b"meta/catalog_gen";
+pub const METRICS_GEN_KEY: &[u8] = b"meta/metrics_gen";
 pub const EVENT_PREFIX: &[u8] = b"ev/";
 /// Events kept; older ones are dropped as new ones arrive.
 pub const MAX_EVENTS: u64 = 10_000;
@@ -211,6 +215,11 @@ pub fn queued_job_ids(
         None => kv.scan(QUEUE_PREFIX, &mut visit)?,
     }
     Ok(ids)
+}
+
+/// A generation counter (0 before the first bump).
+pub fn generation(kv: &(impl KvRead + ?Sized), key: &[u8]) -> Result<u64, StoreError> {
+    Ok(get_json(kv, key)?.unwrap_or(0))
 }
 
 /// The key prefix of a catalog kind.

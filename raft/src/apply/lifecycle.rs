@@ -438,6 +438,7 @@ pub fn set_center_health(
     center.status = status;
     center.updated_at = at_ms;
     put_json(kv, object_key(ObjectKind::Center, center_id), &center);
+    super::bump_generation(kv, tables::CATALOG_GEN_KEY)?;
     let kind = if available { EventKind::CenterUp } else { EventKind::CenterDown };
     record_event(kv, center_id, kind, None, reason, at_ms)?;
     if !available {

@@ -26,6 +26,37 @@ pub fn load_catalog(kv: &(impl KvRead + ?Sized)) -> Result<Catalog, StoreError> 
     ))
 }
 
+/// A catalog kept from cycle to cycle: the catalog objects are read again only when their
+/// generation changed, the monitoring reports only when theirs did, and the in-flight ledger
+/// totals (which every placement changes) every time.
+#[derive(Default)]
+pub struct CatalogCache {
+    generations: Option<(u64, u64)>,
+    catalog: Catalog,
+}
+
+impl CatalogCache {
+    pub fn load(&mut self, kv: &(impl KvRead + ?Sized)) -> Result<&Catalog, StoreError> {
+        let objects = tables::generation(kv, tables::CATALOG_GEN_KEY)?;
+        let metrics = tables::generation(kv, tables::METRICS_GEN_KEY)?;
+        match self.generations {
+            Some((o, _)) if o != objects => self.catalog = load_catalog(kv)?,
+            None => self.catalog = load_catalog(kv)?,
+            Some((_, m)) => {
+                let totals = ledger::totals(kv)?;
+                for (id, state) in &mut self.catalog.centers {
+                    if m != metrics {
+                        state.metrics = get_json(kv, &tables::metrics_key(id))?;
+                    }
+                    state.in_flight = totals.get(id).copied().unwrap_or_default();
+                }
+            }
+        }
+        self.generations = Some((objects, metrics));
+        Ok(&self.catalog)
+    }
+}
+
 /// The first `limit` jobs of the scheduling queue, in order, after job `after` when given.
 pub fn load_queue(kv: &(impl KvRead + ?Sized), after: Option<&str>, limit: usize) -> Result<Vec<Job>, StoreError> {
     let mut jobs = Vec::new();
@@ -61,6 +92,32 @@ mod tests {
     use crate::command::{Command, WriteMode};
     use crate::kv::MemKv;
     use serde_json::json;
+
+    #[test]
+    fn the_cached_catalog_follows_every_change_a_fresh_read_sees() {
+        let mut kv = MemKv::default();
+        let mut cache = CatalogCache::default();
+        let center = |id: &str| serde_json::from_value(json!({"ai_center_id": id, "name": id, "region": "r"})).unwrap();
+        let steps: Vec<Command> = vec![
+            Command::PutCenter { center: center("a"), mode: WriteMode::Create },
+            Command::ReportMetrics {
+                center_id: "a".into(),
+                metrics: serde_json::from_value(json!({"cpu_free": 3})).unwrap(),
+            },
+            Command::PutCenter { center: center("b"), mode: WriteMode::Create },
+            Command::SetCenterHealth { center_id: "b".into(), owner_epoch: 0, available: false, reason: "x".into() },
+            Command::ReportMetrics {
+                center_id: "a".into(),
+                metrics: serde_json::from_value(json!({"cpu_free": 1})).unwrap(),
+            },
+            Command::DeleteCenter { id: "b".into() },
+        ];
+        for (i, command) in steps.iter().enumerate() {
+            apply(&mut kv, command, i as i64 + 1).unwrap().unwrap();
+            let cached = cache.load(&kv).unwrap().clone();
+            assert_eq!(cached, load_catalog(&kv).unwrap(), "after step {i}");
+        }
+    }
 
     #[test]
     fn candidates_are_the_centers_offering_the_spec_with_their_metrics_and_price() {
