@@ -267,6 +267,22 @@ async fn status_of(adapter: &dyn Adapter, id: &NativeId) -> NativeState {
     wait_for(adapter, id, "status", WITHIN, |_| true).await
 }
 
+/// The state of one replica (for the adapters' own tests too).
+#[cfg(test)]
+pub(crate) async fn state_of(adapter: &dyn Adapter, id: &NativeId) -> NativeState {
+    status_of(adapter, id).await
+}
+
+/// Polls `id` until `done` holds, within the suite's bound (for the adapters' own tests too).
+#[cfg(test)]
+pub(crate) async fn wait_until(
+    adapter: &dyn Adapter,
+    id: &NativeId,
+    done: impl Fn(&NativeState) -> bool,
+) -> NativeState {
+    wait_for(adapter, id, "wait", WITHIN, done).await
+}
+
 /// Polls `id` until `done` holds; panics after `within` with the last state seen.
 async fn wait_for(
     adapter: &dyn Adapter,

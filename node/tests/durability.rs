@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+mod common;
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -143,15 +145,8 @@ async fn job_info(client: &reqwest::Client, base: &str, id: &str) -> Value {
 }
 
 async fn wait_job(client: &reqwest::Client, base: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let info = job_info(client, base, id).await;
-        if done(&info) {
-            return info;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "job {id} not {what} in time: {info}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::eventually(&format!("job {id} {what}"), || async { done(&job_info(client, base, id).await) }).await;
+    job_info(client, base, id).await
 }
 
 #[tokio::test]

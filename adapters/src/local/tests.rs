@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::process::ProcessRecord;
 use super::*;
-use crate::conformance;
+use crate::conformance::{self, state_of as state, wait_until};
 
 fn context(dir: &Path) -> AdapterContext {
     AdapterContext { work_dir: dir.to_path_buf() }
@@ -29,22 +29,6 @@ fn launch(job: &str, command: &str, cpu: f64) -> ReplicaLaunch {
         demand: ResourceAmounts { cpu, memory_mb: 10.0, ..Default::default() },
         env: BTreeMap::from([("GREETING".to_string(), "hi from env".to_string())]),
         duration_hint: None,
-    }
-}
-
-async fn state(center: &LocalCenter, id: &NativeId) -> NativeState {
-    center.status(std::slice::from_ref(id)).await.unwrap().remove(0)
-}
-
-async fn wait_until(center: &LocalCenter, id: &NativeId, done: impl Fn(&NativeState) -> bool) -> NativeState {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = state(center, id).await;
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{id} still {s:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

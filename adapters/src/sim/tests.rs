@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::*;
-use crate::conformance;
+use crate::conformance::{self, state_of as state, wait_until};
 
 fn context(dir: &Path) -> AdapterContext {
     AdapterContext { work_dir: dir.to_path_buf() }
@@ -28,22 +28,6 @@ fn launch(job: &str, command: &str) -> ReplicaLaunch {
         demand: ResourceAmounts { cpu: 1.0, memory_mb: 100.0, ..Default::default() },
         env: BTreeMap::new(),
         duration_hint: None,
-    }
-}
-
-async fn state(sim: &SimCenter, id: &NativeId) -> NativeState {
-    sim.status(std::slice::from_ref(id)).await.unwrap().remove(0)
-}
-
-async fn wait_until(sim: &SimCenter, id: &NativeId, done: impl Fn(&NativeState) -> bool) -> NativeState {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = state(sim, id).await;
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{id} still {s:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

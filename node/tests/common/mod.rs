@@ -77,30 +77,21 @@ impl TestNode {
     }
 
     /// Polls `check` until it holds, failing the test after 20 s.
-    pub async fn wait_for<F, Fut>(&self, what: &str, mut check: F)
+    pub async fn wait_for<F, Fut>(&self, what: &str, check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !check().await {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        eventually(what, check).await
     }
 
     /// Polls `/readyz` until it answers 200, with a deadline.
     pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(tokio::time::Instant::now() < deadline, "node not ready in time");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let ready = || async {
+            let answer = self.client.get(format!("{}/readyz", self.base)).send().await;
+            answer.is_ok_and(|r| r.status() == 200)
+        };
+        eventually("node ready", ready).await;
     }
 
     /// Stops the node and returns its data dir for a restart.
@@ -143,4 +134,18 @@ pub fn job_body(name: &str) -> Value {
         "tasks": [{"name": "train", "command": "sleep 60", "imageId": "pytorch-hunan-univ",
                    "resourceSpecId": "gpu-1x", "replicaNumber": 2}]
     })
+}
+
+/// Polls `check` until it holds, failing the test after 20 s: the one deadline wait of the
+/// node tests.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
