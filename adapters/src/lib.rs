@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 mod config;
 pub mod conformance;
 pub mod local;
+mod logfile;
 mod pool;
 pub mod sim;
+pub mod slurm;
 mod storage;
 
 /// Why an adapter call failed. `Unavailable` is transient (retry later, count towards the
@@ -205,6 +207,7 @@ pub fn build(center: &Center, context: &AdapterContext) -> Result<Arc<dyn Adapte
     match endpoint.kind.as_str() {
         "local" => Ok(Arc::new(local::LocalCenter::new(&center.ai_center_id, &endpoint.config, context)?)),
         "sim" => Ok(Arc::new(sim::SimCenter::new(&center.ai_center_id, &endpoint.config, context)?)),
+        "slurm" => Ok(Arc::new(slurm::SlurmCenter::new(&center.ai_center_id, &endpoint.config, context)?)),
         "" => Err(AdapterError::Config(format!("center '{}' names no adapter", center.ai_center_id))),
         other => Err(AdapterError::Config(format!("unknown adapter type '{other}'"))),
     }

@@ -13,7 +13,7 @@ mod replica;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, SeekFrom};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -22,19 +22,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jcs_api::model::ReplicaKey;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use self::replica::ReplicaDir;
 use crate::config::{self, Images};
 use crate::pool::Pool;
 use crate::storage::FsStorage;
 use crate::{
-    Adapter, AdapterContext, AdapterError, Capabilities, LogChunk, NativeId, NativeImage, NativeState, ReplicaLaunch,
-    ResourceReport, Result, Storage,
+    logfile, Adapter, AdapterContext, AdapterError, Capabilities, LogChunk, NativeId, NativeImage, NativeState,
+    ReplicaLaunch, ResourceReport, Result, Storage,
 };
-
-/// Largest log read one `read_log` serves, whatever `max` asks.
-const MAX_LOG_READ: usize = 16 << 20;
 
 /// `adapter.config` of a `local` center.
 #[derive(Debug, Clone, Deserialize)]
@@ -328,20 +324,7 @@ impl Adapter for LocalCenter {
             }
             dir.has_ended()
         };
-        let unreadable = |e: std::io::Error| AdapterError::Unavailable(format!("log of {id}: {e}"));
-        let mut file = match tokio::fs::File::open(dir.log()).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Ok(LogChunk { data: Vec::new(), next_offset: offset, complete: ended });
-            }
-            Err(e) => return Err(unreadable(e)),
-        };
-        let len = file.metadata().await.map_err(unreadable)?.len();
-        file.seek(SeekFrom::Start(offset)).await.map_err(unreadable)?;
-        let mut data = Vec::new();
-        file.take(max.min(MAX_LOG_READ) as u64).read_to_end(&mut data).await.map_err(unreadable)?;
-        let next_offset = offset + data.len() as u64;
-        Ok(LogChunk { data, next_offset, complete: ended && next_offset >= len })
+        logfile::read_chunk(&dir.log(), offset, max, ended).await
     }
 
     fn storage(&self) -> Option<&dyn Storage> {

@@ -1,0 +1,321 @@
+//! The Slurm center: an HPC cluster driven through slurmrestd (`openapi/v0.0.38`, Slurm 22.05),
+//! the way the field report manages HPC platforms — through their APIs, never a shell on the
+//! login node.
+//!
+//! - A replica is a one-node batch job named `jcs.<idempotency key>` (see `script`), so `find`
+//!   asks slurmctld for the name, and after slurmctld has forgotten the job, the shared log
+//!   directory, where its output and exit files carry the key and the job id.
+//! - Resources and monitoring come from `/nodes` and `/jobs` (see `report`); states map as
+//!   `native::native_state` documents.
+//! - Stop is `DELETE /job/{id}`: Slurm's cancel, SIGTERM then SIGKILL after the cluster's
+//!   `KillWait` (the cluster's grace, not the caller's).
+//! - Logs are the job's output file, read from the log directory the cluster shares with the
+//!   node.
+//! - Images name environments: a shell prelude (modules, conda) or an OCI bundle for Slurm's
+//!   `--container` (see `config::ImageEnvironment`).
+
+mod config;
+pub mod local_cluster;
+mod native;
+mod report;
+mod rest;
+mod script;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jcs_api::model::{FailureCategory, ReplicaKey};
+use reqwest::Method;
+
+pub use self::config::{ImageEnvironment, SlurmConfig};
+use self::native::{errno, job_name, Job, Node};
+use self::rest::{Rest, TokenSource};
+use crate::{
+    config as adapter_config, logfile, Adapter, AdapterContext, AdapterError, Capabilities, LogChunk, NativeId,
+    NativeImage, NativeState, ReplicaLaunch, ResourceReport, Result,
+};
+
+/// A center whose replicas are Slurm batch jobs.
+pub struct SlurmCenter {
+    id: String,
+    rest: Rest,
+    partitions: Vec<String>,
+    account: Option<String>,
+    log_dir: PathBuf,
+    remote_log_dir: PathBuf,
+    environment: BTreeMap<String, String>,
+    images: Option<BTreeMap<String, ImageEnvironment>>,
+}
+
+impl SlurmCenter {
+    /// Reads the config; talks to nobody (the first poll finds out whether slurmrestd answers).
+    pub fn new(center_id: &str, config: &serde_json::Value, _ctx: &AdapterContext) -> Result<Self> {
+        let config: SlurmConfig = adapter_config::parse("slurm", center_id, config)?;
+        let misconfigured =
+            |what: String| AdapterError::Config(format!("center '{center_id}': slurm adapter config: {what}"));
+        let source = match (config.token, config.token_file, config.token_command) {
+            (Some(token), None, None) => TokenSource::Fixed(token),
+            (None, Some(file), None) => TokenSource::File(file),
+            (None, None, Some(command)) => TokenSource::Command(command),
+            _ => return Err(misconfigured("set exactly one of token, token_file, token_command".into())),
+        };
+        if config.partitions.is_empty() {
+            return Err(misconfigured("partitions is empty".into()));
+        }
+        std::fs::create_dir_all(&config.log_dir)
+            .map_err(|e| misconfigured(format!("log_dir {}: {e}", config.log_dir.display())))?;
+        let rest = Rest::new(
+            &config.url,
+            &config.user,
+            source,
+            Duration::from_secs(config.token_refresh_secs),
+            Duration::from_millis(config.request_timeout_ms),
+        )
+        .map_err(|e| misconfigured(e.to_string()))?;
+        Ok(SlurmCenter {
+            id: center_id.to_string(),
+            rest,
+            partitions: config.partitions,
+            account: config.account,
+            remote_log_dir: config.remote_log_dir.unwrap_or_else(|| config.log_dir.clone()),
+            log_dir: config.log_dir,
+            environment: config.environment,
+            images: config.images,
+        })
+    }
+
+    async fn jobs(&self) -> Result<Vec<Job>> {
+        let body = self.rest.call(Method::GET, "/jobs", None).await?.ok("list jobs")?;
+        Ok(list(&body, "jobs"))
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>> {
+        let body = self.rest.call(Method::GET, "/nodes", None).await?.ok("list nodes")?;
+        Ok(list(&body, "nodes"))
+    }
+
+    /// One job as slurmctld knows it; `None` when it has no such job (any more).
+    async fn job(&self, id: u64) -> Result<Option<Job>> {
+        let answer = self.rest.call(Method::GET, &format!("/job/{id}"), None).await?;
+        if answer.has(errno::INVALID_JOB_ID) {
+            return Ok(None);
+        }
+        let body = answer.ok("get job")?;
+        Ok(list::<Job>(&body, "jobs").into_iter().find(|job| job.job_id == id))
+    }
+
+    /// What the shared log directory says of ended jobs: `(key, job id, file kind)` per file.
+    async fn log_files(&self) -> Result<Vec<(ReplicaKey, u64, LogFile)>> {
+        let unreadable =
+            |e: std::io::Error| AdapterError::Unavailable(format!("log dir {}: {e}", self.log_dir.display()));
+        let mut entries = tokio::fs::read_dir(&self.log_dir).await.map_err(unreadable)?;
+        let mut files = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(unreadable)? {
+            if let Some(parsed) = entry.file_name().to_str().and_then(parse_log_file) {
+                files.push(parsed);
+            }
+        }
+        Ok(files)
+    }
+
+    fn local_file(&self, key: &ReplicaKey, id: u64, kind: LogFile) -> PathBuf {
+        self.log_dir.join(format!("{key}.{id}.{}", kind.extension()))
+    }
+
+    /// The state an exit file records, for a job slurmctld has forgotten.
+    async fn saved_state(&self, key: &ReplicaKey, id: u64) -> Option<NativeState> {
+        let text = tokio::fs::read_to_string(self.local_file(key, id, LogFile::Exit)).await.ok()?;
+        Some(match text.trim().parse::<i32>() {
+            Ok(0) => NativeState::Succeeded,
+            Ok(code) => NativeState::Failed {
+                exit_code: Some(code),
+                category: FailureCategory::Application,
+                reason: format!("slurm job {id} exited with {code}"),
+            },
+            Err(_) => return None,
+        })
+    }
+
+    /// The job's output file as this node sees it.
+    fn output_of(&self, job: &Job) -> PathBuf {
+        let remote = PathBuf::from(job.output_path());
+        match remote.strip_prefix(&self.remote_log_dir) {
+            Ok(relative) => self.log_dir.join(relative),
+            Err(_) => remote,
+        }
+    }
+
+    fn image(&self, image: &str) -> Result<Option<&ImageEnvironment>> {
+        let Some(images) = &self.images else { return Ok(None) };
+        if image.is_empty() {
+            return Ok(None);
+        }
+        images.get(image).map(Some).ok_or_else(|| {
+            let names: Vec<&String> = images.keys().collect();
+            AdapterError::Rejected(format!(
+                "image '{image}' is not offered by slurm center '{}' (it has {names:?})",
+                self.id
+            ))
+        })
+    }
+}
+
+/// Files the log directory holds per job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFile {
+    Output,
+    Exit,
+}
+
+impl LogFile {
+    fn extension(self) -> &'static str {
+        match self {
+            LogFile::Output => "out",
+            LogFile::Exit => "exit",
+        }
+    }
+}
+
+/// `<key>.<jobid>.out` or `<key>.<jobid>.exit`.
+fn parse_log_file(name: &str) -> Option<(ReplicaKey, u64, LogFile)> {
+    let (rest, kind) = match name.rsplit_once('.')? {
+        (rest, "out") => (rest, LogFile::Output),
+        (rest, "exit") => (rest, LogFile::Exit),
+        _ => return None,
+    };
+    let (key, id) = rest.rsplit_once('.')?;
+    Some((ReplicaKey::parse(key)?, id.parse().ok()?, kind))
+}
+
+/// The entries of `body[field]` that parse; one odd entry does not hide the others.
+fn list<T: serde::de::DeserializeOwned>(body: &serde_json::Value, field: &str) -> Vec<T> {
+    let entries = body.get(field).and_then(|v| v.as_array()).map(Vec::as_slice).unwrap_or_default();
+    entries.iter().filter_map(|entry| serde_json::from_value(entry.clone()).ok()).collect()
+}
+
+/// The Slurm job id a native id holds; ids this adapter never hands out hold none.
+fn slurm_id(id: &NativeId) -> Option<u64> {
+    id.0.parse().ok()
+}
+
+fn is_final(state: &NativeState) -> bool {
+    matches!(state, NativeState::Succeeded | NativeState::Failed { .. })
+}
+
+#[async_trait]
+impl Adapter for SlurmCenter {
+    fn kind(&self) -> &'static str {
+        "slurm"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { live_logs: true, storage: false, images: self.images.is_some(), survives_node_restart: true }
+    }
+
+    async fn resources(&self) -> Result<ResourceReport> {
+        let (nodes, jobs) = tokio::try_join!(self.nodes(), self.jobs())?;
+        if !nodes.iter().any(|n| n.in_any(&self.partitions)) {
+            return Err(AdapterError::Unavailable(format!("no nodes in partitions {:?}", self.partitions)));
+        }
+        Ok(report::resource_report(&self.id, &self.partitions, &nodes, &jobs))
+    }
+
+    async fn images(&self) -> Result<Vec<NativeImage>> {
+        let names = self.images.iter().flat_map(|images| images.keys());
+        Ok(names.map(|name| NativeImage { name: name.clone(), reference: name.clone() }).collect())
+    }
+
+    async fn submit(&self, launch: &ReplicaLaunch) -> Result<NativeId> {
+        let image = self.image(&launch.image)?;
+        if let Some(existing) = self.find(&launch.key).await? {
+            return Ok(existing);
+        }
+        report::check_fits_a_node(&self.partitions, &self.nodes().await?, &launch.demand)?;
+        let target = script::Target {
+            partitions: &self.partitions,
+            account: self.account.as_deref(),
+            remote_log_dir: &self.remote_log_dir,
+            environment: &self.environment,
+            image,
+        };
+        let body = script::submission(launch, &target);
+        let answer = self.rest.call(Method::POST, "/job/submit", Some(&body)).await?;
+        let job_id = answer.body.get("job_id").and_then(|v| v.as_u64());
+        if !answer.errors.is_empty() || !(200..300).contains(&answer.status) {
+            // Slurm may create the job and report why it cannot run: nothing may run unowned.
+            if let Some(id) = job_id.filter(|id| *id > 0) {
+                self.stop(&NativeId(id.to_string()), Duration::ZERO).await?;
+            }
+            return Err(answer.error("submit job"));
+        }
+        let id = job_id.ok_or_else(|| AdapterError::Unavailable("submit job: the answer has no job_id".into()))?;
+        tracing::info!(center = %self.id, key = %launch.key, slurm_job = id, "submitted to slurm");
+        Ok(NativeId(id.to_string()))
+    }
+
+    async fn find(&self, key: &ReplicaKey) -> Result<Option<NativeId>> {
+        let name = job_name(key);
+        let jobs = self.jobs().await?;
+        if let Some(job) = jobs.iter().filter(|job| job.name == name).min_by_key(|job| job.job_id) {
+            return Ok(Some(NativeId(job.job_id.to_string())));
+        }
+        let files = self.log_files().await?;
+        let id = files.into_iter().filter(|(k, _, _)| k == key).map(|(_, id, _)| id).min();
+        Ok(id.map(|id| NativeId(id.to_string())))
+    }
+
+    async fn status(&self, ids: &[NativeId]) -> Result<Vec<NativeState>> {
+        if ids.iter().all(|id| slurm_id(id).is_none()) {
+            return Ok(vec![NativeState::Missing; ids.len()]);
+        }
+        let jobs: HashMap<u64, Job> = self.jobs().await?.into_iter().map(|job| (job.job_id, job)).collect();
+        let forgotten = ids.iter().filter_map(slurm_id).any(|id| !jobs.contains_key(&id));
+        let files = if forgotten { self.log_files().await? } else { Vec::new() };
+        let mut states = Vec::with_capacity(ids.len());
+        for id in ids.iter().map(slurm_id) {
+            let state = match id {
+                None => NativeState::Missing,
+                Some(id) => match jobs.get(&id) {
+                    Some(job) => job.state(),
+                    None => match files.iter().find(|(_, file_id, kind)| *file_id == id && *kind == LogFile::Exit) {
+                        Some((key, _, _)) => self.saved_state(key, id).await.unwrap_or(NativeState::Missing),
+                        None => NativeState::Missing,
+                    },
+                },
+            };
+            states.push(state);
+        }
+        Ok(states)
+    }
+
+    async fn stop(&self, id: &NativeId, _grace: Duration) -> Result<()> {
+        let Some(slurm_id) = slurm_id(id) else { return Ok(()) };
+        let answer = self.rest.call(Method::DELETE, &format!("/job/{slurm_id}"), None).await?;
+        if answer.has(errno::INVALID_JOB_ID) || answer.has(errno::ALREADY_DONE) {
+            return Ok(());
+        }
+        answer.ok("cancel job")?;
+        tracing::info!(center = %self.id, slurm_job = slurm_id, "cancelled slurm job");
+        Ok(())
+    }
+
+    async fn read_log(&self, id: &NativeId, offset: u64, max: usize) -> Result<LogChunk> {
+        let not_found = || AdapterError::NotFound(id.to_string());
+        let slurm_id = slurm_id(id).ok_or_else(not_found)?;
+        // Whether it has ended is decided before reading, so the read sees the final log.
+        let (path, ended) = match self.job(slurm_id).await? {
+            Some(job) => (self.output_of(&job), is_final(&job.state())),
+            None => {
+                let files = self.log_files().await?;
+                let (key, _, _) =
+                    files.into_iter().find(|(_, file_id, _)| *file_id == slurm_id).ok_or_else(not_found)?;
+                (self.local_file(&key, slurm_id, LogFile::Output), true)
+            }
+        };
+        logfile::read_chunk(&path, offset, max, ended).await
+    }
+}

@@ -1,0 +1,158 @@
+//! The Slurm adapter against a real Slurm 22.05 started by `deploy/slurm/jcs-slurm` (skipped,
+//! saying so, where Slurm cannot be started; CI sets `JCS_REQUIRE_SLURM` so that it cannot be
+//! skipped there). These tests share one cluster: the nextest group `slurm` runs them one at a
+//! time, since one of them stops slurmctld.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jcs_api::model::{FailureCategory, ReplicaKey};
+use jcs_api::quantity::ResourceAmounts;
+use tokio::time::Instant;
+
+use super::local_cluster::{self, LocalSlurm};
+use super::SlurmCenter;
+use crate::conformance::{self, wait_until};
+use crate::{Adapter, AdapterContext, AdapterError, NativeId, NativeState, ReplicaLaunch};
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/slurm/jcs-slurm")
+}
+
+fn cluster(test: &str) -> Option<LocalSlurm> {
+    local_cluster::for_tests(&script(), test)
+}
+
+fn center(cluster: &LocalSlurm, extra: serde_json::Value) -> SlurmCenter {
+    let mut config = cluster.center_config();
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        config[k] = v;
+    }
+    let ctx = AdapterContext { work_dir: cluster.dir.join("work") };
+    SlurmCenter::new("slurm-test", &config, &ctx).expect("slurm center config")
+}
+
+fn launch(job: &str, command: &str, demand: ResourceAmounts) -> ReplicaLaunch {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let key = ReplicaKey { job_id: format!("{job}-{nanos:x}"), task: 0, replica: 0, attempt: 0 };
+    let env = BTreeMap::from([("JCS_JOB_ID".to_string(), key.job_id.clone())]);
+    ReplicaLaunch { key, command: command.into(), image: String::new(), demand, env, duration_hint: None }
+}
+
+fn cpu(n: f64) -> ResourceAmounts {
+    ResourceAmounts { cpu: n, memory_mb: 64.0, ..ResourceAmounts::default() }
+}
+
+async fn whole_log(adapter: &dyn Adapter, id: &NativeId) -> String {
+    let chunk = adapter.read_log(id, 0, 1 << 20).await.expect("read_log");
+    assert!(chunk.complete, "an ended job's log is complete");
+    String::from_utf8_lossy(&chunk.data).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_passes_the_conformance_suite() {
+    let Some(cluster) = cluster("slurm_passes_the_conformance_suite") else { return };
+    conformance::run_all(|| Arc::new(center(&cluster, serde_json::json!({}))) as Arc<dyn Adapter>).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_gpu_demand_is_allocated_and_counted() {
+    let Some(cluster) = cluster("slurm_gpu_demand_is_allocated_and_counted") else { return };
+    let adapter = center(&cluster, serde_json::json!({}));
+    let demand = ResourceAmounts { gpu: 2.0, ..cpu(1.0) };
+    let job = launch("gpu", "echo gpus=$SLURM_JOB_GPUS; sleep 30", demand);
+    let id = adapter.submit(&job).await.expect("submit");
+    wait_until(&adapter, &id, |s| *s == NativeState::Running).await;
+    let report = adapter.resources().await.expect("resources");
+    assert!(report.capacity.gpu >= 2.0, "the cluster's GPUs are its capacity: {:?}", report.capacity);
+    assert!(report.metrics.gpu_used >= 2, "two GPUs are in use: {:?}", report.metrics);
+    let squeue = cluster.command("squeue").args(["-h", "-j", &id.0, "-o", "%b"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&squeue.stdout).contains("gpu:2"), "squeue: {squeue:?}");
+    adapter.stop(&id, Duration::from_secs(1)).await.expect("stop");
+    let state = wait_until(&adapter, &id, |s| matches!(s, NativeState::Failed { .. })).await;
+    assert!(matches!(state, NativeState::Failed { category: FailureCategory::Stopped, .. }), "{state:?}");
+    let too_many = launch("gpu-huge", "true", ResourceAmounts { gpu: 64.0, ..cpu(1.0) });
+    let refused = adapter.submit(&too_many).await;
+    assert!(matches!(refused, Err(AdapterError::Rejected(ref m)) if m.contains("gres")), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_images_are_environments() {
+    let Some(cluster) = cluster("slurm_images_are_environments") else { return };
+    let images = serde_json::json!({ "images": { "greeter": { "prelude": ["export GREETING=hello-from-prelude"] } } });
+    let adapter = center(&cluster, images);
+    assert_eq!(adapter.images().await.unwrap().iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), vec!["greeter"]);
+    let mut job = launch("img", "echo \"$GREETING $JCS_JOB_ID\"", cpu(1.0));
+    job.image = "greeter".into();
+    let id = adapter.submit(&job).await.expect("submit");
+    wait_until(&adapter, &id, |s| *s == NativeState::Succeeded).await;
+    assert_eq!(whole_log(&adapter, &id).await.trim(), format!("hello-from-prelude {}", job.key.job_id));
+    job.image = "no-such-image".into();
+    let refused = adapter.submit(&job).await;
+    assert!(matches!(refused, Err(AdapterError::Rejected(ref m)) if m.contains("no-such-image")), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_jobs_forgotten_by_slurmctld_are_read_from_the_log_dir() {
+    let Some(cluster) = cluster("slurm_jobs_forgotten_by_slurmctld_are_read_from_the_log_dir") else { return };
+    let adapter = center(&cluster, serde_json::json!({}));
+    // What a job purged after MinJobAge leaves: its output and exit files, under an id
+    // slurmctld no longer knows.
+    let key = launch("purged", "", cpu(1.0)).key;
+    let forgotten = 4_000_000_000u64 + (std::process::id() as u64);
+    let jobs = cluster.dir.join("jobs");
+    std::fs::write(jobs.join(format!("{key}.{forgotten}.out")), "last words\n").unwrap();
+    std::fs::write(jobs.join(format!("{key}.{forgotten}.exit")), "7\n").unwrap();
+    let id = NativeId(forgotten.to_string());
+    assert_eq!(adapter.find(&key).await.unwrap(), Some(id.clone()), "found by the files' names");
+    let state = adapter.status(std::slice::from_ref(&id)).await.unwrap().remove(0);
+    assert!(matches!(state, NativeState::Failed { exit_code: Some(7), category: FailureCategory::Application, .. }));
+    assert_eq!(whole_log(&adapter, &id).await, "last words\n");
+    let again = adapter.submit(&launch("purged", "true", cpu(1.0))).await.unwrap();
+    assert_ne!(again, id, "another key is a new job");
+    let resubmit = ReplicaLaunch { key: key.clone(), ..launch("purged", "true", cpu(1.0)) };
+    assert_eq!(adapter.submit(&resubmit).await.unwrap(), id, "a key with files is never submitted again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_controller_down_is_unavailable_until_it_returns() {
+    let Some(cluster) = cluster("slurm_controller_down_is_unavailable_until_it_returns") else { return };
+    let adapter = center(&cluster, serde_json::json!({ "request_timeout_ms": 30000 }));
+    adapter.resources().await.expect("resources while slurmctld runs");
+    let pid = std::fs::read_to_string(cluster.dir.join("slurmctld.pid")).unwrap();
+    let killed = std::process::Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+    assert!(killed.success());
+    let result = adapter.resources().await;
+    assert!(matches!(result, Err(AdapterError::Unavailable(_))), "with slurmctld killed: {result:?}");
+    let submit = adapter.submit(&launch("down", "true", cpu(1.0))).await;
+    assert!(matches!(submit, Err(AdapterError::Unavailable(_))), "submit with slurmctld killed: {submit:?}");
+    LocalSlurm::start(&script()).expect("slurmctld restarts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = adapter.resources().await {
+        assert!(Instant::now() < deadline, "resources still failing after slurmctld restarted: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_config_mistakes_are_named() {
+    let ctx = AdapterContext { work_dir: std::env::temp_dir() };
+    let dir = tempfile::tempdir().unwrap();
+    let base = serde_json::json!({ "url": "http://127.0.0.1:1", "log_dir": dir.path() });
+    let mut two_tokens = base.clone();
+    two_tokens["token"] = "a".into();
+    two_tokens["token_command"] = "b".into();
+    let mut typo = base.clone();
+    typo["token"] = "a".into();
+    typo["partiton"] = "x".into();
+    for (config, expected) in [(base.clone(), "exactly one"), (two_tokens, "exactly one"), (typo, "partiton")] {
+        let error = SlurmCenter::new("c", &config, &ctx).err().expect("config must be refused");
+        assert!(matches!(&error, AdapterError::Config(m) if m.contains(expected)), "{error}");
+    }
+    let mut unreachable = base;
+    unreachable["token"] = "a".into();
+    let adapter = SlurmCenter::new("c", &unreachable, &ctx).unwrap();
+    assert!(matches!(adapter.resources().await, Err(AdapterError::Unavailable(_))));
+}
