@@ -36,11 +36,15 @@ pub struct SlurmConfig {
     /// job) and their nodes make up the center's resources. Default: `["jcs"]`.
     #[serde(default = "default_partitions")]
     pub partitions: Vec<String>,
+    /// Starts the name of every job this jcs cluster submits (`<prefix>.<replica key>`): give
+    /// each jcs cluster sharing a Slurm cluster (staging, production) its own. Default `jcs`.
+    #[serde(default = "default_job_name_prefix")]
+    pub job_name_prefix: String,
     /// The account jobs are charged to; absent: the user's default account.
     #[serde(default)]
     pub account: Option<String>,
     /// The directory jobs write their output to, as this node sees it (a shared filesystem
-    /// with the compute nodes): `<key>.<jobid>.out` and `<key>.<jobid>.exit` go there.
+    /// with the compute nodes): `<job name>.<jobid>.out` and `.exit` go there.
     pub log_dir: PathBuf,
     /// The same directory as the compute nodes see it, when it is mounted elsewhere there.
     /// Default: `log_dir`.
@@ -77,6 +81,10 @@ pub struct ImageEnvironment {
 
 fn default_user() -> String {
     "root".into()
+}
+
+fn default_job_name_prefix() -> String {
+    "jcs".into()
 }
 
 fn default_token_refresh_secs() -> u64 {

@@ -2,7 +2,7 @@
 //! the way the field report manages HPC platforms — through their APIs, never a shell on the
 //! login node.
 //!
-//! - A replica is a one-node batch job named `jcs.<idempotency key>` (see `script`), so `find`
+//! - A replica is a one-node batch job named `<prefix>.<idempotency key>` (see `script`), so `find`
 //!   asks slurmctld for the name, and after slurmctld has forgotten the job, the shared log
 //!   directory, where its output and exit files carry the key and the job id.
 //! - Resources and monitoring come from `/nodes` and `/jobs` (see `report`); states map as
@@ -43,6 +43,7 @@ use crate::{
 pub struct SlurmCenter {
     id: String,
     rest: Rest,
+    prefix: String,
     partitions: Vec<String>,
     account: Option<String>,
     log_dir: PathBuf,
@@ -79,6 +80,7 @@ impl SlurmCenter {
         Ok(SlurmCenter {
             id: center_id.to_string(),
             rest,
+            prefix: config.job_name_prefix,
             partitions: config.partitions,
             account: config.account,
             remote_log_dir: config.remote_log_dir.unwrap_or_else(|| config.log_dir.clone()),
@@ -115,7 +117,7 @@ impl SlurmCenter {
         let mut entries = tokio::fs::read_dir(&self.log_dir).await.map_err(unreadable)?;
         let mut files = Vec::new();
         while let Some(entry) = entries.next_entry().await.map_err(unreadable)? {
-            if let Some(parsed) = entry.file_name().to_str().and_then(parse_log_file) {
+            if let Some(parsed) = entry.file_name().to_str().and_then(|name| parse_log_file(&self.prefix, name)) {
                 files.push(parsed);
             }
         }
@@ -123,7 +125,7 @@ impl SlurmCenter {
     }
 
     fn local_file(&self, key: &ReplicaKey, id: u64, kind: LogFile) -> PathBuf {
-        self.log_dir.join(format!("{key}.{id}.{}", kind.extension()))
+        self.log_dir.join(format!("{}.{id}.{}", job_name(&self.prefix, key), kind.extension()))
     }
 
     /// The state an exit file records, for a job slurmctld has forgotten.
@@ -180,15 +182,15 @@ impl LogFile {
     }
 }
 
-/// `<key>.<jobid>.out` or `<key>.<jobid>.exit`.
-fn parse_log_file(name: &str) -> Option<(ReplicaKey, u64, LogFile)> {
+/// `<prefix>.<key>.<jobid>.out` or `.exit`, as this jcs cluster's jobs leave them.
+fn parse_log_file(prefix: &str, name: &str) -> Option<(ReplicaKey, u64, LogFile)> {
     let (rest, kind) = match name.rsplit_once('.')? {
         (rest, "out") => (rest, LogFile::Output),
         (rest, "exit") => (rest, LogFile::Exit),
         _ => return None,
     };
     let (key, id) = rest.rsplit_once('.')?;
-    Some((ReplicaKey::parse(key)?, id.parse().ok()?, kind))
+    Some((native::key_of(prefix, key)?, id.parse().ok()?, kind))
 }
 
 /// The entries of `body[field]` that parse; one odd entry does not hide the others.
@@ -221,7 +223,7 @@ impl Adapter for SlurmCenter {
         if !nodes.iter().any(|n| n.in_any(&self.partitions)) {
             return Err(AdapterError::Unavailable(format!("no nodes in partitions {:?}", self.partitions)));
         }
-        Ok(report::resource_report(&self.id, &self.partitions, &nodes, &jobs))
+        Ok(report::resource_report(&self.id, &self.prefix, &self.partitions, &nodes, &jobs))
     }
 
     async fn images(&self) -> Result<Vec<NativeImage>> {
@@ -236,6 +238,7 @@ impl Adapter for SlurmCenter {
         }
         report::check_fits_a_node(&self.partitions, &self.nodes().await?, &launch.demand)?;
         let target = script::Target {
+            prefix: &self.prefix,
             partitions: &self.partitions,
             account: self.account.as_deref(),
             remote_log_dir: &self.remote_log_dir,
@@ -258,7 +261,7 @@ impl Adapter for SlurmCenter {
     }
 
     async fn find(&self, key: &ReplicaKey) -> Result<Option<NativeId>> {
-        let name = job_name(key);
+        let name = job_name(&self.prefix, key);
         let jobs = self.jobs().await?;
         if let Some(job) = jobs.iter().filter(|job| job.name == name).min_by_key(|job| job.job_id) {
             return Ok(Some(NativeId(job.job_id.to_string())));

@@ -7,17 +7,14 @@ use serde::{Deserialize, Deserializer};
 
 use crate::NativeState;
 
-/// Every job name jcs submits starts with this, followed by the replica's idempotency key.
-pub(crate) const NAME_PREFIX: &str = "jcs.";
-
-/// The job name carrying `key`.
-pub(crate) fn job_name(key: &ReplicaKey) -> String {
-    format!("{NAME_PREFIX}{key}")
+/// The job name carrying `key`: `<prefix>.<key>`, the prefix naming the jcs cluster.
+pub(crate) fn job_name(prefix: &str, key: &ReplicaKey) -> String {
+    format!("{prefix}.{key}")
 }
 
-/// The replica a job name carries, if jcs submitted the job.
-pub(crate) fn key_of(name: &str) -> Option<ReplicaKey> {
-    ReplicaKey::parse(name.strip_prefix(NAME_PREFIX)?)
+/// The replica a job name carries, if this jcs cluster (`prefix`) submitted the job.
+pub(crate) fn key_of(prefix: &str, name: &str) -> Option<ReplicaKey> {
+    ReplicaKey::parse(name.strip_prefix(prefix)?.strip_prefix('.')?)
 }
 
 /// One entry of an answer's `errors` array. The number comes as `error_number`, `error_code` or
@@ -361,9 +358,10 @@ mod tests {
     #[test]
     fn names_carry_keys() {
         let key = ReplicaKey { job_id: "job-1".into(), task: 2, replica: 3, attempt: 1 };
-        assert_eq!(job_name(&key), "jcs.job-1.t2.r3.a1");
-        assert_eq!(key_of(&job_name(&key)), Some(key));
-        assert_eq!(key_of("x"), None);
-        assert_eq!(key_of("jcs.nope"), None);
+        assert_eq!(job_name("jcs", &key), "jcs.job-1.t2.r3.a1");
+        assert_eq!(key_of("jcs", &job_name("jcs", &key)), Some(key.clone()));
+        assert_eq!(key_of("jcs-staging", &job_name("jcs", &key)), None, "another cluster's job");
+        assert_eq!(key_of("jcs", "x"), None);
+        assert_eq!(key_of("jcs", "jcs.nope"), None);
     }
 }

@@ -12,7 +12,14 @@ use super::native::{key_of, split_gres, Job, Node};
 use crate::{AdapterError, NativeState, ResourceReport, Result};
 
 /// The center's resources and monitoring from one look at its nodes and jobs.
-pub(crate) fn resource_report(center: &str, partitions: &[String], nodes: &[Node], jobs: &[Job]) -> ResourceReport {
+/// `prefix` names the jcs cluster's jobs, whose replicas the report confirms.
+pub(crate) fn resource_report(
+    center: &str,
+    prefix: &str,
+    partitions: &[String],
+    nodes: &[Node],
+    jobs: &[Job],
+) -> ResourceReport {
     let nodes: Vec<&Node> = nodes.iter().filter(|n| n.in_any(partitions)).collect();
     let mut capacity = ResourceAmounts::default();
     let (mut used, mut free) = (ResourceAmounts::default(), ResourceAmounts::default());
@@ -34,7 +41,7 @@ pub(crate) fn resource_report(center: &str, partitions: &[String], nodes: &[Node
             NativeState::Queued => metrics.waiting_task_num += 1,
             _ => continue,
         }
-        if let Some(key) = key_of(&job.name) {
+        if let Some(key) = key_of(prefix, &job.name) {
             metrics.confirmed_replicas.push(format!("{}/{}/{}", key.job_id, key.task, key.replica));
         }
     }
@@ -178,7 +185,7 @@ mod tests {
             job(4, "jcs.job-3.t0.r0.a0", "COMPLETED"),
             Job { partition: "other".into(), ..job(5, "x", "RUNNING") },
         ];
-        let report = resource_report("c", &p, &nodes, &jobs);
+        let report = resource_report("c", "jcs", &p, &nodes, &jobs);
         assert_eq!((report.capacity.cpu, report.capacity.gpu, report.capacity.memory_mb), (24.0, 8.0, 3000.0));
         let m = &report.metrics;
         assert_eq!((m.cpu_used, m.cpu_free), (2, 14), "the drained node's CPUs are not free");

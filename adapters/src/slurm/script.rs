@@ -1,8 +1,8 @@
 //! A replica as a Slurm batch job: the `POST /job/submit` body and its batch script.
 //!
 //! The job's name carries the idempotency key, so a dispatcher in doubt finds the job by name
-//! instead of submitting it twice. Its output goes to `<key>.<jobid>.out` in the shared log
-//! directory, and the script leaves the command's exit status in `<key>.<jobid>.exit` beside
+//! instead of submitting it twice. Its output goes to `<name>.<jobid>.out` in the shared log
+//! directory, and the script leaves the command's exit status in `<name>.<jobid>.exit` beside
 //! it: after slurmctld forgets a finished job (`MinJobAge`), those two files still say that
 //! the key was submitted, under which id, and how it ended.
 
@@ -21,6 +21,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Where a submission goes and what surrounds the command.
 pub(crate) struct Target<'a> {
+    /// Names this jcs cluster's jobs (`job_name_prefix`).
+    pub prefix: &'a str,
     pub partitions: &'a [String],
     pub account: Option<&'a str>,
     /// The log directory as the compute nodes see it.
@@ -32,20 +34,20 @@ pub(crate) struct Target<'a> {
 
 /// The body of `POST /slurm/v0.0.38/job/submit` for one replica.
 pub(crate) fn submission(launch: &ReplicaLaunch, target: &Target<'_>) -> Value {
-    let key = launch.key.to_string();
+    let name = job_name(target.prefix, &launch.key);
     let dir = target.remote_log_dir.display().to_string();
     let mut environment = BTreeMap::from([("PATH".to_string(), DEFAULT_PATH.to_string())]);
     environment.extend(target.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
     environment.extend(launch.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut job = json!({
-        "name": job_name(&launch.key),
+        "name": name,
         "partition": target.partitions.join(","),
         "nodes": [1, 1],
         "tasks": 1,
         "cpus_per_task": (launch.demand.cpu.ceil() as i64).max(1),
         "environment": environment,
         "current_working_directory": dir,
-        "standard_output": format!("{dir}/{key}.%j.out"),
+        "standard_output": format!("{dir}/{name}.%j.out"),
         "requeue": false,
     });
     if launch.demand.memory_mb > 0.0 {
@@ -62,17 +64,17 @@ pub(crate) fn submission(launch: &ReplicaLaunch, target: &Target<'_>) -> Value {
         job["container"] = json!(container);
     }
     let prelude = target.image.map(|image| image.prelude.as_slice()).unwrap_or_default();
-    json!({ "script": batch_script(&key, &dir, prelude, &launch.command), "job": job })
+    json!({ "script": batch_script(&name, &dir, prelude, &launch.command), "job": job })
 }
 
 /// The batch script: the image's prelude, the command under `sh -c`, its exit status saved.
-pub(crate) fn batch_script(key: &str, remote_log_dir: &str, prelude: &[String], command: &str) -> String {
-    let mut script = format!("#!/bin/sh\n# jcs replica {key}\n");
+pub(crate) fn batch_script(name: &str, remote_log_dir: &str, prelude: &[String], command: &str) -> String {
+    let mut script = format!("#!/bin/sh\n# jcs replica {name}\n");
     for line in prelude {
         script.push_str(line);
         script.push('\n');
     }
-    let exit_file = quote(&format!("{remote_log_dir}/{key}."));
+    let exit_file = quote(&format!("{remote_log_dir}/{name}."));
     script.push_str(&format!(
         "sh -c {}\ncode=$?\necho \"$code\" > {exit_file}\"$SLURM_JOB_ID\".exit\nexit \"$code\"\n",
         quote(command)
@@ -109,6 +111,7 @@ mod tests {
         let environment = BTreeMap::from([("HOME".to_string(), "/root".to_string())]);
         let image = ImageEnvironment { prelude: vec!["module load cuda".into()], container: Some("/oci/torch".into()) };
         let target = Target {
+            prefix: "jcs",
             partitions: &partitions,
             account: Some("ai"),
             remote_log_dir: Path::new("/shared/jcs"),
@@ -123,18 +126,18 @@ mod tests {
         assert_eq!(job["gres"], "gpu:2");
         assert_eq!(job["account"], "ai");
         assert_eq!(job["container"], "/oci/torch");
-        assert_eq!(job["standard_output"], "/shared/jcs/job-7.t1.r0.a2.%j.out");
+        assert_eq!(job["standard_output"], "/shared/jcs/jcs.job-7.t1.r0.a2.%j.out");
         assert_eq!(job["environment"]["JCS_TASK"], "1");
         assert_eq!(job["environment"]["HOME"], "/root");
         assert_eq!(job["environment"]["PATH"], DEFAULT_PATH);
         let script = body["script"].as_str().unwrap();
-        assert!(script.starts_with("#!/bin/sh\n# jcs replica job-7.t1.r0.a2\nmodule load cuda\n"), "{script}");
+        assert!(script.starts_with("#!/bin/sh\n# jcs replica jcs.job-7.t1.r0.a2\nmodule load cuda\n"), "{script}");
     }
 
     #[test]
     fn the_script_runs_the_command_and_keeps_its_exit_status() {
         let dir = tempfile::tempdir().unwrap();
-        let script = batch_script("k.t0.r0.a0", &dir.path().display().to_string(), &[], &launch().command);
+        let script = batch_script("jcs.k.t0.r0.a0", &dir.path().display().to_string(), &[], &launch().command);
         let status = std::process::Command::new("sh")
             .arg("-c")
             .arg(&script)
@@ -144,7 +147,7 @@ mod tests {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&status.stdout), "its 1\n");
         assert_eq!(status.status.code(), Some(4));
-        let saved = std::fs::read_to_string(dir.path().join("k.t0.r0.a0.42.exit")).unwrap();
+        let saved = std::fs::read_to_string(dir.path().join("jcs.k.t0.r0.a0.42.exit")).unwrap();
         assert_eq!(saved.trim(), "4");
     }
 }
