@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::TestNode;
+use common::{job, log_of, submit, wait_phase, wait_status, TestNode};
 use serde_json::{json, Value};
 
 /// A job pinned to the local center, one task per command, `replicas` each.
@@ -20,44 +20,6 @@ fn local_job(name: &str, commands: &[&str], replicas: u32, retry: Value) -> Valu
         })
         .collect();
     json!({"name": name, "tasks": tasks, "retry": retry})
-}
-
-async fn submit(node: &TestNode, body: Value) -> String {
-    let (status, created) = node.post("/openapi/v1/trainjob", body).await;
-    assert_eq!(status, 200, "{created}");
-    created["data"]["jobId"].as_str().unwrap().to_string()
-}
-
-async fn job(node: &TestNode, id: &str) -> Value {
-    let (status, info) = node.get(&format!("/openapi/v1/trainjob/{id}")).await;
-    assert_eq!(status, 200, "{info}");
-    info["data"].clone()
-}
-
-async fn wait_status(node: &TestNode, id: &str, want: &str) -> Value {
-    node.wait_for(&format!("job {id} {want}"), || async { job(node, id).await["status"] == want }).await;
-    job(node, id).await
-}
-
-/// Every replica of the job is in `phase`.
-async fn wait_phase(node: &TestNode, id: &str, phase: &str) {
-    node.wait_for(&format!("job {id} replicas {phase}"), || async {
-        let info = job(node, id).await;
-        info["taskInfos"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|t| t["replicas"].as_array().unwrap().iter().all(|r| r["phase"] == phase))
-    })
-    .await;
-}
-
-/// Downloads a replica's log through A.4's `logUrl`.
-async fn log_of(node: &TestNode, id: &str, task: u32, replica: u32) -> String {
-    let (status, location) = node.get(&format!("/openapi/v1/trainjob/{id}/task/{task}/replica/{replica}/log")).await;
-    assert_eq!(status, 200, "{location}");
-    let url = location["data"]["logUrl"].as_str().unwrap().to_string();
-    node.client.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 fn local_center_dir(node: &TestNode) -> PathBuf {

@@ -149,3 +149,43 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Submits an A.1 body; returns the job id.
+pub async fn submit(node: &TestNode, body: Value) -> String {
+    let (status, created) = node.post("/openapi/v1/trainjob", body).await;
+    assert_eq!(status, 200, "{created}");
+    created["data"]["jobId"].as_str().unwrap().to_string()
+}
+
+/// A.3: the job's info.
+pub async fn job(node: &TestNode, id: &str) -> Value {
+    let (status, info) = node.get(&format!("/openapi/v1/trainjob/{id}")).await;
+    assert_eq!(status, 200, "{info}");
+    info["data"].clone()
+}
+
+pub async fn wait_status(node: &TestNode, id: &str, want: &str) -> Value {
+    node.wait_for(&format!("job {id} {want}"), || async { job(node, id).await["status"] == want }).await;
+    job(node, id).await
+}
+
+/// Every replica of the job is in `phase`.
+pub async fn wait_phase(node: &TestNode, id: &str, phase: &str) {
+    node.wait_for(&format!("job {id} replicas {phase}"), || async {
+        let info = job(node, id).await;
+        info["taskInfos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["replicas"].as_array().unwrap().iter().all(|r| r["phase"] == phase))
+    })
+    .await;
+}
+
+/// Downloads a replica's log through A.4's `logUrl`.
+pub async fn log_of(node: &TestNode, id: &str, task: u32, replica: u32) -> String {
+    let (status, location) = node.get(&format!("/openapi/v1/trainjob/{id}/task/{task}/replica/{replica}/log")).await;
+    assert_eq!(status, 200, "{location}");
+    let url = location["data"]["logUrl"].as_str().unwrap().to_string();
+    node.client.get(url).send().await.unwrap().text().await.unwrap()
+}
