@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{job, log_of, submit, wait_phase, wait_status, TestNode};
+use common::{eventually_explained, job, log_of, submit, wait_phase, TestNode};
 use jcs_adapters::slurm::local_cluster::{self, LocalSlurm};
 use serde_json::{json, Value};
 
@@ -23,6 +23,9 @@ fn script() -> std::path::PathBuf {
 /// node's own, and their output goes to a directory of its own.
 async fn node_with_slurm(test: &str) -> Option<(TestNode, LocalSlurm)> {
     let cluster = local_cluster::for_tests(&script(), test)?;
+    // The node's log is shown with a failure: the adapter's and the center worker's view.
+    let filter = tracing_subscriber::EnvFilter::new("jcs_node::centers=debug,jcs_adapters=debug");
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     let node = TestNode::start().await;
     let mut config = cluster.center_config();
     let nonce = node.dir.path().file_name().unwrap().to_string_lossy().replace('.', "");
@@ -48,11 +51,32 @@ fn slurm_job(name: &str, command: &str, replicas: u32, retry: Value) -> Value {
         "resourceSpecId": "slurm-1c", "replicaNumber": replicas, "centerIDs": [CENTER]}]})
 }
 
-/// The Slurm job ids of a job's replicas.
+/// Waits for the job's A.3 status; a timeout shows the job, the center's monitoring and
+/// events, and the cluster's queue.
+async fn wait_status(node: &TestNode, cluster: &LocalSlurm, id: &str, want: &str) -> Value {
+    let explain = || async {
+        let (_, metrics) = node.get(&format!("/openapi/v1/centers/{CENTER}/metrics")).await;
+        let (_, events) = node.get("/openapi/v1/events").await;
+        let squeue = cluster.command("squeue").args(["-t", "all", "-o", "%i %j %T %r %C"]).output().unwrap();
+        format!(
+            "job: {:#}\nmetrics: {:#}\nevents: {:#}\nsqueue:\n{}",
+            job(node, id).await,
+            metrics["data"],
+            events["data"]["items"],
+            String::from_utf8_lossy(&squeue.stdout)
+        )
+    };
+    eventually_explained(&format!("job {id} {want}"), || async { job(node, id).await["status"] == want }, explain)
+        .await;
+    job(node, id).await
+}
+
+/// The Slurm job ids of a job's replicas (a native id is `<slurm job id>:<replica key>`).
 async fn native_ids(node: &TestNode, id: &str) -> Vec<String> {
     let info = job(node, id).await;
     let replicas = info["taskInfos"][0]["replicas"].as_array().unwrap().clone();
-    replicas.iter().map(|r| r["nativeId"].as_str().unwrap_or_default().to_string()).collect()
+    let slurm_id = |r: &Value| r["nativeId"].as_str().and_then(|id| id.split_once(':')).map(|(id, _)| id.to_string());
+    replicas.iter().map(|r| slurm_id(r).unwrap_or_default()).collect()
 }
 
 /// `squeue`'s state for a Slurm job (`-t all` lists ended jobs slurmctld still holds).
@@ -66,7 +90,7 @@ async fn slurm_job_runs_completes_and_its_log_downloads() {
     let Some((node, cluster)) = node_with_slurm("slurm_job_runs_completes_and_its_log_downloads").await else { return };
     let command = "echo \"replica $JCS_REPLICA_INDEX of $JCS_REPLICAS is slurm job $SLURM_JOB_ID\"";
     let id = submit(&node, slurm_job("on-slurm", command, 2, json!({"maxRetries": 0}))).await;
-    let info = wait_status(&node, &id, "completed").await;
+    let info = wait_status(&node, &cluster, &id, "completed").await;
     assert_eq!(info["taskInfos"][0]["centerIDs"], json!([CENTER, CENTER]), "{info}");
     let slurm_ids = native_ids(&node, &id).await;
     for slurm_id in &slurm_ids {
@@ -79,12 +103,12 @@ async fn slurm_job_runs_completes_and_its_log_downloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slurm_failing_job_is_retried_per_policy_then_fails() {
-    let Some((node, _cluster)) = node_with_slurm("slurm_failing_job_is_retried_per_policy_then_fails").await else {
+    let Some((node, cluster)) = node_with_slurm("slurm_failing_job_is_retried_per_policy_then_fails").await else {
         return;
     };
     let command = "echo attempt $JCS_ATTEMPT; exit 3";
     let id = submit(&node, slurm_job("fails", command, 1, json!({"maxRetries": 1, "backoffMs": 20}))).await;
-    let info = wait_status(&node, &id, "failed").await;
+    let info = wait_status(&node, &cluster, &id, "failed").await;
     let replica = &info["taskInfos"][0]["replicas"][0];
     assert_eq!((replica["retries"].as_u64(), replica["attempt"].as_u64()), (Some(1), Some(1)), "{info}");
     assert_eq!(replica["exitCode"], 3, "{info}");
@@ -128,6 +152,6 @@ async fn slurm_controller_killed_makes_the_center_unavailable_until_it_returns()
     LocalSlurm::start(&script()).expect("slurmctld restarts");
     node.wait_for("center available again", || async { status_of_center().await == 1 }).await;
     let id = submit(&node, slurm_job("after", "echo back", 1, json!({"maxRetries": 0}))).await;
-    wait_status(&node, &id, "completed").await;
+    wait_status(&node, &cluster, &id, "completed").await;
     node.stop().await;
 }

@@ -142,6 +142,10 @@ impl SlurmCenter {
         })
     }
 
+    fn is_job_of(&self, job: &Job, slurm: &SlurmRef) -> bool {
+        job.job_id == slurm.job_id && job.name == job_name(&self.prefix, &slurm.key)
+    }
+
     /// The job's output file as this node sees it.
     fn output_of(&self, job: &Job) -> PathBuf {
         let remote = PathBuf::from(job.output_path());
@@ -199,9 +203,25 @@ fn list<T: serde::de::DeserializeOwned>(body: &serde_json::Value, field: &str) -
     entries.iter().filter_map(|entry| serde_json::from_value(entry.clone()).ok()).collect()
 }
 
-/// The Slurm job id a native id holds; ids this adapter never hands out hold none.
-fn slurm_id(id: &NativeId) -> Option<u64> {
-    id.0.parse().ok()
+/// A native id as this adapter hands them out: `<slurm job id>:<replica key>`. The key guards
+/// against a slurmctld that lost state in a crash and hands the same id to another job: a job
+/// under the id but with another name is not the replica's, which is then gone.
+#[derive(Debug, Clone)]
+struct SlurmRef {
+    job_id: u64,
+    key: ReplicaKey,
+}
+
+impl SlurmRef {
+    fn native(job_id: u64, key: &ReplicaKey) -> NativeId {
+        NativeId(format!("{job_id}:{key}"))
+    }
+
+    /// `None` for ids this adapter never hands out.
+    fn parse(id: &NativeId) -> Option<SlurmRef> {
+        let (job_id, key) = id.0.split_once(':')?;
+        Some(SlurmRef { job_id: job_id.parse().ok()?, key: ReplicaKey::parse(key)? })
+    }
 }
 
 fn is_final(state: &NativeState) -> bool {
@@ -251,43 +271,39 @@ impl Adapter for SlurmCenter {
         if !answer.errors.is_empty() || !(200..300).contains(&answer.status) {
             // Slurm may create the job and report why it cannot run: nothing may run unowned.
             if let Some(id) = job_id.filter(|id| *id > 0) {
-                self.stop(&NativeId(id.to_string()), Duration::ZERO).await?;
+                self.stop(&SlurmRef::native(id, &launch.key), Duration::ZERO).await?;
             }
             return Err(answer.error("submit job"));
         }
         let id = job_id.ok_or_else(|| AdapterError::Unavailable("submit job: the answer has no job_id".into()))?;
         tracing::info!(center = %self.id, key = %launch.key, slurm_job = id, "submitted to slurm");
-        Ok(NativeId(id.to_string()))
+        Ok(SlurmRef::native(id, &launch.key))
     }
 
     async fn find(&self, key: &ReplicaKey) -> Result<Option<NativeId>> {
         let name = job_name(&self.prefix, key);
         let jobs = self.jobs().await?;
         if let Some(job) = jobs.iter().filter(|job| job.name == name).min_by_key(|job| job.job_id) {
-            return Ok(Some(NativeId(job.job_id.to_string())));
+            return Ok(Some(SlurmRef::native(job.job_id, key)));
         }
         let files = self.log_files().await?;
         let id = files.into_iter().filter(|(k, _, _)| k == key).map(|(_, id, _)| id).min();
-        Ok(id.map(|id| NativeId(id.to_string())))
+        Ok(id.map(|id| SlurmRef::native(id, key)))
     }
 
     async fn status(&self, ids: &[NativeId]) -> Result<Vec<NativeState>> {
-        if ids.iter().all(|id| slurm_id(id).is_none()) {
+        let refs: Vec<Option<SlurmRef>> = ids.iter().map(SlurmRef::parse).collect();
+        if refs.iter().all(Option::is_none) {
             return Ok(vec![NativeState::Missing; ids.len()]);
         }
         let jobs: HashMap<u64, Job> = self.jobs().await?.into_iter().map(|job| (job.job_id, job)).collect();
-        let forgotten = ids.iter().filter_map(slurm_id).any(|id| !jobs.contains_key(&id));
-        let files = if forgotten { self.log_files().await? } else { Vec::new() };
         let mut states = Vec::with_capacity(ids.len());
-        for id in ids.iter().map(slurm_id) {
-            let state = match id {
+        for slurm in refs {
+            let state = match slurm {
                 None => NativeState::Missing,
-                Some(id) => match jobs.get(&id) {
+                Some(slurm) => match jobs.get(&slurm.job_id).filter(|job| self.is_job_of(job, &slurm)) {
                     Some(job) => job.state(),
-                    None => match files.iter().find(|(_, file_id, kind)| *file_id == id && *kind == LogFile::Exit) {
-                        Some((key, _, _)) => self.saved_state(key, id).await.unwrap_or(NativeState::Missing),
-                        None => NativeState::Missing,
-                    },
+                    None => self.saved_state(&slurm.key, slurm.job_id).await.unwrap_or(NativeState::Missing),
                 },
             };
             states.push(state);
@@ -296,27 +312,32 @@ impl Adapter for SlurmCenter {
     }
 
     async fn stop(&self, id: &NativeId, _grace: Duration) -> Result<()> {
-        let Some(slurm_id) = slurm_id(id) else { return Ok(()) };
-        let answer = self.rest.call(Method::DELETE, &format!("/job/{slurm_id}"), None).await?;
+        let Some(slurm) = SlurmRef::parse(id) else { return Ok(()) };
+        // Only the replica's own job is cancelled, never one that took over its id.
+        if !self.job(slurm.job_id).await?.is_some_and(|job| self.is_job_of(&job, &slurm)) {
+            return Ok(());
+        }
+        let answer = self.rest.call(Method::DELETE, &format!("/job/{}", slurm.job_id), None).await?;
         if answer.has(errno::INVALID_JOB_ID) || answer.has(errno::ALREADY_DONE) {
             return Ok(());
         }
         answer.ok("cancel job")?;
-        tracing::info!(center = %self.id, slurm_job = slurm_id, "cancelled slurm job");
+        tracing::info!(center = %self.id, slurm_job = slurm.job_id, key = %slurm.key, "cancelled slurm job");
         Ok(())
     }
 
     async fn read_log(&self, id: &NativeId, offset: u64, max: usize) -> Result<LogChunk> {
         let not_found = || AdapterError::NotFound(id.to_string());
-        let slurm_id = slurm_id(id).ok_or_else(not_found)?;
+        let slurm = SlurmRef::parse(id).ok_or_else(not_found)?;
         // Whether it has ended is decided before reading, so the read sees the final log.
-        let (path, ended) = match self.job(slurm_id).await? {
+        let (path, ended) = match self.job(slurm.job_id).await?.filter(|job| self.is_job_of(job, &slurm)) {
             Some(job) => (self.output_of(&job), is_final(&job.state())),
             None => {
-                let files = self.log_files().await?;
-                let (key, _, _) =
-                    files.into_iter().find(|(_, file_id, _)| *file_id == slurm_id).ok_or_else(not_found)?;
-                (self.local_file(&key, slurm_id, LogFile::Output), true)
+                let path = self.local_file(&slurm.key, slurm.job_id, LogFile::Output);
+                if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                    return Err(not_found());
+                }
+                (path, true)
             }
         };
         logfile::read_chunk(&path, offset, max, ended).await

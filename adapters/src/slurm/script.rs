@@ -48,7 +48,6 @@ pub(crate) fn submission(launch: &ReplicaLaunch, target: &Target<'_>) -> Value {
         "environment": environment,
         "current_working_directory": dir,
         "standard_output": format!("{dir}/{name}.%j.out"),
-        "requeue": false,
     });
     if launch.demand.memory_mb > 0.0 {
         job["memory_per_node"] = json!(launch.demand.memory_mb.ceil() as i64);

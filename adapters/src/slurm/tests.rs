@@ -105,7 +105,7 @@ async fn slurm_jobs_forgotten_by_slurmctld_are_read_from_the_log_dir() {
     let jobs = cluster.dir.join("jobs");
     std::fs::write(jobs.join(format!("jcs.{key}.{forgotten}.out")), "last words\n").unwrap();
     std::fs::write(jobs.join(format!("jcs.{key}.{forgotten}.exit")), "7\n").unwrap();
-    let id = NativeId(forgotten.to_string());
+    let id = NativeId(format!("{forgotten}:{key}"));
     assert_eq!(adapter.find(&key).await.unwrap(), Some(id.clone()), "found by the files' names");
     let state = adapter.status(std::slice::from_ref(&id)).await.unwrap().remove(0);
     assert!(matches!(state, NativeState::Failed { exit_code: Some(7), category: FailureCategory::Application, .. }));
@@ -114,6 +114,23 @@ async fn slurm_jobs_forgotten_by_slurmctld_are_read_from_the_log_dir() {
     assert_ne!(again, id, "another key is a new job");
     let resubmit = ReplicaLaunch { key: key.clone(), ..launch("purged", "true", cpu(1.0)) };
     assert_eq!(adapter.submit(&resubmit).await.unwrap(), id, "a key with files is never submitted again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_job_ids_taken_over_by_another_job_are_not_the_replicas() {
+    let Some(cluster) = cluster("slurm_job_ids_taken_over_by_another_job_are_not_the_replicas") else { return };
+    let adapter = center(&cluster, serde_json::json!({}));
+    let other = adapter.submit(&launch("other", "sleep 30", cpu(1.0))).await.expect("submit");
+    wait_until(&adapter, &other, |s| *s == NativeState::Running).await;
+    // What a slurmctld that lost its state in a crash does: the replica's id now names another
+    // job. The replica is gone, and stopping it must not cancel the other job.
+    let slurm_id = other.0.split_once(':').unwrap().0;
+    let lost = NativeId(format!("{slurm_id}:{}", launch("lost", "", cpu(1.0)).key));
+    assert_eq!(adapter.status(std::slice::from_ref(&lost)).await.unwrap(), vec![NativeState::Missing]);
+    adapter.stop(&lost, Duration::from_secs(1)).await.expect("stop of a lost replica");
+    assert!(matches!(adapter.read_log(&lost, 0, 10).await, Err(AdapterError::NotFound(_))));
+    assert_eq!(adapter.status(std::slice::from_ref(&other)).await.unwrap(), vec![NativeState::Running]);
+    adapter.stop(&other, Duration::from_secs(1)).await.expect("stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

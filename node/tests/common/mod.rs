@@ -138,14 +138,28 @@ pub fn job_body(name: &str) -> Value {
 
 /// Polls `check` until it holds, failing the test after 20 s: the one deadline wait of the
 /// node tests.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    eventually_explained(what, check, || async { String::new() }).await
+}
+
+/// [`eventually`], and on timeout the failure also says what `explain` finds (the state that
+/// did not change, recent events).
+pub async fn eventually_explained<F, Fut, E, EFut>(what: &str, mut check: F, explain: E)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+    E: FnOnce() -> EFut,
+    EFut: std::future::Future<Output = String>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for: {what}\n{}", explain().await);
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -165,7 +179,12 @@ pub async fn job(node: &TestNode, id: &str) -> Value {
 }
 
 pub async fn wait_status(node: &TestNode, id: &str, want: &str) -> Value {
-    node.wait_for(&format!("job {id} {want}"), || async { job(node, id).await["status"] == want }).await;
+    let explain = || async {
+        let (_, events) = node.get("/openapi/v1/events").await;
+        format!("job: {:#}\nevents: {:#}", job(node, id).await, events["data"]["items"])
+    };
+    eventually_explained(&format!("job {id} {want}"), || async { job(node, id).await["status"] == want }, explain)
+        .await;
     job(node, id).await
 }
 
