@@ -66,6 +66,10 @@ pub struct Config {
     pub stop_grace_ms: u64,
     /// On the first start of a cluster, load the demo catalog (four centers in two regions).
     pub demo: bool,
+    /// With `demo`: the environment file of a Slurm cluster started by
+    /// `deploy/slurm/jcs-slurm start` (it writes `/tmp/jcs-slurm/env`); the demo's Hangzhou HPC
+    /// center B is then that real Slurm cluster instead of a simulated one.
+    pub demo_slurm: Option<PathBuf>,
     /// Log filter in `tracing_subscriber::EnvFilter` syntax (`RUST_LOG` overrides it).
     pub log: String,
 }
@@ -98,6 +102,7 @@ impl Default for Config {
             dispatch_concurrency: 16,
             stop_grace_ms: 5_000,
             demo: false,
+            demo_slurm: None,
             log: "info,openraft=warn".into(),
         }
     }
@@ -160,6 +165,10 @@ pub struct ServeArgs {
     /// Load the demo catalog on the first start.
     #[arg(long, env = "JCS_DEMO")]
     pub demo: bool,
+    /// With --demo: make Hangzhou HPC center B the Slurm cluster that `deploy/slurm/jcs-slurm
+    /// start` described in ENV_FILE.
+    #[arg(long, env = "JCS_DEMO_SLURM", value_name = "ENV_FILE", num_args = 0..=1, default_missing_value = "/tmp/jcs-slurm/env")]
+    pub demo_slurm: Option<PathBuf>,
     #[arg(long, env = "JCS_LOG")]
     pub log: Option<String>,
 }
@@ -219,6 +228,9 @@ impl Config {
             stop_grace_ms,
             log
         );
+        if let Some(path) = &args.demo_slurm {
+            config.demo_slurm = Some(path.clone());
+        }
         config.demo |= args.demo;
         config.check()?;
         Ok(config)
@@ -323,6 +335,10 @@ mod tests {
         ] {
             assert!(fields.contains_key(name), "{name} missing from examples/config.toml");
         }
+        // Optional fields have no default to show: the template shows them commented out.
+        for name in ["demo_slurm"] {
+            assert!(TEMPLATE.contains(&format!("\n# {name} = ")), "{name} missing from examples/config.toml");
+        }
     }
 
     #[test]
@@ -383,6 +399,7 @@ mod tests {
             "--stop-grace-ms",
             "28",
             "--demo",
+            "--demo-slurm",
             "--log",
             "debug",
         ])
@@ -414,6 +431,7 @@ mod tests {
             stop_grace_ms: 28,
             default_policy: "price".into(),
             demo: true,
+            demo_slurm: Some("/tmp/jcs-slurm/env".into()),
             log: "debug".into(),
         };
         assert_eq!(config, expected);

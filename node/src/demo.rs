@@ -1,9 +1,13 @@
 //! The demo catalog of the field report: four centers in two regions (a university center and
 //! a carrier cloud in Hunan, two centers in Hangzhou), a few specs, images and a dataset; the
 //! centers' monitoring comes from polling their adapters. Loaded once, on the first start of a cluster, through
-//! the same replicated commands as any client write.
+//! the same replicated commands as any client write. With a Slurm cluster started by
+//! `deploy/slurm/jcs-slurm`, the Hangzhou HPC center B is that real cluster.
 
-use jcs_api::model::{Center, Dataset, Image, ResourceSpec};
+use std::path::Path;
+
+use jcs_adapters::slurm::local_cluster::LocalSlurm;
+use jcs_api::model::{AdapterEndpoint, Center, Dataset, Image, ResourceSpec};
 use jcs_raft::command::{Command, WriteMode};
 use serde::Deserialize;
 
@@ -20,8 +24,17 @@ struct DemoCatalog {
     datasets: Vec<Dataset>,
 }
 
-fn commands() -> Result<Vec<Command>, serde_yaml::Error> {
-    let demo: DemoCatalog = serde_yaml::from_str(CATALOG)?;
+/// The demo center that a real Slurm cluster stands in for.
+const SLURM_CENTER: &str = "hangzhou-b";
+
+fn commands(slurm: Option<&LocalSlurm>) -> Result<Vec<Command>, serde_yaml::Error> {
+    let mut demo: DemoCatalog = serde_yaml::from_str(CATALOG)?;
+    if let Some(slurm) = slurm {
+        for center in demo.centers.iter_mut().filter(|c| c.ai_center_id == SLURM_CENTER) {
+            center.adapter =
+                AdapterEndpoint { kind: "slurm".into(), endpoint: slurm.url.clone(), config: slurm.center_config() };
+        }
+    }
     let mode = WriteMode::Create;
     let mut commands: Vec<Command> =
         demo.centers.into_iter().map(|center| Command::PutCenter { center, mode }).collect();
@@ -32,8 +45,16 @@ fn commands() -> Result<Vec<Command>, serde_yaml::Error> {
 }
 
 /// Writes the demo catalog; any refusal is an error (the catalog is meant to be consistent).
-pub async fn load(proposer: &Proposer) -> anyhow::Result<()> {
-    let commands = commands()?;
+/// `slurm_env` is the environment file of a Slurm cluster to use for the HPC center.
+pub async fn load(proposer: &Proposer, slurm_env: Option<&Path>) -> anyhow::Result<()> {
+    let slurm = slurm_env
+        .map(LocalSlurm::from_env_file)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("demo Slurm cluster: {e} (start it with deploy/slurm/jcs-slurm start)"))?;
+    if let Some(slurm) = &slurm {
+        tracing::info!(center_id = SLURM_CENTER, url = %slurm.url, "the demo's HPC center is a real Slurm cluster");
+    }
+    let commands = commands(slurm.as_ref())?;
     let count = commands.len();
     for command in commands {
         proposer.propose(command).await?.map_err(|refusal| anyhow::anyhow!("demo catalog refused: {refusal}"))?;
@@ -49,7 +70,7 @@ mod tests {
     #[test]
     fn the_demo_catalog_applies_cleanly() {
         let mut state = MemKv::default();
-        let commands = super::commands().unwrap();
+        let commands = super::commands(None).unwrap();
         assert!(commands.len() >= 10);
         for command in &commands {
             jcs_raft::apply::apply(&mut state, command, 1).unwrap().unwrap();
@@ -58,5 +79,28 @@ mod tests {
             jcs_raft::tables::all(&state, jcs_api::model::ObjectKind::Center).unwrap();
         let regions: std::collections::BTreeSet<_> = centers.iter().map(|c| c.region.clone()).collect();
         assert_eq!((centers.len(), regions.len()), (4, 2), "four centers in two regions");
+    }
+
+    #[test]
+    fn a_slurm_cluster_stands_in_for_the_hpc_center() {
+        let slurm = super::LocalSlurm {
+            url: "http://127.0.0.1:16820".into(),
+            partition: "jcs".into(),
+            token_command: "scontrol token".into(),
+            dir: "/tmp/jcs-slurm".into(),
+            slurm_conf: "/tmp/jcs-slurm/slurm.conf".into(),
+        };
+        let commands = super::commands(Some(&slurm)).unwrap();
+        let kinds: Vec<(String, String)> = commands
+            .iter()
+            .filter_map(|c| match c {
+                jcs_raft::command::Command::PutCenter { center, .. } => {
+                    Some((center.ai_center_id.clone(), center.adapter.kind.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(kinds.contains(&("hangzhou-b".into(), "slurm".into())), "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|(_, kind)| kind == "slurm").count(), 1);
     }
 }

@@ -70,7 +70,7 @@ impl Node {
 
         if fresh && config.demo {
             raft.wait(Some(Duration::from_secs(10))).current_leader(config.node_id, "leader after initialise").await?;
-            crate::demo::load(&proposer).await?;
+            crate::demo::load(&proposer, config.demo_slurm.as_deref()).await?;
         }
 
         let (stop_scheduler, stop) = tokio::sync::watch::channel(());

@@ -138,7 +138,7 @@ async fn slurm_controller_killed_makes_the_center_unavailable_until_it_returns()
     let test = "slurm_controller_killed_makes_the_center_unavailable_until_it_returns";
     let Some((node, cluster)) = node_with_slurm(test).await else { return };
     let pid = std::fs::read_to_string(cluster.dir.join("slurmctld.pid")).unwrap();
-    assert!(std::process::Command::new("kill").args(["-9", pid.trim()]).status().unwrap().success());
+    assert!(std::process::Command::new("kill").args([pid.trim()]).status().unwrap().success());
     let status_of_center =
         || async { node.get(&format!("/openapi/v1/centers/{CENTER}")).await.1["data"]["status"].clone() };
     node.wait_for("center unavailable", || async { status_of_center().await == 0 }).await;

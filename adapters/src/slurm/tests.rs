@@ -139,7 +139,7 @@ async fn slurm_controller_down_is_unavailable_until_it_returns() {
     let adapter = center(&cluster, serde_json::json!({ "request_timeout_ms": 30000 }));
     adapter.resources().await.expect("resources while slurmctld runs");
     let pid = std::fs::read_to_string(cluster.dir.join("slurmctld.pid")).unwrap();
-    let killed = std::process::Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+    let killed = std::process::Command::new("kill").args([pid.trim()]).status().unwrap();
     assert!(killed.success());
     let result = adapter.resources().await;
     assert!(matches!(result, Err(AdapterError::Unavailable(_))), "with slurmctld killed: {result:?}");
