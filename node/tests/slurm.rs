@@ -23,9 +23,6 @@ fn script() -> std::path::PathBuf {
 /// node's own, and their output goes to a directory of its own.
 async fn node_with_slurm(test: &str) -> Option<(TestNode, LocalSlurm)> {
     let cluster = local_cluster::for_tests(&script(), test)?;
-    // The node's log is shown with a failure: the adapter's and the center worker's view.
-    let filter = tracing_subscriber::EnvFilter::new("jcs_node::centers=debug,jcs_adapters=debug");
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     let node = TestNode::start().await;
     let mut config = cluster.center_config();
     let nonce = node.dir.path().file_name().unwrap().to_string_lossy().replace('.', "");
