@@ -49,8 +49,8 @@ impl<K: Ord + Clone> Pool<K> {
     /// Rejects a demand larger than the center's total capacity in some kind: it would wait
     /// forever.
     pub(crate) fn check_admissible(&self, demand: &ResourceAmounts) -> Result<()> {
-        for (kind, wanted) in kinds(demand) {
-            let total = amount(&self.total, kind);
+        for (kind, wanted) in demand.kinds() {
+            let total = self.total.amount(kind);
             if wanted > total + EPSILON {
                 return Err(AdapterError::Rejected(format!(
                     "demand {kind}={wanted} exceeds the total capacity of center '{}' ({total})",
@@ -69,7 +69,7 @@ impl<K: Ord + Clone> Pool<K> {
 
     /// Accounts a replica found running (re-adoption after a restart), whether or not it fits.
     pub(crate) fn insert_running(&mut self, id: K, key: ReplicaKey, demand: ResourceAmounts) {
-        add(&mut self.used, &demand, 1.0);
+        self.used.add_scaled(&demand, 1.0);
         self.entries.insert(id, Entry { key, demand, running: true });
     }
 
@@ -82,7 +82,7 @@ impl<K: Ord + Clone> Pool<K> {
                 break;
             }
             entry.running = true;
-            add(&mut self.used, &entry.demand, 1.0);
+            self.used.add_scaled(&entry.demand, 1.0);
             started.push(self.queue.pop_front().expect("the head exists"));
         }
         started
@@ -93,7 +93,7 @@ impl<K: Ord + Clone> Pool<K> {
     pub(crate) fn release(&mut self, id: &K) -> bool {
         let Some(entry) = self.entries.remove(id) else { return false };
         if entry.running {
-            add(&mut self.used, &entry.demand, -1.0);
+            self.used.add_scaled(&entry.demand, -1.0);
         } else {
             self.queue.retain(|queued| queued != id);
         }
@@ -142,40 +142,8 @@ fn used_free(total: f64, used: f64) -> (i64, i64) {
     (used as i64, (total - used + EPSILON).max(0.0).floor() as i64)
 }
 
-/// Every kind a set of amounts names, with its amount.
-fn kinds(a: &ResourceAmounts) -> impl Iterator<Item = (&str, f64)> + '_ {
-    [("cpu", a.cpu), ("gpu", a.gpu), ("npu", a.npu), ("mlu", a.mlu), ("memory", a.memory_mb), ("storage", a.storage_gb)]
-        .into_iter()
-        .chain(a.user_define.iter().map(|(kind, v)| (kind.as_str(), *v)))
-}
-
-fn amount(a: &ResourceAmounts, kind: &str) -> f64 {
-    match kind {
-        "cpu" => a.cpu,
-        "gpu" => a.gpu,
-        "npu" => a.npu,
-        "mlu" => a.mlu,
-        "memory" => a.memory_mb,
-        "storage" => a.storage_gb,
-        other => a.user_define.get(other).copied().unwrap_or(0.0),
-    }
-}
-
 fn fits(total: &ResourceAmounts, used: &ResourceAmounts, demand: &ResourceAmounts) -> bool {
-    kinds(demand).all(|(kind, wanted)| wanted <= amount(total, kind) - amount(used, kind) + EPSILON)
-}
-
-/// `acc += sign * d`, per kind.
-fn add(acc: &mut ResourceAmounts, d: &ResourceAmounts, sign: f64) {
-    acc.cpu += sign * d.cpu;
-    acc.gpu += sign * d.gpu;
-    acc.npu += sign * d.npu;
-    acc.mlu += sign * d.mlu;
-    acc.memory_mb += sign * d.memory_mb;
-    acc.storage_gb += sign * d.storage_gb;
-    for (kind, v) in &d.user_define {
-        *acc.user_define.entry(kind.clone()).or_default() += sign * v;
-    }
+    demand.kinds().all(|(kind, wanted)| wanted <= total.amount(kind) - used.amount(kind) + EPSILON)
 }
 
 #[cfg(test)]

@@ -65,6 +65,40 @@ pub struct ResourceAmounts {
 }
 
 impl ResourceAmounts {
+    /// Every kind these amounts name (`cpu`, `gpu`, `npu`, `mlu`, `memory`, `storage`, then the
+    /// user-defined ones), with its amount.
+    pub fn kinds(&self) -> impl Iterator<Item = (&str, f64)> + '_ {
+        let fixed = [("cpu", self.cpu), ("gpu", self.gpu), ("npu", self.npu), ("mlu", self.mlu)];
+        let fixed = fixed.into_iter().chain([("memory", self.memory_mb), ("storage", self.storage_gb)]);
+        fixed.chain(self.user_define.iter().map(|(kind, v)| (kind.as_str(), *v)))
+    }
+
+    /// The amount of one kind, as [`ResourceAmounts::kinds`] names them (0 when absent).
+    pub fn amount(&self, kind: &str) -> f64 {
+        match kind {
+            "cpu" => self.cpu,
+            "gpu" => self.gpu,
+            "npu" => self.npu,
+            "mlu" => self.mlu,
+            "memory" => self.memory_mb,
+            "storage" => self.storage_gb,
+            other => self.user_define.get(other).copied().unwrap_or(0.0),
+        }
+    }
+
+    /// `self += factor × other`, kind by kind.
+    pub fn add_scaled(&mut self, other: &ResourceAmounts, factor: f64) {
+        self.cpu += factor * other.cpu;
+        self.gpu += factor * other.gpu;
+        self.npu += factor * other.npu;
+        self.mlu += factor * other.mlu;
+        self.memory_mb += factor * other.memory_mb;
+        self.storage_gb += factor * other.storage_gb;
+        for (kind, v) in &other.user_define {
+            *self.user_define.entry(kind.clone()).or_default() += factor * v;
+        }
+    }
+
     /// Converts a spec's `resource_quantity` map; the error names the offending key.
     pub fn from_quantities(map: &BTreeMap<String, String>) -> Result<Self, (String, QuantityError)> {
         let mut demand = ResourceAmounts::default();
@@ -89,6 +123,18 @@ impl ResourceAmounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_add_and_name_their_kinds() {
+        let mut a = ResourceAmounts { cpu: 2.0, memory_mb: 100.0, ..ResourceAmounts::default() };
+        let mut b = ResourceAmounts { cpu: 1.0, gpu: 1.0, ..ResourceAmounts::default() };
+        b.user_define.insert("ib".into(), 2.0);
+        a.add_scaled(&b, -1.0);
+        assert_eq!((a.amount("cpu"), a.amount("gpu"), a.amount("ib"), a.amount("memory")), (1.0, -1.0, -2.0, 100.0));
+        let kinds: Vec<&str> = a.kinds().map(|(kind, _)| kind).collect();
+        assert_eq!(kinds, ["cpu", "gpu", "npu", "mlu", "memory", "storage", "ib"]);
+        assert_eq!(a.amount("unknown"), 0.0);
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -25,7 +25,8 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use jcs_api::model::{FailureCategory, ReplicaKey};
@@ -50,7 +51,29 @@ pub struct SlurmCenter {
     remote_log_dir: PathBuf,
     environment: BTreeMap<String, String>,
     images: Option<BTreeMap<String, ImageEnvironment>>,
+    /// What the last listings showed (see [`Listed`]).
+    listed: Mutex<Listed>,
 }
+
+/// What the last listings of slurmctld showed, so that a submit in the steady state costs one
+/// call instead of three: the names of this jcs cluster's jobs (plus what this instance has
+/// submitted since), trusted for [`NAMES_MAX_AGE`], and the partitions' nodes, trusted for
+/// [`NODES_MAX_AGE`] to check that a demand fits a node. A dispatcher in doubt calls
+/// [`Adapter::find`], which always lists afresh (and reads the log directory).
+#[derive(Default)]
+struct Listed {
+    /// When the last job listing was asked for, and the names it showed.
+    names: Option<(Instant, HashMap<String, u64>)>,
+    /// This instance's submissions of the last `2 × NAMES_MAX_AGE`: a listing asked for before
+    /// one of them completed may not show it.
+    submitted: HashMap<String, (u64, Instant)>,
+    nodes: Option<(Instant, Vec<Node>)>,
+}
+
+/// How long a submit trusts a listing of job names: about one status poll.
+const NAMES_MAX_AGE: Duration = Duration::from_secs(5);
+/// How long a submit trusts a listing of nodes: their shapes change rarely.
+const NODES_MAX_AGE: Duration = Duration::from_secs(30);
 
 impl SlurmCenter {
     /// Reads the config; talks to nobody (the first poll finds out whether slurmrestd answers).
@@ -87,17 +110,55 @@ impl SlurmCenter {
             log_dir: config.log_dir,
             environment: config.environment,
             images: config.images,
+            listed: Mutex::new(Listed::default()),
         })
     }
 
+    fn listed(&self) -> MutexGuard<'_, Listed> {
+        self.listed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     async fn jobs(&self) -> Result<Vec<Job>> {
+        let asked = Instant::now();
         let body = self.rest.call(Method::GET, "/jobs", None).await?.ok("list jobs")?;
-        Ok(list(&body, "jobs"))
+        let jobs: Vec<Job> = list(&body, "jobs");
+        let mut names = HashMap::new();
+        for job in jobs.iter().filter(|job| job.name.starts_with(&self.prefix)) {
+            let id = names.entry(job.name.clone()).or_insert(job.job_id);
+            *id = job.job_id.min(*id);
+        }
+        self.listed().names = Some((asked, names));
+        Ok(jobs)
     }
 
     async fn nodes(&self) -> Result<Vec<Node>> {
+        let asked = Instant::now();
         let body = self.rest.call(Method::GET, "/nodes", None).await?.ok("list nodes")?;
-        Ok(list(&body, "nodes"))
+        let nodes: Vec<Node> = list(&body, "nodes");
+        self.listed().nodes = Some((asked, nodes.clone()));
+        Ok(nodes)
+    }
+
+    /// The job a recent listing (or this instance's own submit) shows under `key`; `None` when
+    /// no listing is recent enough to say.
+    fn recently_listed(&self, key: &ReplicaKey) -> Option<Option<NativeId>> {
+        let listed = self.listed();
+        let (_, names) = listed.names.as_ref().filter(|(at, _)| at.elapsed() < NAMES_MAX_AGE)?;
+        let name = job_name(&self.prefix, key);
+        let id = names.get(&name).or_else(|| listed.submitted.get(&name).map(|(id, _)| id));
+        Some(id.map(|id| SlurmRef::native(*id, key)))
+    }
+
+    /// The partitions' nodes, from a recent listing if there is one.
+    async fn recent_nodes(&self) -> Result<Vec<Node>> {
+        let recent = {
+            let listed = self.listed();
+            listed.nodes.as_ref().filter(|(at, _)| at.elapsed() < NODES_MAX_AGE).map(|(_, nodes)| nodes.clone())
+        };
+        match recent {
+            Some(nodes) => Ok(nodes),
+            None => self.nodes().await,
+        }
     }
 
     /// One job as slurmctld knows it; `None` when it has no such job (any more).
@@ -253,10 +314,14 @@ impl Adapter for SlurmCenter {
 
     async fn submit(&self, launch: &ReplicaLaunch) -> Result<NativeId> {
         let image = self.image(&launch.image)?;
-        if let Some(existing) = self.find(&launch.key).await? {
+        let existing = match self.recently_listed(&launch.key) {
+            Some(listed) => listed,
+            None => self.find(&launch.key).await?,
+        };
+        if let Some(existing) = existing {
             return Ok(existing);
         }
-        report::check_fits_a_node(&self.partitions, &self.nodes().await?, &launch.demand)?;
+        report::check_fits_a_node(&self.partitions, &self.recent_nodes().await?, &launch.demand)?;
         let target = script::Target {
             prefix: &self.prefix,
             partitions: &self.partitions,
@@ -276,6 +341,11 @@ impl Adapter for SlurmCenter {
             return Err(answer.error("submit job"));
         }
         let id = job_id.ok_or_else(|| AdapterError::Unavailable("submit job: the answer has no job_id".into()))?;
+        {
+            let mut listed = self.listed();
+            listed.submitted.retain(|_, (_, at)| at.elapsed() < 2 * NAMES_MAX_AGE);
+            listed.submitted.insert(job_name(&self.prefix, &launch.key), (id, Instant::now()));
+        }
         tracing::info!(center = %self.id, key = %launch.key, slurm_job = id, "submitted to slurm");
         Ok(SlurmRef::native(id, &launch.key))
     }

@@ -3,8 +3,6 @@
 //! nodes (not down, drained or unreachable) count towards what is free. GRES named `gpu`, `npu`
 //! and `mlu` are those device kinds; any other GRES is a user-defined kind of the same name.
 
-use std::collections::BTreeMap;
-
 use jcs_api::model::CenterMetrics;
 use jcs_api::quantity::ResourceAmounts;
 
@@ -26,11 +24,11 @@ pub(crate) fn resource_report(
     for node in &nodes {
         let total = node_amounts(node.cpus, node.real_memory, &node.gres);
         let taken = node_amounts(node.alloc_cpus, node.alloc_memory, &node.gres_used);
-        add(&mut capacity, &total, 1.0);
-        add(&mut used, &taken, 1.0);
+        capacity.add_scaled(&total, 1.0);
+        used.add_scaled(&taken, 1.0);
         if node.usable() {
-            add(&mut free, &total, 1.0);
-            add(&mut free, &taken, -1.0);
+            free.add_scaled(&total, 1.0);
+            free.add_scaled(&taken, -1.0);
         }
     }
     let mut metrics = CenterMetrics { center_name: center.to_string(), ..CenterMetrics::default() };
@@ -65,7 +63,9 @@ pub(crate) fn check_fits_a_node(partitions: &[String], nodes: &[Node], demand: &
     }
     let fits = |node: &&Node| {
         let has = node_amounts(node.cpus, node.real_memory, &node.gres);
-        demanded(demand).all(|(kind, wanted)| wanted <= amount(&has, kind) + 1e-9)
+        // Storage is not a Slurm resource: not checked.
+        let mut demanded = demand.kinds().filter(|(kind, wanted)| *kind != "storage" && *wanted > 0.0);
+        demanded.all(|(kind, wanted)| wanted <= has.amount(kind) + 1e-9)
     };
     if candidates.iter().any(fits) {
         return Ok(());
@@ -105,41 +105,6 @@ fn node_amounts(cpus: i64, memory_mb: i64, gres: &str) -> ResourceAmounts {
         }
     }
     amounts
-}
-
-fn add(into: &mut ResourceAmounts, amounts: &ResourceAmounts, sign: f64) {
-    into.cpu += sign * amounts.cpu;
-    into.gpu += sign * amounts.gpu;
-    into.npu += sign * amounts.npu;
-    into.mlu += sign * amounts.mlu;
-    into.memory_mb += sign * amounts.memory_mb;
-    for (name, v) in &amounts.user_define {
-        *into.user_define.entry(name.clone()).or_default() += sign * v;
-    }
-}
-
-/// The kinds a demand asks a positive amount of (storage is not a Slurm resource: ignored).
-fn demanded(demand: &ResourceAmounts) -> impl Iterator<Item = (&str, f64)> {
-    let fixed = [
-        ("cpu", demand.cpu),
-        ("memory", demand.memory_mb),
-        ("gpu", demand.gpu),
-        ("npu", demand.npu),
-        ("mlu", demand.mlu),
-    ];
-    fixed.into_iter().chain(demand.user_define.iter().map(|(k, v)| (k.as_str(), *v))).filter(|(_, v)| *v > 0.0)
-}
-
-fn amount(a: &ResourceAmounts, kind: &str) -> f64 {
-    let user: &BTreeMap<String, f64> = &a.user_define;
-    match kind {
-        "cpu" => a.cpu,
-        "memory" => a.memory_mb,
-        "gpu" => a.gpu,
-        "npu" => a.npu,
-        "mlu" => a.mlu,
-        other => user.get(other).copied().unwrap_or(0.0),
-    }
 }
 
 #[cfg(test)]
