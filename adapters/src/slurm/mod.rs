@@ -58,8 +58,9 @@ pub struct SlurmCenter {
 /// What the last listings of slurmctld showed, so that a submit in the steady state costs one
 /// call instead of three: the names of this jcs cluster's jobs (plus what this instance has
 /// submitted since), trusted for [`NAMES_MAX_AGE`], and the partitions' nodes, trusted for
-/// [`NODES_MAX_AGE`] to check that a demand fits a node. A dispatcher in doubt calls
-/// [`Adapter::find`], which always lists afresh (and reads the log directory).
+/// [`NODES_MAX_AGE`] to check that a demand fits a node; the log directory is read every time
+/// (it is local, and it holds the jobs slurmctld has purged). A dispatcher in doubt calls
+/// [`Adapter::find`], which always lists afresh.
 #[derive(Default)]
 struct Listed {
     /// When the last job listing was asked for, and the names it showed.
@@ -183,6 +184,13 @@ impl SlurmCenter {
             }
         }
         Ok(files)
+    }
+
+    /// The job the log directory shows under `key` (one slurmctld may have purged).
+    async fn logged(&self, key: &ReplicaKey) -> Result<Option<NativeId>> {
+        let files = self.log_files().await?;
+        let id = files.into_iter().filter(|(k, _, _)| k == key).map(|(_, id, _)| id).min();
+        Ok(id.map(|id| SlurmRef::native(id, key)))
     }
 
     fn local_file(&self, key: &ReplicaKey, id: u64, kind: LogFile) -> PathBuf {
@@ -315,7 +323,8 @@ impl Adapter for SlurmCenter {
     async fn submit(&self, launch: &ReplicaLaunch) -> Result<NativeId> {
         let image = self.image(&launch.image)?;
         let existing = match self.recently_listed(&launch.key) {
-            Some(listed) => listed,
+            Some(Some(listed)) => Some(listed),
+            Some(None) => self.logged(&launch.key).await?,
             None => self.find(&launch.key).await?,
         };
         if let Some(existing) = existing {
@@ -356,9 +365,7 @@ impl Adapter for SlurmCenter {
         if let Some(job) = jobs.iter().filter(|job| job.name == name).min_by_key(|job| job.job_id) {
             return Ok(Some(SlurmRef::native(job.job_id, key)));
         }
-        let files = self.log_files().await?;
-        let id = files.into_iter().filter(|(k, _, _)| k == key).map(|(_, id, _)| id).min();
-        Ok(id.map(|id| SlurmRef::native(id, key)))
+        self.logged(key).await
     }
 
     async fn status(&self, ids: &[NativeId]) -> Result<Vec<NativeState>> {

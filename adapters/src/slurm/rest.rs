@@ -76,6 +76,9 @@ impl Answer {
         };
         match self.status {
             401 | 403 => AdapterError::Unavailable(format!("{what}: slurmrestd refused the token ({errors})")),
+            _ if self.looks_unauthenticated() => AdapterError::Unavailable(format!(
+                "{what}: {errors} (how slurmctld answers an expired or invalid token, among other failures)"
+            )),
             404 => AdapterError::Config(format!("{what}: slurmrestd does not serve {API} ({errors})")),
             status if status >= 500 || self.errors.iter().any(|e| errno::is_communication(e.error_number)) => {
                 AdapterError::Unavailable(format!("{what}: {errors}"))
@@ -225,6 +228,7 @@ mod tests {
         assert!(refused.looks_unauthenticated());
         let odd = answer(500, serde_json::json!([{"error_number": -1, "error": "Unspecified error"}]));
         assert!(odd.looks_unauthenticated());
+        assert!(matches!(odd.error("jobs"), AdapterError::Unavailable(m) if m.contains("expired or invalid token")));
         let bad = answer(200, serde_json::json!([{"error_code": 9001, "error": "Failure during parsing"}]));
         assert!(matches!(bad.error("submit"), AdapterError::Rejected(m) if m.contains("parsing")));
         assert!(matches!(answer(404, serde_json::json!([])).error("ping"), AdapterError::Config(_)));

@@ -154,6 +154,29 @@ async fn slurm_controller_down_is_unavailable_until_it_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_refused_tokens_are_reported_and_a_refreshed_one_is_picked_up() {
+    let Some(cluster) = cluster("slurm_refused_tokens_are_reported_and_a_refreshed_one_is_picked_up") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "SLURM_JWT=not-a-token\n").unwrap();
+    let mut config = cluster.center_config();
+    config.as_object_mut().unwrap().remove("token_command");
+    config["token_file"] = token_file.display().to_string().into();
+    let adapter = SlurmCenter::new("slurm-test", &config, &AdapterContext { work_dir: dir.path().into() }).unwrap();
+    let refused = adapter.resources().await;
+    assert!(matches!(refused, Err(AdapterError::Unavailable(ref m)) if m.contains("token")), "{refused:?}");
+    // An operator (or a cron job) writes a fresh token: the next refusal re-reads the file.
+    let fresh = std::process::Command::new("sh").arg("-c").arg(&cluster.token_command).output().unwrap();
+    assert!(fresh.status.success(), "{fresh:?}");
+    std::fs::write(&token_file, &fresh.stdout).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = adapter.resources().await {
+        assert!(Instant::now() < deadline, "the refreshed token is not used: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slurm_config_mistakes_are_named() {
     let ctx = AdapterContext { work_dir: std::env::temp_dir() };
     let dir = tempfile::tempdir().unwrap();
