@@ -45,6 +45,15 @@ fn cpu(n: f64) -> ResourceAmounts {
     ResourceAmounts { cpu: n, memory_mb: 64.0, ..ResourceAmounts::default() }
 }
 
+/// Waits, with a deadline, until `resources` succeeds.
+async fn resources_answer(adapter: &SlurmCenter, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = adapter.resources().await {
+        assert!(Instant::now() < deadline, "resources still failing {when}: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn whole_log(adapter: &dyn Adapter, id: &NativeId) -> String {
     let chunk = adapter.read_log(id, 0, 1 << 20).await.expect("read_log");
     assert!(chunk.complete, "an ended job's log is complete");
@@ -146,11 +155,7 @@ async fn slurm_controller_down_is_unavailable_until_it_returns() {
     let submit = adapter.submit(&launch("down", "true", cpu(1.0))).await;
     assert!(matches!(submit, Err(AdapterError::Unavailable(_))), "submit with slurmctld killed: {submit:?}");
     LocalSlurm::start(&script()).expect("slurmctld restarts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = adapter.resources().await {
-        assert!(Instant::now() < deadline, "resources still failing after slurmctld restarted: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    resources_answer(&adapter, "after slurmctld restarted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,11 +174,7 @@ async fn slurm_refused_tokens_are_reported_and_a_refreshed_one_is_picked_up() {
     let fresh = std::process::Command::new("sh").arg("-c").arg(&cluster.token_command).output().unwrap();
     assert!(fresh.status.success(), "{fresh:?}");
     std::fs::write(&token_file, &fresh.stdout).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(e) = adapter.resources().await {
-        assert!(Instant::now() < deadline, "the refreshed token is not used: {e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    resources_answer(&adapter, "with the refreshed token").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
