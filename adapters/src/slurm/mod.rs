@@ -172,8 +172,8 @@ impl SlurmCenter {
         Ok(list::<Job>(&body, "jobs").into_iter().find(|job| job.job_id == id))
     }
 
-    /// What the shared log directory says of ended jobs: `(key, job id, file kind)` per file.
-    async fn log_files(&self) -> Result<Vec<(ReplicaKey, u64, LogFile)>> {
+    /// The jobs the shared log directory has files of: `(key, job id)` per file.
+    async fn log_files(&self) -> Result<Vec<(ReplicaKey, u64)>> {
         let unreadable =
             |e: std::io::Error| AdapterError::Unavailable(format!("log dir {}: {e}", self.log_dir.display()));
         let mut entries = tokio::fs::read_dir(&self.log_dir).await.map_err(unreadable)?;
@@ -189,7 +189,7 @@ impl SlurmCenter {
     /// The job the log directory shows under `key` (one slurmctld may have purged).
     async fn logged(&self, key: &ReplicaKey) -> Result<Option<NativeId>> {
         let files = self.log_files().await?;
-        let id = files.into_iter().filter(|(k, _, _)| k == key).map(|(_, id, _)| id).min();
+        let id = files.into_iter().filter(|(k, _)| k == key).map(|(_, id)| id).min();
         Ok(id.map(|id| SlurmRef::native(id, key)))
     }
 
@@ -256,14 +256,10 @@ impl LogFile {
 }
 
 /// `<prefix>.<key>.<jobid>.out` or `.exit`, as this jcs cluster's jobs leave them.
-fn parse_log_file(prefix: &str, name: &str) -> Option<(ReplicaKey, u64, LogFile)> {
-    let (rest, kind) = match name.rsplit_once('.')? {
-        (rest, "out") => (rest, LogFile::Output),
-        (rest, "exit") => (rest, LogFile::Exit),
-        _ => return None,
-    };
+fn parse_log_file(prefix: &str, name: &str) -> Option<(ReplicaKey, u64)> {
+    let rest = name.strip_suffix(".out").or_else(|| name.strip_suffix(".exit"))?;
     let (key, id) = rest.rsplit_once('.')?;
-    Some((native::key_of(prefix, key)?, id.parse().ok()?, kind))
+    Some((native::key_of(prefix, key)?, id.parse().ok()?))
 }
 
 /// The entries of `body[field]` that parse; one odd entry does not hide the others.
