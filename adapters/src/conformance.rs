@@ -112,7 +112,7 @@ pub async fn exit_code_is_an_application_failure(make: Make<'_>) {
     let adapter = make();
     let launch = launch_for(&*adapter, "exit", "exit 3").await;
     let id = adapter.submit(&launch).await.expect("submit failed");
-    let state = wait_for(&*adapter, &id, "exit 3", WITHIN, is_final).await;
+    let state = wait_for(&*adapter, &id, "exit 3", WITHIN, NativeState::is_final).await;
     assert!(
         matches!(state, NativeState::Failed { exit_code: Some(3), category: FailureCategory::Application, .. }),
         "exit 3 must be Failed {{ exit_code: Some(3), category: Application }}, got {state:?}"
@@ -252,10 +252,6 @@ async fn launch_for(adapter: &dyn Adapter, check: &str, command: &str) -> Replic
         env,
         duration_hint: None,
     }
-}
-
-fn is_final(state: &NativeState) -> bool {
-    matches!(state, NativeState::Succeeded | NativeState::Failed { .. })
 }
 
 fn is_stopped(state: &NativeState) -> bool {

@@ -110,6 +110,13 @@ pub enum NativeState {
     Missing,
 }
 
+impl NativeState {
+    /// Succeeded or failed: the replica will not change any more.
+    pub fn is_final(&self) -> bool {
+        matches!(self, NativeState::Succeeded | NativeState::Failed { .. })
+    }
+}
+
 /// A center's resources and monitoring (Tables 2 and 4) as one poll sees them.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ResourceReport {

@@ -200,7 +200,7 @@ impl ReplicaDir {
 
     /// The state is final.
     pub(super) fn has_ended(&self) -> bool {
-        matches!(self.state(), NativeState::Succeeded | NativeState::Failed { .. })
+        self.state().is_final()
     }
 
     #[cfg(test)]

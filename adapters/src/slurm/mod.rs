@@ -289,10 +289,6 @@ impl SlurmRef {
     }
 }
 
-fn is_final(state: &NativeState) -> bool {
-    matches!(state, NativeState::Succeeded | NativeState::Failed { .. })
-}
-
 #[async_trait]
 impl Adapter for SlurmCenter {
     fn kind(&self) -> &'static str {
@@ -356,12 +352,14 @@ impl Adapter for SlurmCenter {
     }
 
     async fn find(&self, key: &ReplicaKey) -> Result<Option<NativeId>> {
+        // A fresh listing: it records the lowest job id under each name.
+        self.jobs().await?;
         let name = job_name(&self.prefix, key);
-        let jobs = self.jobs().await?;
-        if let Some(job) = jobs.iter().filter(|job| job.name == name).min_by_key(|job| job.job_id) {
-            return Ok(Some(SlurmRef::native(job.job_id, key)));
+        let listed = self.listed().names.as_ref().and_then(|(_, names)| names.get(&name).copied());
+        match listed {
+            Some(id) => Ok(Some(SlurmRef::native(id, key))),
+            None => self.logged(key).await,
         }
-        self.logged(key).await
     }
 
     async fn status(&self, ids: &[NativeId]) -> Result<Vec<NativeState>> {
@@ -404,7 +402,7 @@ impl Adapter for SlurmCenter {
         let slurm = SlurmRef::parse(id).ok_or_else(not_found)?;
         // Whether it has ended is decided before reading, so the read sees the final log.
         let (path, ended) = match self.job(slurm.job_id).await?.filter(|job| self.is_job_of(job, &slurm)) {
-            Some(job) => (self.output_of(&job), is_final(&job.state())),
+            Some(job) => (self.output_of(&job), job.state().is_final()),
             None => {
                 let path = self.local_file(&slurm.key, slurm.job_id, LogFile::Output);
                 if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
