@@ -38,6 +38,15 @@ pub struct Config {
     pub snapshot_after_logs: u64,
     /// Entries kept in the log behind a snapshot, so lagging followers catch up without one.
     pub logs_kept_after_snapshot: u64,
+    /// First start of a new cluster: the founding members as `ID=PEER_ADDR,…`, the same on
+    /// each. Empty: a one-member cluster (unless `join`). Ignored once the data dir holds one.
+    pub initial_members: String,
+    /// First start of a node joining a running cluster: any member's peer address.
+    pub join: Option<String>,
+    /// A member silent towards the leader this long loses its centers (ms).
+    pub owner_timeout_ms: u64,
+    /// Serve `POST /admin/fault` (cut this node off from its peers), for chaos tests.
+    pub fault_injection: bool,
     /// Period of the leader's scheduling cycle (ms); a cycle also runs whenever jobs arrive.
     pub schedule_interval_ms: u64,
     /// Most queued jobs one cycle decides (they commit as one Raft entry).
@@ -90,6 +99,10 @@ impl Default for Config {
             election_timeout_max_ms: 800,
             snapshot_after_logs: 20_000,
             logs_kept_after_snapshot: 5_000,
+            initial_members: String::new(),
+            join: None,
+            owner_timeout_ms: 3_000,
+            fault_injection: false,
             schedule_interval_ms: 1_000,
             schedule_batch: 10_000,
             placement_wait_ms: 1_000,
@@ -140,6 +153,17 @@ pub struct ServeArgs {
     pub snapshot_after_logs: Option<u64>,
     #[arg(long, env = "JCS_LOGS_KEPT_AFTER_SNAPSHOT")]
     pub logs_kept_after_snapshot: Option<u64>,
+    /// New cluster: its founding members, `ID=PEER_ADDR,…` (the same on each).
+    #[arg(long, env = "JCS_INITIAL_MEMBERS")]
+    pub initial_members: Option<String>,
+    /// New node: join the cluster one of whose members listens at this peer address.
+    #[arg(long, env = "JCS_JOIN")]
+    pub join: Option<String>,
+    #[arg(long, env = "JCS_OWNER_TIMEOUT_MS")]
+    pub owner_timeout_ms: Option<u64>,
+    /// Serve the fault-injection endpoint (chaos tests only).
+    #[arg(long, env = "JCS_FAULT_INJECTION")]
+    pub fault_injection: bool,
     #[arg(long, env = "JCS_SCHEDULE_INTERVAL_MS")]
     pub schedule_interval_ms: Option<u64>,
     #[arg(long, env = "JCS_SCHEDULE_BATCH")]
@@ -215,6 +239,8 @@ impl Config {
             election_timeout_max_ms,
             snapshot_after_logs,
             logs_kept_after_snapshot,
+            initial_members,
+            owner_timeout_ms,
             schedule_interval_ms,
             schedule_batch,
             placement_wait_ms,
@@ -228,6 +254,10 @@ impl Config {
             stop_grace_ms,
             log
         );
+        if let Some(seed) = &args.join {
+            config.join = Some(seed.clone());
+        }
+        config.fault_injection |= args.fault_injection;
         if let Some(path) = &args.demo_slurm {
             config.demo_slurm = Some(path.clone());
         }
@@ -257,6 +287,13 @@ impl Config {
                 "poll_interval_ms, failed_polls_before_unavailable and dispatch_concurrency must be at least 1",
             );
         }
+        self.members()?;
+        if !self.initial_members.is_empty() && self.join.is_some() {
+            return fail("initial_members and join exclude each other: found a cluster or join one");
+        }
+        if self.owner_timeout_ms < 3 * self.election_timeout_max_ms {
+            return fail("owner_timeout_ms must be at least 3 × election_timeout_max_ms");
+        }
         if self.data_move_limit_mb < 0 {
             return fail("data_move_limit_mb must not be negative");
         }
@@ -271,6 +308,31 @@ impl Config {
             .ok_or_else(|| {
                 ConfigError::Invalid(format!("default_policy '{}' is not a default mode", self.default_policy))
             })
+    }
+
+    /// The founding members `initial_members` lists (empty when it lists none); this node
+    /// must be one of them.
+    pub fn members(&self) -> Result<std::collections::BTreeMap<u64, String>, ConfigError> {
+        let mut members = std::collections::BTreeMap::new();
+        for item in self.initial_members.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let bad = || ConfigError::Invalid(format!("initial_members: '{item}' is not ID=PEER_ADDR"));
+            let (id, addr) = item.split_once('=').ok_or_else(bad)?;
+            let id: u64 = id.trim().parse().map_err(|_| bad())?;
+            let addr = addr.trim();
+            if id == 0 || addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
+                return Err(bad());
+            }
+            if members.insert(id, addr.to_string()).is_some() {
+                return Err(ConfigError::Invalid(format!("initial_members: node {id} is listed twice")));
+            }
+        }
+        if !members.is_empty() && !members.contains_key(&self.node_id) {
+            return Err(ConfigError::Invalid(format!(
+                "initial_members does not list this node (node_id {})",
+                self.node_id
+            )));
+        }
+        Ok(members)
     }
 
     pub fn write_timeout(&self) -> Duration {
@@ -323,6 +385,9 @@ mod tests {
             "election_timeout_max_ms",
             "snapshot_after_logs",
             "logs_kept_after_snapshot",
+            "initial_members",
+            "owner_timeout_ms",
+            "fault_injection",
             "schedule_interval_ms",
             "schedule_batch",
             "placement_wait_ms",
@@ -336,7 +401,7 @@ mod tests {
             assert!(fields.contains_key(name), "{name} missing from examples/config.toml");
         }
         // Optional fields have no default to show: the template shows them commented out.
-        for name in ["demo_slurm"] {
+        for name in ["demo_slurm", "join"] {
             assert!(TEMPLATE.contains(&format!("\n# {name} = ")), "{name} missing from examples/config.toml");
         }
     }
@@ -376,6 +441,11 @@ mod tests {
             "17",
             "--logs-kept-after-snapshot",
             "18",
+            "--initial-members",
+            "3=127.0.0.1:2, 4=127.0.0.1:5",
+            "--owner-timeout-ms",
+            "3000",
+            "--fault-injection",
             "--schedule-interval-ms",
             "19",
             "--schedule-batch",
@@ -419,6 +489,10 @@ mod tests {
             election_timeout_max_ms: 16,
             snapshot_after_logs: 17,
             logs_kept_after_snapshot: 18,
+            initial_members: "3=127.0.0.1:2, 4=127.0.0.1:5".into(),
+            join: None,
+            owner_timeout_ms: 3000,
+            fault_injection: true,
             schedule_interval_ms: 19,
             schedule_batch: 20,
             placement_wait_ms: 21,
@@ -450,5 +524,28 @@ mod tests {
         assert!(matches!(Config::load(&args), Err(ConfigError::Parse { .. })));
         std::fs::write(&path, "node_id = 0\n").unwrap();
         assert!(matches!(Config::load(&args), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn initial_members_are_parsed_and_checked() {
+        let config =
+            |members: &str, node_id: u64| Config { initial_members: members.into(), node_id, ..Config::default() };
+        let members = config("1=127.0.0.1:9081, 2=10.0.0.2:9080", 2).members().unwrap();
+        assert_eq!(
+            members.into_iter().collect::<Vec<_>>(),
+            vec![(1, "127.0.0.1:9081".into()), (2, "10.0.0.2:9080".into())]
+        );
+        assert!(config("", 1).members().unwrap().is_empty());
+        for (bad, why) in [
+            ("1=127.0.0.1:9081,2=127.0.0.1:9082", "does not list this node"),
+            ("3=127.0.0.1:9081,3=127.0.0.1:9082", "listed twice"),
+            ("3:127.0.0.1:9081", "is not ID=PEER_ADDR"),
+            ("x=127.0.0.1:9081", "is not ID=PEER_ADDR"),
+        ] {
+            let err = config(bad, 3).members().unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let both = Config { join: Some("127.0.0.1:9081".into()), ..config("1=127.0.0.1:9081", 1) };
+        assert!(both.check().unwrap_err().to_string().contains("exclude each other"));
     }
 }

@@ -5,16 +5,18 @@
 //! * [`proposer`] — group commit of API writes into Raft entries.
 //! * [`scheduler`] — the leader's scheduling cycles around the pure solver.
 //! * [`http`] — the REST API.
-//! * [`network`] — the Raft peer transport.
+//! * [`peer`] — the peer channel: Raft over gRPC, forwarded requests.
+//! * [`cluster`] — membership, forwarding, linearizable reads, center shards.
 //! * [`demo`] — the demo catalog.
 //! * [`cli`] — the command-line client and benchmark (`jcs center|spec|image|dataset|job|bench`).
 
 pub mod centers;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod http;
-pub mod network;
 pub mod node;
+pub mod peer;
 pub mod proposer;
 pub mod scheduler;

@@ -1,4 +1,4 @@
-//! `jcs`: run a scheduler node (`jcs serve`), or talk to one (`jcs center|spec|image|dataset|job`),
+//! `jcs`: run a scheduler node (`jcs serve`) or a local cluster (`jcs up`), or talk to one (`jcs center|spec|image|dataset|job`),
 //! or measure one (`jcs bench`).
 
 use std::process::ExitCode;
@@ -25,6 +25,8 @@ struct Cli {
 enum Cmd {
     /// Run a scheduler node.
     Serve(Box<config::ServeArgs>),
+    /// Run a whole cluster on this machine: N nodes on loopback ports with the demo centers.
+    Up(cli::up::UpArgs),
     #[command(flatten)]
     Client(cli::Command),
 }
@@ -55,6 +57,11 @@ async fn main() -> anyhow::Result<ExitCode> {
             init_tracing(&config.log);
             let node = node::Node::start(config, shutdown_signal()).await?;
             node.wait().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Up(args) => {
+            init_tracing("warn");
+            cli::up::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Client(command) => Ok(cli::run(command).await),

@@ -1,7 +1,7 @@
-//! A running jcs node: opens the RocksDB store, starts Raft (initialising a one-member cluster
-//! on a fresh data dir), the proposer, and the REST API, and shuts them down in order.
+//! A running jcs node: opens the RocksDB store, starts Raft and its peer channel, bootstraps or
+//! joins a cluster on a fresh data dir, starts the proposer, the scheduler (which acts only on
+//! the leader), the center shards and workers, and the REST API, and shuts them down in order.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -13,10 +13,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::centers::{self, Adapters};
+use crate::cluster::{self, membership, Cluster};
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::network::NoPeers;
-use crate::proposer::Proposer;
+use crate::peer::{Fault, Liveness, Network, Peers};
+use crate::proposer::{Proposer, ProposerSettings};
 use crate::scheduler::{Scheduler, Settings};
 
 /// The process-wide Prometheus recorder (installed once, shared by every node in the process).
@@ -36,44 +37,102 @@ pub struct Node {
     pub raft: Raft,
     pub proposer: Proposer,
     pub scheduler: Scheduler,
+    pub cluster: Cluster,
     /// The bound REST address (useful when configured with port 0).
     pub http_addr: SocketAddr,
+    /// The bound peer (Raft gRPC) address.
+    pub raft_addr: SocketAddr,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    stop_scheduler: tokio::sync::watch::Sender<()>,
-    scheduler_task: tokio::task::JoinHandle<()>,
-    centers_task: tokio::task::JoinHandle<()>,
+    peer_server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    stop: tokio::sync::watch::Sender<()>,
+    /// Tasks that end when `stop` is sent.
+    stoppable: Vec<tokio::task::JoinHandle<()>>,
+    /// Tasks that run as long as the node (joining, publishing addresses, metrics): aborted.
+    helpers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
-    /// Starts every service; returns once the REST API is listening.
+    /// Starts every service; returns once the REST API and the peer channel are listening.
     pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let (log_store, state_machine, reader) = jcs_raft::store::open(&config.data_dir)
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-        let raft_config = Arc::new(config.raft_config()?);
-        let raft = Raft::new(config.node_id, raft_config, NoPeers, log_store, state_machine).await?;
-
         let listener =
             TcpListener::bind(config.http).await.with_context(|| format!("cannot listen on {}", config.http))?;
         let http_addr = listener.local_addr()?;
-        let fresh = !raft.is_initialized().await?;
-        if fresh {
-            let me = NodeInfo { raft_addr: config.raft.to_string(), http_addr: http_addr.to_string() };
-            raft.initialize(BTreeMap::from([(config.node_id, me)])).await?;
-            tracing::info!(node_id = config.node_id, "initialised a new one-member cluster");
-        }
-        let ready_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
-        let proposer =
-            Proposer::start(raft.clone(), config.max_batch, config.max_inflight_batches, config.write_timeout());
-        tokio::spawn(export_raft_metrics(raft.clone()));
+        let peer_listener =
+            TcpListener::bind(config.raft).await.with_context(|| format!("cannot listen on {}", config.raft))?;
+        let raft_addr = peer_listener.local_addr()?;
+        let me = NodeInfo { raft_addr: raft_addr.to_string(), http_addr: http_addr.to_string() };
 
-        if fresh && config.demo {
-            raft.wait(Some(Duration::from_secs(10))).current_leader(config.node_id, "leader after initialise").await?;
+        let fault = Fault::default();
+        let liveness = Liveness::default();
+        let peers = Peers::new(fault.clone());
+        let network = Network { peers: peers.clone(), liveness: liveness.clone() };
+        let raft_config = Arc::new(config.raft_config()?);
+        let raft = Raft::new(config.node_id, raft_config, network, log_store, state_machine).await?;
+        let proposer = Proposer::start(
+            raft.clone(),
+            peers.clone(),
+            ProposerSettings {
+                max_batch: config.max_batch,
+                max_inflight: config.max_inflight_batches,
+                timeout: config.write_timeout(),
+                leader_wait: Duration::from_millis(config.election_timeout_max_ms * 2),
+            },
+        );
+        let timing = cluster::Timing {
+            forward_timeout: config.write_timeout(),
+            owner_timeout: Duration::from_millis(config.owner_timeout_ms),
+        };
+        let cluster = Cluster::new(raft.clone(), proposer.clone(), peers, liveness, timing);
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let peer_shutdown = {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.changed().await;
+            }
+        };
+        let peer_server = tokio::spawn(crate::peer::server::serve(
+            peer_listener,
+            raft.clone(),
+            cluster.clone(),
+            fault.clone(),
+            peer_shutdown,
+        ));
+
+        let fresh = !raft.is_initialized().await?;
+        let members = config.members()?;
+        let mut helpers = Vec::new();
+        match (&config.join, fresh) {
+            (Some(seed), true) => {
+                let (cluster, seed, me) = (cluster.clone(), seed.clone(), me.clone());
+                helpers.push(tokio::spawn(async move {
+                    if let Err(e) = cluster.join(seed.clone(), me).await {
+                        tracing::error!(%seed, error = %e, "could not join the cluster");
+                    }
+                }));
+            }
+            (None, true) => membership::bootstrap(&raft, config.node_id, &me, &members).await?,
+            (_, false) => {}
+        }
+        helpers.push(tokio::spawn({
+            let (cluster, me) = (cluster.clone(), me.clone());
+            async move { cluster.publish_addresses(me).await }
+        }));
+        let ready_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
+        helpers.push(tokio::spawn(export_raft_metrics(raft.clone())));
+
+        // The demo catalog is loaded once, by the founding member with the lowest id.
+        let founder = members.keys().next().is_none_or(|first| *first == config.node_id);
+        if fresh && config.demo && config.join.is_none() && founder {
+            raft.wait(Some(Duration::from_secs(30)))
+                .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+                .await?;
             crate::demo::load(&proposer, config.demo_slurm.as_deref()).await?;
         }
 
-        let (stop_scheduler, stop) = tokio::sync::watch::channel(());
         let orders = centers::OrderSignal::default();
         let (scheduler, scheduler_task) = Scheduler::start(
             raft.clone(),
@@ -81,24 +140,27 @@ impl Node {
             reader.clone(),
             scheduler_settings(&config)?,
             orders.clone(),
-            stop.clone(),
+            stopped.clone(),
         );
+        let mut stoppable = vec![scheduler_task];
+        stoppable.push(tokio::spawn(cluster.clone().run_shards(reader.clone(), stopped.clone())));
         let adapters = Adapters::default();
-        let centers_task = centers::start(
-            raft.clone(),
-            proposer.clone(),
+        stoppable.push(centers::start(
+            cluster.clone(),
             reader.clone(),
             scheduler.clone(),
             center_settings(&config),
             adapters.clone(),
             orders,
-            stop.clone(),
-        );
+            stopped.clone(),
+        ));
         let state = AppState {
             adapters,
             raft: raft.clone(),
             proposer: proposer.clone(),
             scheduler: scheduler.clone(),
+            cluster: cluster.clone(),
+            fault: config.fault_injection.then_some(fault),
             reader,
             prometheus: prometheus(),
             ready_index,
@@ -106,18 +168,35 @@ impl Node {
         };
         let app = http::router(state, config.max_body_bytes);
         let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
-        tracing::info!(node_id = config.node_id, %http_addr, data_dir = %config.data_dir.display(), "jcs node serving");
-        Ok(Node { raft, proposer, scheduler, http_addr, server, stop_scheduler, scheduler_task, centers_task })
+        tracing::info!(node_id = config.node_id, %http_addr, %raft_addr, data_dir = %config.data_dir.display(), "jcs node serving");
+        Ok(Node {
+            raft,
+            proposer,
+            scheduler,
+            cluster,
+            http_addr,
+            raft_addr,
+            server,
+            peer_server,
+            stop,
+            stoppable,
+            helpers,
+        })
     }
 
     /// Waits for the REST API to stop (after the shutdown signal), then stops the scheduler, the
-    /// center workers and Raft.
+    /// center workers, the peer channel and Raft.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.server.await??;
-        let _ = self.stop_scheduler.send(());
-        self.scheduler_task.await?;
-        self.centers_task.await?;
+        let _ = self.stop.send(());
+        for task in self.stoppable {
+            task.await?;
+        }
+        for task in self.helpers {
+            task.abort();
+        }
         self.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
+        let _ = self.peer_server.await;
         tracing::info!("jcs node stopped");
         Ok(())
     }
@@ -132,6 +211,9 @@ fn center_settings(config: &Config) -> centers::Settings {
         failed_polls_before_unavailable: config.failed_polls_before_unavailable,
         dispatch_concurrency: config.dispatch_concurrency,
         stop_grace: Duration::from_millis(config.stop_grace_ms),
+        // Often enough that an owner whose lease lapsed stops its workers well before the
+        // leader gives its centers to another member.
+        ownership_check: poll.min(Duration::from_millis(config.owner_timeout_ms / 6)),
         // Rewritten well before it would look stale (never more often than it is polled).
         metrics_refresh: if stale_after.is_zero() { Duration::from_secs(60) } else { (stale_after / 3).max(poll) },
     }

@@ -2,6 +2,11 @@
 //! queued (up to `max_batch`) and proposes it as ONE Raft entry, keeping up to
 //! `max_inflight` entries in flight. Under load, one log append and one fsync carry hundreds of
 //! submissions; idle, a lone write goes out at once.
+//!
+//! On a follower the same batch travels to the leader as one forwarded request over the peer
+//! channel (one hop: the leader commits it through its own proposer and never forwards
+//! again). With no leader known, a batch waits up to `leader_wait` for an election to end
+//! before it is answered `NotLeader`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,13 +14,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jcs_raft::command::{Command, CommandResult, Proposal};
 use jcs_raft::{NodeId, NodeInfo, Raft};
 use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::cluster::{PeerReply, PeerRequest};
+use crate::peer::Peers;
+
 /// Why a command got no result.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Serialize, Deserialize)]
 pub enum ProposeError {
-    /// This node is not the leader (and forwarding arrives with the multi-node work).
-    #[error("this node is not the leader (leader: {leader:?})")]
+    /// No leader could take the write: none is known (an election is under way), or the one
+    /// known could not be reached. The write was not committed, or its outcome is unknown.
+    #[error("no leader took the write (leader known: {})", leader.as_ref().map_or("none".to_string(), |(id, info)| format!("{id} at {}", info.raft_addr)))]
     NotLeader { leader: Option<(NodeId, NodeInfo)> },
     /// Not committed within the deadline: the outcome is unknown.
     #[error("the write was not committed within {0:?}")]
@@ -27,7 +37,26 @@ pub enum ProposeError {
 
 struct Pending {
     command: Command,
-    reply: oneshot::Sender<Result<CommandResult, ProposeError>>,
+    reply: Reply,
+}
+
+/// Where a command's result goes.
+struct Reply {
+    /// Whether this node may forward the command to the leader (not for commands a follower
+    /// forwarded here: one hop only).
+    may_forward: bool,
+    to: oneshot::Sender<Result<CommandResult, ProposeError>>,
+}
+
+/// How the proposer batches and where it sends what it cannot commit itself.
+#[derive(Clone)]
+pub struct ProposerSettings {
+    pub max_batch: usize,
+    pub max_inflight: usize,
+    /// How long a write may wait for its commit.
+    pub timeout: Duration,
+    /// How long a batch waits for a leader to be elected when none is known.
+    pub leader_wait: Duration,
 }
 
 /// Handle to the proposer loop; cheap to clone.
@@ -39,16 +68,28 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the loop on the current runtime.
-    pub fn start(raft: Raft, max_batch: usize, max_inflight: usize, timeout: Duration) -> Proposer {
-        let (queue, rx) = mpsc::channel(max_batch * max_inflight * 2);
-        tokio::spawn(run(raft, rx, max_batch, max_inflight));
+    pub fn start(raft: Raft, peers: Peers, settings: ProposerSettings) -> Proposer {
+        let (queue, rx) = mpsc::channel(settings.max_batch * settings.max_inflight * 2);
+        let timeout = settings.timeout;
+        tokio::spawn(run(Committer { raft, peers, settings: settings.clone() }, rx));
         Proposer { queue, timeout }
     }
 
-    /// Commits `command` and returns its result once applied.
+    /// Commits `command` (through the leader, wherever it is) and returns its result once
+    /// applied.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, ProposeError> {
-        let (reply, result) = oneshot::channel();
-        let send = self.queue.send(Pending { command, reply });
+        self.enqueue(command, true).await
+    }
+
+    /// Commits `command` only if this node leads: for commands forwarded here, and for
+    /// duties of the leader's own (center shards).
+    pub async fn propose_here(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        self.enqueue(command, false).await
+    }
+
+    async fn enqueue(&self, command: Command, may_forward: bool) -> Result<CommandResult, ProposeError> {
+        let (to, result) = oneshot::channel();
+        let send = self.queue.send(Pending { command, reply: Reply { may_forward, to } });
         let outcome = tokio::time::timeout(self.timeout, async {
             send.await.map_err(|_| ProposeError::Fatal("proposer stopped".into()))?;
             result.await.map_err(|_| ProposeError::Fatal("proposer dropped the write".into()))?
@@ -58,7 +99,16 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, max_inflight: usize) {
+/// What a batch needs to be committed.
+#[derive(Clone)]
+struct Committer {
+    raft: Raft,
+    peers: Peers,
+    settings: ProposerSettings,
+}
+
+async fn run(committer: Committer, mut rx: mpsc::Receiver<Pending>) {
+    let (max_batch, max_inflight) = (committer.settings.max_batch, committer.settings.max_inflight);
     let inflight = Arc::new(Semaphore::new(max_inflight));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = inflight.clone().acquire_owned().await else { return };
@@ -70,41 +120,109 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, max_
             }
         }
         metrics::histogram!("jcs_proposer_batch_commands").record(batch.len() as f64);
-        let raft = raft.clone();
+        let committer = committer.clone();
         tokio::spawn(async move {
-            commit(&raft, batch).await;
+            committer.commit(batch).await;
             drop(permit);
         });
     }
 }
 
-async fn commit(raft: &Raft, batch: Vec<Pending>) {
-    let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-    let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let started = std::time::Instant::now();
-    let outcome = raft.client_write(Proposal { at_ms, commands }).await;
-    metrics::histogram!("jcs_proposer_commit_seconds").record(started.elapsed().as_secs_f64());
-    match outcome {
-        Ok(response) => {
-            let mut results = response.data.results.into_iter();
+impl Committer {
+    /// Commits the batch here if this node leads; else forwards what may be forwarded.
+    async fn commit(&self, batch: Vec<Pending>) {
+        let (mut commands, mut replies): (Vec<Command>, Vec<Reply>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        for round in 0..2 {
+            let leader = self.leader();
+            if leader.as_ref().is_some_and(|(id, _)| *id == self.raft.metrics().borrow().id) {
+                return deliver(replies, self.commit_here(commands).await);
+            }
+            // Not the leader: refuse what must not travel further, forward the rest.
+            let not_leader = ProposeError::NotLeader { leader: leader.clone() };
+            let (forward, refuse): (Vec<_>, Vec<_>) =
+                commands.into_iter().zip(replies).partition(|(_, r)| r.may_forward);
+            deliver(refuse.into_iter().map(|(_, r)| r).collect(), Err(not_leader.clone()));
+            (commands, replies) = forward.into_iter().unzip();
+            if commands.is_empty() {
+                return;
+            }
+            match leader {
+                Some(leader) => return deliver(replies, self.forward(leader, commands).await),
+                // An election is under way: wait for its outcome once, then try again.
+                None if round == 0 => {
+                    let _ = self
+                        .raft
+                        .wait(Some(self.settings.leader_wait))
+                        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+                        .await;
+                }
+                None => return deliver(replies, Err(not_leader)),
+            }
+        }
+    }
+
+    fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        Some((id, m.membership_config.membership().get_node(&id).cloned().unwrap_or_default()))
+    }
+
+    async fn commit_here(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Result<CommandResult, ProposeError>>, ProposeError> {
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let started = std::time::Instant::now();
+        let outcome = self.raft.client_write(Proposal { at_ms, commands }).await;
+        metrics::histogram!("jcs_proposer_commit_seconds").record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(response) => Ok(response.data.results.into_iter().map(Ok).collect()),
+            // Leadership moved between the check and the write: nothing was committed.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                Err(ProposeError::NotLeader { leader: fwd.leader_id.zip(fwd.leader_node) })
+            }
+            Err(other) => {
+                tracing::error!(error = %other, "raft write failed");
+                Err(ProposeError::Fatal(other.to_string()))
+            }
+        }
+    }
+
+    /// Sends the batch to the leader as one request; its per-command results come back.
+    async fn forward(
+        &self,
+        leader: (NodeId, NodeInfo),
+        commands: Vec<Command>,
+    ) -> Result<Vec<Result<CommandResult, ProposeError>>, ProposeError> {
+        metrics::counter!("jcs_proposer_forwarded_commands_total").increment(commands.len() as u64);
+        let request = PeerRequest::Commands(commands);
+        match self.peers.forward(&leader.1.raft_addr, &request, self.settings.timeout).await {
+            Ok(PeerReply::Results(results)) => Ok(results),
+            Ok(other) => Err(ProposeError::Fatal(format!("the leader answered a forwarded write with {other:?}"))),
+            Err(e) => {
+                tracing::warn!(leader = leader.0, error = %e, "forwarding to the leader failed");
+                Err(ProposeError::NotLeader { leader: Some(leader) })
+            }
+        }
+    }
+}
+
+/// Hands each reply its result (or the batch's common failure).
+fn deliver(replies: Vec<Reply>, results: Result<Vec<Result<CommandResult, ProposeError>>, ProposeError>) {
+    match results {
+        Ok(results) => {
+            let mut results = results.into_iter();
             for reply in replies {
-                let result =
-                    results.next().ok_or_else(|| ProposeError::Fatal("state machine returned too few results".into()));
-                let _ = reply.send(result);
+                let result = results
+                    .next()
+                    .unwrap_or_else(|| Err(ProposeError::Fatal("the state machine returned too few results".into())));
+                let _ = reply.to.send(result);
             }
         }
         Err(err) => {
-            let err = match err {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)) => {
-                    ProposeError::NotLeader { leader: fwd.leader_id.zip(fwd.leader_node) }
-                }
-                other => {
-                    tracing::error!(error = %other, "raft write failed");
-                    ProposeError::Fatal(other.to_string())
-                }
-            };
             for reply in replies {
-                let _ = reply.send(Err(err.clone()));
+                let _ = reply.to.send(Err(err.clone()));
             }
         }
     }

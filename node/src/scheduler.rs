@@ -226,7 +226,7 @@ async fn cycle(
             ledger_ttl_ms: settings.ledger_ttl_ms,
             decisions: writes,
         };
-        match proposer.propose(Command::Place(Box::new(batch))).await? {
+        match proposer.propose_here(Command::Place(Box::new(batch))).await? {
             Ok(Outcome::Placed { applied, skipped }) => {
                 version += 1;
                 scheduler.orders.raise(&placed_on);

@@ -14,6 +14,7 @@ use crate::tables::{
 
 pub mod ledger;
 pub mod lifecycle;
+pub mod owners;
 pub mod place;
 
 /// Applies one command at time `at_ms`. `Err` is a storage fault (fatal); a refused command is
@@ -145,6 +146,7 @@ fn apply_checked(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<Comm
             lifecycle::record_event(kv, center_id, *kind, job_id.as_deref(), message, at_ms)?;
             Ok(Ok(Outcome::Recorded))
         }
+        Command::AssignOwners { term, owners } => owners::assign(kv, *term, owners),
     }
 }
 
@@ -176,6 +178,7 @@ fn validate(command: &Command) -> Result<(), jcs_api::ApiError> {
         }
         Command::ReportReplicas { .. } | Command::StopsDone { .. } => Ok(()),
         Command::Place(_)
+        | Command::AssignOwners { .. }
         | Command::DeleteCenter { .. }
         | Command::DeleteSpec { .. }
         | Command::DeleteImage { .. }

@@ -97,6 +97,12 @@ pub enum Command {
         job_id: Option<String>,
         message: String,
     },
+    /// The leader's center shards: which node drives each listed center. Fenced by term like
+    /// placements; a center whose owner changes gets a new epoch.
+    AssignOwners {
+        term: u64,
+        owners: std::collections::BTreeMap<String, u64>,
+    },
 }
 
 impl Command {
@@ -185,6 +191,10 @@ pub enum Outcome {
     },
     /// An owner's report or an event was recorded.
     Recorded,
+    /// Owners assigned: the centers whose owner changed, with their new epoch.
+    OwnersAssigned {
+        changed: std::collections::BTreeMap<String, u64>,
+    },
 }
 
 /// Why a command was refused. Refusals are ordinary results, replicated like successes:
@@ -207,6 +217,9 @@ pub enum Refusal {
     /// A placement batch from an old term or computed on an old placement version.
     #[error("stale placement: {0}")]
     StalePlacement(String),
+    /// An owner assignment from a deposed leader's term.
+    #[error("stale owner assignment: term {term} is older than {current}")]
+    StaleAssignment { term: u64, current: u64 },
     /// A center-owner write from an owner whose epoch has passed.
     #[error("center '{center_id}': owner epoch {epoch} is older than the current {current}")]
     StaleOwner { center_id: String, epoch: u64, current: u64 },

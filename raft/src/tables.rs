@@ -19,13 +19,14 @@
 //! | `dq/{center}/{job}/{task}/{replica}` | `DispatchOrder`: placed, to be submitted by the center's owner |
 //! | `on/{center}/{job}/{task}/{replica}` | `OnCenter`: submitted, not yet final — what the owner polls |
 //! | `so/{center}/{job}/{task}/{replica}/{attempt}` | `StopOrder`: a native job the owner must stop |
-//! | `oe/{center}` | owner epoch: owner writes from an older epoch are refused |
+//! | `oe/{center}` | `CenterOwner`: the node that drives the center and its epoch; owner writes from an older epoch are refused |
 //! | `ev/{seq}` | `CenterEvent`, the newest `MAX_EVENTS` kept |
 //! | `meta/event_seq` | last event sequence number |
 //! | `meta/catalog_gen` | bumped by every change to centers, specs, images, datasets |
 //! | `meta/metrics_gen` | bumped by every monitoring report |
 //! | `meta/job_seq` | last job sequence number |
 //! | `meta/sched_fence` | `SchedulerFence`: highest scheduling term and placement version |
+//! | `meta/owner_term` | highest leader term that assigned center owners |
 
 use std::ops::ControlFlow;
 
@@ -36,6 +37,8 @@ use crate::kv::{decode, get_json, KvRead, StoreError};
 
 pub const JOB_SEQ_KEY: &[u8] = b"meta/job_seq";
 pub const SCHED_FENCE_KEY: &[u8] = b"meta/sched_fence";
+pub const OWNER_TERM_KEY: &[u8] = b"meta/owner_term";
+pub const OWNER_PREFIX: &[u8] = b"oe/";
 pub const QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEDGER_PREFIX: &[u8] = b"l/";
 pub const EVENT_SEQ_KEY: &[u8] = b"meta/event_seq";
@@ -133,9 +136,25 @@ pub fn owner_epoch_key(center: &str) -> Vec<u8> {
     format!("oe/{center}").into_bytes()
 }
 
-/// The current owner epoch of a center (0 until shards are assigned).
-pub fn owner_epoch(kv: &(impl KvRead + ?Sized), center: &str) -> Result<u64, StoreError> {
-    Ok(get_json(kv, &owner_epoch_key(center))?.unwrap_or(0))
+/// Which node drives a center, and since which epoch. Every change of owner bumps the epoch,
+/// so writes from a former owner (stamped with its older epoch) are refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CenterOwner {
+    /// `None` until the leader first assigns the center.
+    pub node: Option<u64>,
+    pub epoch: u64,
+}
+
+/// A center's owner (unassigned, epoch 0, if none was ever assigned).
+pub fn center_owner(kv: &(impl KvRead + ?Sized), center: &str) -> Result<CenterOwner, StoreError> {
+    Ok(get_json(kv, &owner_epoch_key(center))?.unwrap_or_default())
+}
+
+/// Every assigned center's owner.
+pub fn center_owners(
+    kv: &(impl KvRead + ?Sized),
+) -> Result<std::collections::BTreeMap<String, CenterOwner>, StoreError> {
+    Ok(keyed_values_under(kv, OWNER_PREFIX, |center| Some(center.to_string()))?.into_iter().collect())
 }
 
 pub fn event_key(seq: u64) -> Vec<u8> {

@@ -49,6 +49,12 @@ pub struct LocalConfig {
     /// empty image name always passes). Absent: any image (the catalog says what it holds).
     #[serde(default)]
     pub images: Option<Vec<String>>,
+    /// Where the center keeps its replicas, logs and storage. Default: a directory under the
+    /// owner node's data dir. Set it to a directory every node that may own the center can
+    /// reach (one host, or a shared file system): a new owner then re-adopts the replicas a
+    /// former owner started instead of losing track of them.
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
 }
 
 fn default_capacity() -> BTreeMap<String, String> {
@@ -86,7 +92,8 @@ impl LocalCenter {
     pub fn new(center_id: &str, config: &serde_json::Value, ctx: &AdapterContext) -> Result<Self> {
         let config: LocalConfig = config::parse("local", center_id, config)?;
         let capacity = config::capacity(center_id, &config.capacity)?;
-        let replicas = ctx.work_dir.join("replicas");
+        let work_dir = config.work_dir.clone().unwrap_or_else(|| ctx.work_dir.clone());
+        let replicas = work_dir.join("replicas");
         let unusable = |e: std::io::Error| {
             AdapterError::Config(format!("center '{center_id}': work dir {}: {e}", replicas.display()))
         };
@@ -99,7 +106,7 @@ impl LocalCenter {
             images: Images::new(config.images),
             max_grace: Duration::from_millis(config.stop_grace_ms),
             pool: Mutex::new(pool),
-            storage: FsStorage::new(ctx.work_dir.join("storage"), ctx.work_dir.join("storage.tmp")),
+            storage: FsStorage::new(work_dir.join("storage"), work_dir.join("storage.tmp")),
             exits: tokio::sync::broadcast::channel(EXIT_BACKLOG).0,
         })
     }

@@ -1,9 +1,9 @@
 //! The perception and dispatch engines (field report; standard §6.1.3, §6.4): the only part of
 //! jcs that talks to centers. For every center this node owns, a [`worker`] polls monitoring
 //! and replica status, carries out stop orders and submits placed replicas, writing what it
-//! learns through Raft. Which centers a node owns is [`Ownership`]'s answer: today the leader
-//! owns them all; with shards, each follower owns its share (the owner epoch in every write
-//! already fences a former owner).
+//! learns through Raft. Which centers a node owns is [`Ownership`]'s answer: the committed
+//! center shards (see [`crate::cluster::shards`]), while this node holds its owner lease. The
+//! owner epoch in every write fences a former owner.
 //!
 //! A supervisor keeps one worker per owned center, rebuilding a center's adapter when its
 //! `adapter` field changes, and wakes the workers that have new dispatch or stop orders: at
@@ -23,6 +23,7 @@ use jcs_raft::tables;
 use jcs_raft::Raft;
 use tokio::sync::{watch, Notify};
 
+use crate::cluster::Cluster;
 use crate::proposer::Proposer;
 use crate::scheduler::Scheduler;
 
@@ -40,6 +41,8 @@ pub struct Settings {
     /// Submissions in flight per center.
     pub dispatch_concurrency: usize,
     pub stop_grace: Duration,
+    /// How often the supervisor checks which centers this node owns.
+    pub ownership_check: Duration,
     /// Unchanged monitoring is still rewritten this often, so that it never looks stale.
     pub metrics_refresh: Duration,
 }
@@ -65,17 +68,26 @@ impl OrderSignal {
     }
 }
 
-/// Which centers this node drives.
+/// Which centers this node drives: those the committed shards give it, while it holds its
+/// owner lease (a node cut off from the leader lets its centers go before the leader hands
+/// them to another member).
 #[derive(Clone)]
 pub struct Ownership {
-    raft: Raft,
+    cluster: Cluster,
 }
 
 impl Ownership {
-    /// The owner epoch this node holds for `center`, if it owns it.
-    pub fn epoch(&self, _center: &str) -> Option<u64> {
-        let m = self.raft.metrics().borrow().clone();
-        (m.current_leader == Some(m.id)).then_some(0)
+    /// The centers this node owns, with its owner epoch for each.
+    pub fn owned(&self, reader: &StateReader) -> Result<BTreeMap<String, u64>, jcs_raft::kv::StoreError> {
+        if !self.cluster.holds_owner_lease() {
+            return Ok(BTreeMap::new());
+        }
+        let me = self.cluster.node_id();
+        Ok(tables::center_owners(reader)?
+            .into_iter()
+            .filter(|(_, owner)| owner.node == Some(me))
+            .map(|(center, owner)| (center, owner.epoch))
+            .collect())
     }
 }
 
@@ -126,8 +138,7 @@ struct Shared {
 
 /// Starts the supervisor; it runs until `stop` changes.
 pub fn start(
-    raft: Raft,
-    proposer: Proposer,
+    cluster: Cluster,
     reader: StateReader,
     scheduler: Scheduler,
     settings: Settings,
@@ -135,11 +146,14 @@ pub fn start(
     orders: OrderSignal,
     stop: watch::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
-    let shared = Shared { proposer, reader, scheduler, settings };
-    tokio::spawn(supervise(Ownership { raft: raft.clone() }, raft, shared, adapters, orders, stop))
+    let raft = cluster.raft.clone();
+    let shared = Shared { proposer: cluster.proposer.clone(), reader, scheduler, settings };
+    tokio::spawn(supervise(Ownership { cluster }, raft, shared, adapters, orders, stop))
 }
 
 struct Running {
+    /// The owner epoch the worker writes with.
+    epoch: u64,
     wake: Arc<Notify>,
     stop: watch::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -155,7 +169,7 @@ async fn supervise(
 ) {
     let mut workers: BTreeMap<String, Running> = BTreeMap::new();
     let mut applied = raft.metrics();
-    let mut refresh = tokio::time::interval(shared.settings.poll_interval);
+    let mut refresh = tokio::time::interval(shared.settings.ownership_check);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut scan = tokio::time::interval(ORDER_SCAN_EVERY);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -203,10 +217,12 @@ async fn reconcile_workers(
     adapters: &Adapters,
     workers: &mut BTreeMap<String, Running>,
 ) {
-    let centers = match tables::all::<Center>(&shared.reader, ObjectKind::Center) {
-        Ok(centers) => centers,
+    let read = tables::all::<Center>(&shared.reader, ObjectKind::Center)
+        .and_then(|centers| Ok((centers, ownership.owned(&shared.reader)?)));
+    let (centers, epochs) = match read {
+        Ok(read) => read,
         Err(e) => {
-            tracing::error!(error = %e, "cannot read the centers");
+            tracing::error!(error = %e, "cannot read the centers and their owners");
             return;
         }
     };
@@ -214,12 +230,13 @@ async fn reconcile_workers(
     let owned: BTreeMap<String, (u64, Center)> = centers
         .into_iter()
         .filter(|center| !center.adapter.kind.is_empty())
-        .filter_map(|center| Some((center.ai_center_id.clone(), (ownership.epoch(&center.ai_center_id)?, center))))
+        .filter_map(|center| Some((center.ai_center_id.clone(), (*epochs.get(&center.ai_center_id)?, center))))
         .collect();
     let ending: Vec<String> = workers
         .iter()
         .filter(|(id, running)| {
-            running.task.is_finished() || owned.get(*id).is_none_or(|(_, center)| adapters.changed(center))
+            running.task.is_finished()
+                || owned.get(*id).is_none_or(|(epoch, center)| *epoch != running.epoch || adapters.changed(center))
         })
         .map(|(id, _)| id.clone())
         .collect();
@@ -246,7 +263,7 @@ async fn reconcile_workers(
         let worker = worker::Worker::new(center_id.clone(), epoch, adapter, shared.clone(), wake.clone());
         let task = tokio::spawn(worker.run(stopped));
         tracing::info!(center_id = %center_id, owner_epoch = epoch, "center worker started");
-        workers.insert(center_id, Running { wake, stop, task });
+        workers.insert(center_id, Running { epoch, wake, stop, task });
     }
 }
 

@@ -11,6 +11,10 @@
 //! * the node answered `504 TIMEOUT`: the write's outcome is unknown and the server asks for a
 //!   retry.
 //!
+//! With several servers (`--server URL1,URL2,…`), a retry after a transport failure or
+//! `NO_LEADER` goes to the next server: any node takes any request, so a client keeps working
+//! while one node is down.
+//!
 //! Job submissions are safe to retry because every attempt carries the same `Idempotency-Key`:
 //! the server returns the job the first attempt created. Stop and replace (PUT) are idempotent by
 //! nature. Catalog creates and deletes have no key: when a first attempt was applied but its
@@ -93,38 +97,69 @@ pub fn unique_key(prefix: &str) -> String {
     format!("{prefix}-{nanos:x}-{:x}-{count}", std::process::id())
 }
 
-/// A connection pool to one jcs node.
+/// A connection pool to the nodes of one jcs cluster.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: Url,
+    /// The servers, in the order given; requests go to `bases[current]`.
+    bases: std::sync::Arc<Vec<Url>>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     attempts: u32,
 }
 
 impl Client {
-    /// A client for `server` (e.g. `http://127.0.0.1:8080`) keeping up to `pool_size` idle
-    /// connections, making at most `attempts` attempts per request (1 = no retries).
-    pub fn new(server: &str, pool_size: usize, attempts: u32) -> anyhow::Result<Client> {
-        let base = Url::parse(server).map_err(|e| anyhow::anyhow!("--server '{server}' is not a URL: {e}"))?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            anyhow::bail!("--server '{server}' must be an http:// URL");
+    /// A client for `servers` (e.g. `http://127.0.0.1:8080`, or several comma-separated)
+    /// keeping up to `pool_size` idle connections per node, making at most `attempts`
+    /// attempts per request (1 = no retries).
+    pub fn new(servers: &str, pool_size: usize, attempts: u32) -> anyhow::Result<Client> {
+        let mut bases = Vec::new();
+        for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let base = Url::parse(server).map_err(|e| anyhow::anyhow!("--server '{server}' is not a URL: {e}"))?;
+            if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+                anyhow::bail!("--server '{server}' must be an http:// URL");
+            }
+            bases.push(base);
+        }
+        if bases.is_empty() {
+            anyhow::bail!("--server names no server");
         }
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(pool_size)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("jcs-cli/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Client { http, base, attempts: attempts.max(1) })
+        Ok(Client { http, bases: std::sync::Arc::new(bases), current: Default::default(), attempts: attempts.max(1) })
     }
 
     /// The URL of `/openapi/v1/{segments}` under the server's base, with a query string.
     pub fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut().expect("checked in new()").pop_if_empty().extend(API_PREFIX).extend(segments);
+        let mut path = API_PREFIX.to_vec();
+        path.extend_from_slice(segments);
+        self.path_url(&path, query)
+    }
+
+    /// The URL of `/{segments}` (outside the API prefix: `/admin/…`, `/readyz`).
+    pub fn path_url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.base().clone();
+        url.path_segments_mut().expect("checked in new()").pop_if_empty().extend(segments);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
         url
+    }
+
+    fn base(&self) -> &Url {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// `url` moved onto the current server (the path below the base is kept).
+    fn on_current(&self, url: &Url) -> Url {
+        let base = self.base();
+        let mut moved = url.clone();
+        let _ = moved.set_scheme(base.scheme());
+        let _ = moved.set_host(base.host_str());
+        let _ = moved.set_port(base.port());
+        moved
     }
 
     /// Copies a plain-text download (a replica's log) to stdout as it arrives; with `follow`
@@ -189,12 +224,17 @@ impl Client {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            let result = self.attempt(method.clone(), url.clone(), body.clone(), idempotency_key).await;
+            let result = self.attempt(method.clone(), self.on_current(&url), body.clone(), idempotency_key).await;
             let delay = match &result {
                 Err(err) if attempt < self.attempts => err.retry_delay(backoff),
                 _ => None,
             };
             let Some(delay) = delay else { return result };
+            if matches!(&result, Err(ClientError::Transport { .. }))
+                || matches!(&result, Err(ClientError::Api { code, .. }) if code == ErrorCode::NoLeader.as_str())
+            {
+                self.current.fetch_add(1, Ordering::Relaxed);
+            }
             tokio::time::sleep(delay).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             attempt += 1;
@@ -267,6 +307,17 @@ mod tests {
         let url = client.url(&["centers", "a/b c"], &[]);
         assert_eq!(url.as_str(), "http://h:1/prefix/openapi/v1/centers/a%2Fb%20c");
         assert!(Client::new("localhost:8080", 1, 1).is_err());
+        assert!(Client::new(" , ", 1, 1).is_err());
+    }
+
+    #[test]
+    fn a_retry_moves_to_the_next_server() {
+        let client = Client::new("http://a:1/p, http://b:2/p", 1, 1).unwrap();
+        let url = client.url(&["trainjob"], &[]);
+        assert_eq!(client.on_current(&url).as_str(), "http://a:1/p/openapi/v1/trainjob");
+        client.current.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(client.on_current(&url).as_str(), "http://b:2/p/openapi/v1/trainjob");
+        assert_eq!(client.path_url(&["admin", "cluster"], &[]).as_str(), "http://b:2/p/admin/cluster");
     }
 
     #[test]

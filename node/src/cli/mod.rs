@@ -9,11 +9,15 @@
 //!
 //! * [`client`] — the typed HTTP client and its retry rules.
 //! * [`table`] — `--output table` rendering.
+//! * [`cluster`] — `jcs cluster status|add|remove`.
+//! * [`up`] — `jcs up`, a local multi-node cluster in one command.
 //! * [`bench`] — `jcs bench submit`, the submission throughput/latency benchmark.
 
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod table;
+pub mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,6 +54,8 @@ pub enum Command {
     /// Center events, newest first: down, up, failed polls, over-commitment, refused
     /// dispatches, retries, reschedules.
     Events(EventArgs),
+    /// Cluster membership: status, add, remove.
+    Cluster(cluster::ClusterArgs),
     /// Measure a running cluster.
     Bench(bench::BenchArgs),
 }
@@ -72,7 +78,7 @@ pub struct EventArgs {
 /// Where to send requests and how to print answers.
 #[derive(Args, Clone)]
 pub struct ClientOpts {
-    /// Base URL of a jcs node.
+    /// Base URL of a jcs node; several, comma-separated, to fail over between nodes.
     #[arg(
         long,
         global = true,
@@ -234,6 +240,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Dataset(args) => catalog::<Dataset>(args).await,
         Command::Job(args) => job(args).await,
         Command::Events(args) => events(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     };
     match result {

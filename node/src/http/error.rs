@@ -8,6 +8,7 @@ use jcs_api::{ApiError, Envelope, ErrorCode};
 use jcs_raft::command::Refusal;
 use jcs_raft::kv::StoreError;
 
+use crate::cluster::ClusterError;
 use crate::proposer::ProposeError;
 
 /// An error on its way to the client.
@@ -30,7 +31,9 @@ impl From<Refusal> for HttpError {
             Refusal::StillReferenced { .. } => ErrorCode::StillReferenced,
             Refusal::IdempotencyKeyReused { .. } => ErrorCode::IdempotencyKeyReused,
             // Only the scheduler and center owners make these writes; a client never sees them.
-            Refusal::StalePlacement(_) | Refusal::StaleOwner { .. } => ErrorCode::Internal,
+            Refusal::StalePlacement(_) | Refusal::StaleOwner { .. } | Refusal::StaleAssignment { .. } => {
+                ErrorCode::Internal
+            }
         };
         HttpError(ApiError::new(code, refusal.to_string()))
     }
@@ -42,6 +45,17 @@ impl From<ProposeError> for HttpError {
             ProposeError::NotLeader { .. } => ErrorCode::NoLeader,
             ProposeError::Timeout(_) => ErrorCode::Timeout,
             ProposeError::Fatal(_) => ErrorCode::Internal,
+        };
+        HttpError(ApiError::new(code, err.to_string()))
+    }
+}
+
+impl From<ClusterError> for HttpError {
+    fn from(err: ClusterError) -> Self {
+        let code = match &err {
+            ClusterError::NotLeader { .. } | ClusterError::Unreachable(_) => ErrorCode::NoLeader,
+            ClusterError::Invalid(_) => ErrorCode::InvalidArgument,
+            ClusterError::Raft(_) => ErrorCode::Internal,
         };
         HttpError(ApiError::new(code, err.to_string()))
     }

@@ -65,17 +65,25 @@ async fn create_job(
 }
 
 /// Waits up to the configured bound for the scheduler to place `job`; returns it as it then is
-/// (still pending, with empty `centerIDs`, if the bound passed).
+/// (still pending, with empty `centerIDs`, if the bound passed). On the leader a finished cycle
+/// ends the wait; on a follower (whose scheduler idles) each applied entry is a moment to look.
 async fn await_placement(state: &AppState, job: Job) -> Result<Job, HttpError> {
     if job.is_placed() || job.status.is_final() {
         return Ok(job);
     }
     let deadline = tokio::time::Instant::now() + state.placement_wait;
     let mut cycles = state.scheduler.cycles();
+    let mut applied = state.raft.metrics();
     state.scheduler.kick();
     let mut current = job;
     loop {
-        if tokio::time::timeout_at(deadline, cycles.changed()).await.is_err() {
+        let changed = async {
+            tokio::select! {
+                _ = cycles.changed() => {}
+                _ = applied.changed() => {}
+            }
+        };
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
             return Ok(current);
         }
         if let Some(job) = tables::get::<Job>(&state.reader, ObjectKind::Job, &current.id)? {
@@ -204,6 +212,6 @@ async fn job_log(
     let task_index = parse_index("taskIndex", &task_index)?;
     let replica_index = parse_index("replicaIndex", &replica_index)?;
     let job = read_job(&state, &options, &id).await?;
-    super::logs::locate(&state, &job, task_index, replica_index)?;
-    ok(LogLocation { log_url: super::logs::log_url(&headers, &job.id, task_index, replica_index) })
+    let located = super::logs::locate(&state, &job, task_index, replica_index)?;
+    ok(LogLocation { log_url: super::logs::log_url(&headers, &located, &job.id, task_index, replica_index) })
 }

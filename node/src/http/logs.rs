@@ -2,6 +2,10 @@
 //! replica's center through its adapter (`?follow=true` keeps the stream open while the replica
 //! runs), so users never need access to the centers themselves. Events are the field report's
 //! alarms: centers down and up, failed polls, over-commitment, refused dispatches, retries.
+//!
+//! Only a center's owner holds its adapter (and, for a `local` center, the files): A.4 on
+//! another node hands out the owner's `logUrl`, and a log request that reaches another node is
+//! redirected (307) to the owner.
 
 use std::time::Duration;
 
@@ -36,9 +40,13 @@ pub fn log_path(job_id: &str, task: usize, replica: usize) -> String {
     format!("/openapi/v1/logs/{job_id}/{task}/{replica}")
 }
 
-/// The absolute `logUrl` for a request that arrived with `headers`.
-pub fn log_url(headers: &HeaderMap, job_id: &str, task: usize, replica: usize) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+/// The absolute `logUrl` for a request that arrived with `headers`: on this node, or on the
+/// center's owner when another node drives it.
+pub fn log_url(headers: &HeaderMap, located: &Located, job_id: &str, task: usize, replica: usize) -> String {
+    let host = match located {
+        Located::Here(..) => headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost"),
+        Located::Owner(http) => http,
+    };
     format!("http://{host}{}", log_path(job_id, task, replica))
 }
 
@@ -49,13 +57,16 @@ pub struct LogOptions {
     pub follow: Option<bool>,
 }
 
-/// The center, native id and adapter of a replica's current attempt, or why there is no log.
-pub fn locate(
-    state: &AppState,
-    job: &Job,
-    task: usize,
-    replica: usize,
-) -> Result<(Arc<dyn Adapter>, NativeId), HttpError> {
+/// Where a replica's log can be read.
+pub enum Located {
+    /// On this node, through the center's adapter.
+    Here(Arc<dyn Adapter>, NativeId),
+    /// On the center's owner, at this REST address.
+    Owner(String),
+}
+
+/// Where the log of a replica's current attempt is, or why there is none.
+pub fn locate(state: &AppState, job: &Job, task: usize, replica: usize) -> Result<Located, HttpError> {
     let not_found = |m: String| HttpError::from(ApiError::new(ErrorCode::NotFound, m));
     let t = job
         .tasks
@@ -69,10 +80,16 @@ pub fn locate(
         let message = format!("replica {replica} of task {task} of job '{}' has not run yet", job.id);
         return Err(ApiError::new(ErrorCode::LogNotAvailable, message).into());
     };
-    let adapter = state.adapters.get(center).ok_or_else(|| {
-        ApiError::new(ErrorCode::CenterUnavailable, format!("center '{center}' is not driven by this node"))
-    })?;
-    Ok((adapter, NativeId(native)))
+    if let Some(adapter) = state.adapters.get(center) {
+        return Ok(Located::Here(adapter, NativeId(native)));
+    }
+    let owner = tables::center_owner(&state.reader, center)?.node;
+    let members = state.cluster.members();
+    match owner.and_then(|node| members.get(&node)).map(|(info, _)| info.http_addr.clone()) {
+        Some(http) if !http.is_empty() && owner != Some(state.cluster.node_id()) => Ok(Located::Owner(http)),
+        _ => Err(ApiError::new(ErrorCode::CenterUnavailable, format!("center '{center}' has no owner driving it now"))
+            .into()),
+    }
 }
 
 /// Streams a replica's log (stdout and stderr) from its center, as plain text.
@@ -89,7 +106,14 @@ async fn replica_log(
     let replica = super::jobs::parse_index("replicaIndex", &replica)?;
     let reader = state.read(&ReadOptions::default()).await?;
     let job: Job = tables::get(reader, ObjectKind::Job, &job_id)?.ok_or_else(|| ApiError::not_found("job", &job_id))?;
-    let (adapter, native) = locate(&state, &job, task, replica)?;
+    let (adapter, native) = match locate(&state, &job, task, replica)? {
+        Located::Here(adapter, native) => (adapter, native),
+        Located::Owner(http) => {
+            let query = if options.follow.unwrap_or(false) { "?follow=true" } else { "" };
+            let url = format!("http://{http}{}{query}", log_path(&job_id, task, replica));
+            return Ok(axum::response::Redirect::temporary(&url).into_response());
+        }
+    };
     // The first chunk is read before answering, so that an unreachable center is an error
     // envelope rather than an empty log.
     let first = adapter.read_log(&native, 0, CHUNK_BYTES).await.map_err(|e| {

@@ -3,6 +3,7 @@
 //! exactly the routes that exist.
 
 mod catalog;
+mod cluster;
 pub mod error;
 mod extract;
 mod jobs;
@@ -42,6 +43,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(scheduler::routes())
         .merge(logs::routes())
         .merge(ops::routes())
+        .merge(cluster::routes())
         .split_for_parts()
 }
 

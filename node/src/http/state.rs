@@ -1,5 +1,6 @@
 //! What every handler shares: the Raft handle, the proposer, the state reader, and the read
-//! path's consistency rule.
+//! path's consistency rule: linearizable by default (a ReadIndex round through the leader, see
+//! [`crate::cluster`]), or `?consistency=stale` from this node's applied state.
 
 use jcs_api::{ApiError, ErrorCode};
 use jcs_raft::command::{Command, Outcome};
@@ -20,6 +21,9 @@ pub struct AppState {
     pub raft: Raft,
     pub proposer: Proposer,
     pub scheduler: Scheduler,
+    pub cluster: crate::cluster::Cluster,
+    /// The fault-injection switch, when the node serves it (`fault_injection`).
+    pub fault: Option<crate::peer::Fault>,
     pub reader: StateReader,
     pub prometheus: PrometheusHandle,
     /// The log index this node must have applied, after a restart, before it is ready.
@@ -55,7 +59,7 @@ impl AppState {
     pub async fn read(&self, options: &ReadOptions) -> Result<&StateReader, HttpError> {
         match options.consistency.as_deref() {
             None | Some("linearizable") => {
-                self.raft.ensure_linearizable().await.map_err(|e| {
+                self.cluster.linearizable_barrier().await.map_err(|e| {
                     ApiError::new(ErrorCode::NoLeader, format!("cannot serve a linearizable read: {e}"))
                 })?;
             }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::time::Duration;
 
 use jcs_node::config::Config;
@@ -23,7 +25,9 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     Config {
         data_dir: dir.to_path_buf(),
         http: "127.0.0.1:0".parse().unwrap(),
+        raft: "127.0.0.1:0".parse().unwrap(),
         heartbeat_interval_ms: 50,
+        owner_timeout_ms: 1_000,
         election_timeout_min_ms: 150,
         election_timeout_max_ms: 300,
         max_body_bytes: 64 * 1024,

@@ -21,7 +21,7 @@ use crate::command::{CommandResult, Outcome, Refusal};
 use crate::kv::{get_json, put_json, Kv, StoreError};
 use crate::schedule::problem::{LedgerEntry, SpecInfo};
 use crate::tables::{
-    self, get, object_key, owner_epoch, queue_key, status_key, DispatchOrder, OnCenter, StopOrder, WorkList,
+    self, center_owner, get, object_key, queue_key, status_key, DispatchOrder, OnCenter, StopOrder, WorkList,
     EVENT_SEQ_KEY, MAX_EVENTS,
 };
 
@@ -30,7 +30,7 @@ pub fn check_owner(kv: &impl Kv, center_id: &str, epoch: u64) -> Result<Option<R
     if !tables::exists(kv, ObjectKind::Center, center_id)? {
         return Ok(Some(Refusal::NotFound { kind: ObjectKind::Center, id: center_id.into() }));
     }
-    let current = owner_epoch(kv, center_id)?;
+    let current = center_owner(kv, center_id)?.epoch;
     Ok((epoch < current).then(|| Refusal::StaleOwner { center_id: center_id.into(), epoch, current }))
 }
 

@@ -234,7 +234,7 @@ fn status_policy_any_succeeds_completes_on_the_first_task_and_stops_the_rest() {
 #[test]
 fn writes_from_a_former_owner_or_about_another_center_are_ignored_or_refused() {
     let (mut kv, id) = placed_job(1, 1, RetryPolicy::default(), StatusPolicy::AllSucceed);
-    crate::kv::put_json(&mut kv, tables::owner_epoch_key("c1"), &3u64);
+    crate::kv::put_json(&mut kv, tables::owner_epoch_key("c1"), &tables::CenterOwner { node: Some(7), epoch: 3 });
     let k = key(&id, 0, 0, 0);
     let stale = Command::Dispatched { center_id: "c1".into(), owner_epoch: 2, key: k.clone(), native_id: "n".into() };
     assert!(matches!(refused(&mut kv, stale), Refusal::StaleOwner { epoch: 2, current: 3, .. }));

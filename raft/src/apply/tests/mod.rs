@@ -23,6 +23,7 @@ mod deletes;
 mod jobs;
 mod lifecycle;
 mod metrics;
+mod owners;
 mod placement;
 mod props;
 mod references;

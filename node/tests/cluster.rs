@@ -1,0 +1,387 @@
+//! Multi-node behaviour with real `jcs serve` processes on loopback: forwarding and
+//! read-your-writes across nodes, losing the leader mid-stream, losing a center's owner,
+//! cutting the leader off, membership changes and rolling restarts under load.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+mod common;
+
+use common::eventually;
+use common::procs::ProcCluster;
+
+/// A job for the big simulated center [`add_sim_center`] registers: it runs for a second.
+fn sim_job(name: &str) -> Value {
+    json!({"name": name, "tasks": [{"name": "t", "command": "train", "imageId": "img-big",
+        "resourceSpecId": "small", "replicaNumber": 1}]})
+}
+
+/// Creates a center (with a spec `spec` and an image `image` for it) through node `via`.
+async fn add_center(cluster: &ProcCluster, via: u64, center: Value, spec: &str, image: &str) {
+    let id = center["ai_center_id"].as_str().unwrap().to_string();
+    let spec = json!({"resource_spec_id": spec, "resource_spec_name": spec, "resource_quantity": {"cpu": "1", "memory": "1Gi"},
+        "price": 1, "computing_center_list": id});
+    let image = json!({"image_id": image, "name": image, "ai_center_id": id, "framework": "PyTorch",
+        "resource_spec": spec["resource_spec_id"], "reference": "none"});
+    for (path, body) in [("centers", center), ("resourcespecs", spec), ("images", image)] {
+        let (code, answer) = cluster.call(via, "POST", &format!("/openapi/v1/{path}"), Some(&body)).await;
+        assert_eq!(code, 200, "{path}: {answer}");
+    }
+}
+
+/// A simulated center big enough for every job of a test, whose replicas run for a second.
+async fn add_sim_center(cluster: &ProcCluster, via: u64) {
+    let center = json!({"ai_center_id": "sim-big", "name": "big simulated center", "region": "hunan", "status": 1,
+        "adapter": {"kind": "sim", "endpoint": "sim://big", "config": {"capacity": {"cpu": "100000", "memory": "100000Gi"},
+            "latency_ms": 1, "default_duration_secs": 1}}});
+    add_center(cluster, via, center, "small", "img-big").await;
+}
+
+/// The node that owns `center`, once one does.
+async fn owner_of(cluster: &ProcCluster, via: u64, center: &str) -> u64 {
+    let owner = std::cell::Cell::new(0);
+    eventually(&format!("{center} has an owner"), || async {
+        let status = cluster.status(via).await;
+        let shard = status["shards"].as_array().unwrap().iter().find(|s| s["centerId"] == center).cloned();
+        owner.set(shard.and_then(|s| s["nodeId"].as_u64()).unwrap_or(0));
+        owner.get() != 0
+    })
+    .await;
+    owner.get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_any_node_are_read_from_any_other() {
+    let cluster = ProcCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let followers = cluster.others(leader);
+    add_sim_center(&cluster, followers[1]).await;
+    let status = cluster.status(followers[0]).await;
+    assert_eq!(status["leader"], leader);
+    let roles: Vec<&str> = status["members"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, vec!["voter"; 3], "{status:#}");
+    assert!(status["members"].as_array().unwrap().iter().all(|m| m["status"]["appliedIndex"].as_u64() > Some(0)));
+
+    // A catalog write through one follower, read at once from the other.
+    let spec = json!({"resource_spec_id": "tiny", "resource_spec_name": "tiny", "resource_quantity": {"cpu": "1"},
+        "price": 1, "computing_center_list": "hunan-telecom"});
+    let (code, created) = cluster.call(followers[0], "POST", "/openapi/v1/resourcespecs", Some(&spec)).await;
+    assert_eq!(code, 200, "{created}");
+    let (code, read) = cluster.get(followers[1], "/openapi/v1/resourcespecs/tiny").await;
+    assert_eq!(code, 200, "read-your-writes across nodes: {read}");
+
+    // Jobs submitted to every node are visible on every node, at once.
+    for (i, node) in [leader, followers[0], followers[1]].into_iter().enumerate() {
+        let (code, created) =
+            cluster.call(node, "POST", "/openapi/v1/trainjob", Some(&sim_job(&format!("j{i}")))).await;
+        assert_eq!(code, 200, "{created}");
+        let id = created["data"]["jobId"].as_str().unwrap().to_string();
+        for reader in [leader, followers[0], followers[1]] {
+            let (code, job) = cluster.get(reader, &format!("/openapi/v1/trainjob/{id}")).await;
+            assert_eq!(code, 200, "job {id} written through {node}, read from {reader}: {job}");
+        }
+    }
+
+    // A stale read is served locally and says how fresh it is.
+    let response = cluster
+        .client
+        .get(format!("{}/openapi/v1/trainjob?consistency=stale", cluster.base(followers[1])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let applied: u64 = response.headers()["x-jcs-applied-index"].to_str().unwrap().parse().unwrap();
+    assert!(applied > 0);
+
+    // Centers are driven by the followers, not the leader.
+    eventually("every demo center has an owner", || async {
+        let shards = cluster.status(leader).await["shards"].as_array().cloned().unwrap_or_default();
+        shards.len() == 5 && shards.iter().all(|s| followers.contains(&s["nodeId"].as_u64().unwrap_or(0)))
+    })
+    .await;
+}
+
+/// Submits `total` jobs from `clients` concurrent clients spread over `nodes`, each with its
+/// own Idempotency-Key (`{prefix}-{n}`), retrying on other nodes until acknowledged; `on_ack(count)` runs after
+/// every acknowledgement. Returns key → job id.
+async fn submit_stream(
+    cluster: &ProcCluster,
+    prefix: &str,
+    nodes: &[u64],
+    total: usize,
+    clients: usize,
+    on_ack: impl Fn(usize) + Send + Sync,
+) -> BTreeMap<String, String> {
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let next = AtomicUsize::new(0);
+    let bases: Vec<String> = nodes.iter().map(|n| cluster.base(*n)).collect();
+    let worker = |client: usize| {
+        let (acked, next, bases, on_ack) = (acked.clone(), &next, &bases, &on_ack);
+        async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
+                let key = format!("{prefix}-{i}");
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                for attempt in (client + i).. {
+                    let base = &bases[attempt % bases.len()];
+                    let sent = cluster
+                        .client
+                        .post(format!("{base}/openapi/v1/trainjob"))
+                        .header("Idempotency-Key", &key)
+                        .json(&sim_job(&format!("s{i}")))
+                        .send()
+                        .await;
+                    if let Ok(response) = sent {
+                        if response.status() == 200 {
+                            let body: Value = response.json().await.unwrap();
+                            let id = body["data"]["jobId"].as_str().unwrap().to_string();
+                            let count = {
+                                let mut acked = acked.lock().unwrap();
+                                acked.insert(key.clone(), id);
+                                acked.len()
+                            };
+                            on_ack(count);
+                            break;
+                        }
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "submission {key} never acknowledged");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    futures::future::join_all((0..clients).map(worker)).await;
+    Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+}
+
+/// Every job on node `id`, by its id.
+async fn all_jobs(cluster: &ProcCluster, id: u64) -> BTreeMap<String, Value> {
+    let mut jobs = BTreeMap::new();
+    for page in 1.. {
+        let (code, body) = cluster.get(id, &format!("/openapi/v1/trainjob?page={page}&pageSize=1000")).await;
+        assert_eq!(code, 200, "{body}");
+        let items = body["data"]["items"].as_array().unwrap().clone();
+        if items.is_empty() {
+            break;
+        }
+        jobs.extend(items.into_iter().map(|j| (j["jobId"].as_str().unwrap().to_string(), j)));
+    }
+    jobs
+}
+
+/// Every acknowledged job is on `node`, each key made exactly one job, and every job got
+/// placed (one center per replica).
+async fn assert_all_present_and_placed(cluster: &ProcCluster, node: u64, acked: &BTreeMap<String, String>) {
+    let ids: BTreeSet<&String> = acked.values().collect();
+    assert_eq!(ids.len(), acked.len(), "two keys made one job, or a retry made a second job");
+    eventually(&format!("every acknowledged job placed, as node {node} sees it"), || async {
+        let jobs = all_jobs(cluster, node).await;
+        acked.values().all(|id| {
+            jobs.get(id).is_some_and(|job| job["taskInfos"][0]["centerIDs"].as_array().is_some_and(|c| c.len() == 1))
+        })
+    })
+    .await;
+    let jobs = all_jobs(cluster, node).await;
+    for id in acked.values() {
+        assert!(jobs.contains_key(id), "acknowledged job {id} is missing on node {node}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_mid_stream_loses_no_acknowledged_job() {
+    let cluster = ProcCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    add_sim_center(&cluster, leader).await;
+    let all: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
+    let killed = std::sync::atomic::AtomicBool::new(false);
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+    let kill_tx = Mutex::new(Some(kill_tx));
+    let submissions = submit_stream(&cluster, "k", &all, 1200, 16, |count| {
+        if count >= 300 && !killed.swap(true, Ordering::Relaxed) {
+            if let Some(tx) = kill_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    // The kill happens while the stream runs: SIGKILL when 300 are acknowledged.
+    let killer = async {
+        if kill_rx.await.is_ok() {
+            cluster.kill(leader);
+        }
+    };
+    let (acked, ()) = tokio::join!(submissions, killer);
+    assert_eq!(acked.len(), 1200);
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    for survivor in cluster.others(leader) {
+        assert_all_present_and_placed(&cluster, survivor, &acked).await;
+    }
+    // Scheduling goes on under the new leader.
+    let (code, created) = cluster.call(new_leader, "POST", "/openapi/v1/trainjob", Some(&sim_job("after"))).await;
+    assert_eq!(code, 200, "{created}");
+    let id = created["data"]["jobId"].as_str().unwrap().to_string();
+    eventually("a job submitted after the failover is placed", || async {
+        let (_, job) = cluster.get(new_leader, &format!("/openapi/v1/trainjob/{id}")).await;
+        job["data"]["taskInfos"][0]["centerIDs"].as_array().is_some_and(|c| c.len() == 1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_centers_move_and_no_replica_starts_twice() {
+    let cluster = ProcCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    // A local center whose files every node can reach (they share this host).
+    let shared = cluster.dir.path().join("shared-center");
+    let starts = cluster.dir.path().join("starts.log");
+    let center = json!({"ai_center_id": "shared", "name": "shared local center", "region": "hunan", "status": 1,
+        "adapter": {"kind": "local", "endpoint": "local://shared", "config": {"capacity": {"cpu": "8", "memory": "8Gi"},
+            "work_dir": shared}}});
+    add_center(&cluster, leader, center, "one-cpu", "img-shared").await;
+    let owner = owner_of(&cluster, leader, "shared").await;
+    assert_ne!(owner, leader, "followers drive the centers");
+
+    // Four replicas that record their start, then run for a while.
+    let command =
+        format!("echo $JCS_JOB_ID.$JCS_TASK_INDEX.$JCS_REPLICA_INDEX.$JCS_ATTEMPT >> {}; sleep 6", starts.display());
+    let body = json!({"name": "long", "tasks": [{"name": "t", "command": command, "imageId": "img-shared",
+        "resourceSpecId": "one-cpu", "replicaNumber": 4}]});
+    let (code, created) = cluster.call(leader, "POST", "/openapi/v1/trainjob", Some(&body)).await;
+    assert_eq!(code, 200, "{created}");
+    let id = created["data"]["jobId"].as_str().unwrap().to_string();
+    let started = || std::fs::read_to_string(&starts).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>();
+    eventually("all four replicas started", || async { started().len() == 4 }).await;
+
+    cluster.kill(owner);
+    let survivor = cluster.others(owner)[0];
+    eventually("the center moves to a running node", || async {
+        let status = cluster.status(survivor).await;
+        let shard = status["shards"].as_array().unwrap().iter().find(|s| s["centerId"] == "shared").cloned();
+        shard.is_some_and(|s| s["nodeId"].as_u64().is_some_and(|n| n != owner))
+    })
+    .await;
+    // The new owner adopts the running replicas: the job completes with no second start.
+    eventually("the job completes under the new owner", || async {
+        let (_, job) = cluster.get(survivor, &format!("/openapi/v1/trainjob/{id}")).await;
+        job["data"]["status"] == "completed"
+    })
+    .await;
+    let lines = started();
+    let unique: BTreeSet<&String> = lines.iter().collect();
+    assert_eq!((lines.len(), unique.len()), (4, 4), "every replica attempt started once: {lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_stops_acknowledging_and_catches_up_after_healing() {
+    let cluster = ProcCluster::start(3, &[]).await;
+    let old = cluster.leader().await;
+    add_sim_center(&cluster, old).await;
+    cluster.isolate(old, true).await;
+
+    // The majority elects a new leader and keeps taking writes.
+    let majority = cluster.others(old);
+    let new = std::cell::Cell::new(0);
+    eventually("the majority elects another leader", || async {
+        let (code, ready) = cluster.get(majority[0], "/readyz").await;
+        new.set(ready["data"]["leader"].as_u64().unwrap_or(0));
+        code == 200 && new.get() != 0 && new.get() != old
+    })
+    .await;
+    let (code, created) = cluster.call(majority[0], "POST", "/openapi/v1/trainjob", Some(&sim_job("majority"))).await;
+    assert_eq!(code, 200, "{created}");
+    let id = created["data"]["jobId"].as_str().unwrap().to_string();
+
+    // The cut-off node acknowledges nothing, and will not serve a linearizable read.
+    // (503 NO_LEADER once it knows it lost, else 504 TIMEOUT: its entry never commits.)
+    let (code, refused) = cluster.call(old, "POST", "/openapi/v1/trainjob", Some(&sim_job("minority"))).await;
+    assert!(code == 503 || code == 504, "a cut-off node must not acknowledge a write: {code} {refused}");
+    let (code, _) = cluster.get(old, &format!("/openapi/v1/trainjob/{id}")).await;
+    assert_eq!(code, 503);
+
+    cluster.isolate(old, false).await;
+    eventually("the old leader follows the new one and has the majority's write", || async {
+        let (code, job) = cluster.get(old, &format!("/openapi/v1/trainjob/{id}?consistency=stale")).await;
+        let (_, ready) = cluster.get(old, "/readyz").await;
+        code == 200 && job["data"]["jobId"] == id.as_str() && ready["data"]["leader"] == new.get()
+    })
+    .await;
+    // Nothing diverged: every node holds the same jobs.
+    let jobs: Vec<BTreeSet<String>> = futures::future::join_all(
+        cluster.nodes.iter().map(|n| async { all_jobs(&cluster, n.id).await.into_keys().collect() }),
+    )
+    .await;
+    assert!(jobs.windows(2).all(|w| w[0] == w[1]), "{jobs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_leave_and_restart_one_by_one_under_load() {
+    // Small snapshots, so that the joining node catches up from one.
+    let mut cluster = ProcCluster::start(3, &["--snapshot-after-logs", "50", "--logs-kept-after-snapshot", "10"]).await;
+    let leader = cluster.leader().await;
+    add_sim_center(&cluster, leader).await;
+    let first: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
+    let mut acked = submit_stream(&cluster, "first", &first, 300, 8, |_| {}).await;
+
+    // A fourth node joins through a follower, is caught up by snapshot, and becomes a voter.
+    let joiner = cluster.join(cluster.others(leader)[0]).await;
+    cluster.wait_ready(joiner).await;
+    eventually("the fourth node is a voter", || async {
+        let status = cluster.status(leader).await;
+        status["members"].as_array().unwrap().iter().any(|m| m["nodeId"] == joiner && m["role"] == "voter")
+    })
+    .await;
+    eventually("the fourth node knows itself a voter, caught up by a snapshot", || async {
+        let status = cluster.status(joiner).await;
+        let me = status["members"].as_array().unwrap().iter().find(|m| m["nodeId"] == joiner).cloned();
+        me.is_some_and(|me| me["role"] == "voter" && me["status"]["snapshotIndex"].as_u64() > Some(0))
+    })
+    .await;
+
+    // One of the founders leaves.
+    let leaving = cluster.others(leader).into_iter().find(|n| *n != joiner).unwrap();
+    let (code, answer) = cluster.call(joiner, "DELETE", &format!("/admin/cluster/members/{leaving}"), None).await;
+    assert_eq!(code, 200, "{answer}");
+    cluster.stop(leaving);
+    let members: Vec<u64> = cluster.status(joiner).await["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["nodeId"].as_u64().unwrap())
+        .collect();
+    assert!(!members.contains(&leaving), "{members:?}");
+
+    // Rolling restart of the remaining three, one by one, while clients keep submitting.
+    let remaining: Vec<u64> = cluster.nodes.iter().filter(|n| n.running()).map(|n| n.id).collect();
+    let restarts = async {
+        for node in &remaining {
+            cluster.stop(*node);
+            cluster.restart(*node).await;
+            cluster.leader().await;
+        }
+    };
+    let (more, ()) = tokio::join!(submit_stream(&cluster, "second", &remaining, 300, 8, |_| {}), restarts);
+    acked.extend(more);
+    for node in &remaining {
+        assert_all_present_and_placed(&cluster, *node, &acked).await;
+    }
+
+    // The whole cluster restarted keeps everything.
+    for node in &remaining {
+        cluster.stop(*node);
+    }
+    for node in &remaining {
+        cluster.start_again(*node);
+    }
+    for node in &remaining {
+        cluster.wait_ready(*node).await;
+    }
+    cluster.leader().await;
+    assert_all_present_and_placed(&cluster, remaining[0], &acked).await;
+}

@@ -1,0 +1,252 @@
+//! A cluster of real `jcs serve` processes on loopback for the multi-node tests: each node on
+//! free ports with its own data dir under one temp dir, small Raft timeouts, the fault switch
+//! on. Nodes can be SIGKILLed, stopped, restarted on their data dir, cut off and healed.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::eventually;
+
+/// A free loopback port (bound and released: good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct ProcNode {
+    pub id: u64,
+    pub http: u16,
+    pub raft: u16,
+    pub data: PathBuf,
+    child: Mutex<Option<Child>>,
+}
+
+impl ProcNode {
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.lock().unwrap().is_some()
+    }
+
+    fn take(&self) -> Option<Child> {
+        self.child.lock().unwrap().take()
+    }
+}
+
+pub struct ProcCluster {
+    pub nodes: Vec<ProcNode>,
+    pub client: reqwest::Client,
+    initial: String,
+    extra: Vec<String>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Flags every test node gets: timeouts small enough for tests, large enough for a loaded
+/// 2-core machine running three nodes and the test.
+const TEST_FLAGS: &[&str] = &[
+    "--heartbeat-interval-ms",
+    "50",
+    "--election-timeout-min-ms",
+    "400",
+    "--election-timeout-max-ms",
+    "800",
+    "--owner-timeout-ms",
+    "2400",
+    "--poll-interval-ms",
+    "100",
+    "--placement-wait-ms",
+    "200",
+    "--fault-injection",
+    "--log",
+    "warn",
+];
+
+impl ProcCluster {
+    /// Starts `n` founding members (with the demo catalog, loaded by node 1) and waits until
+    /// every node is ready. `extra` flags go to every node.
+    pub async fn start(n: u64, extra: &[&str]) -> ProcCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes: Vec<ProcNode> = (1..=n)
+            .map(|id| ProcNode {
+                id,
+                http: free_port(),
+                raft: free_port(),
+                data: dir.path().join(format!("node-{id}")),
+                child: Mutex::new(None),
+            })
+            .collect();
+        let initial = nodes.iter().map(|n| format!("{}=127.0.0.1:{}", n.id, n.raft)).collect::<Vec<_>>().join(",");
+        let cluster = ProcCluster {
+            nodes,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            initial,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+        };
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i, &["--demo", "--initial-members", &cluster.initial.clone()]);
+        }
+        for node in &cluster.nodes {
+            cluster.wait_ready(node.id).await;
+        }
+        cluster
+    }
+
+    fn index(&self, id: u64) -> usize {
+        self.nodes.iter().position(|n| n.id == id).expect("a node of this cluster")
+    }
+
+    pub fn node(&self, id: u64) -> &ProcNode {
+        &self.nodes[self.index(id)]
+    }
+
+    pub fn base(&self, id: u64) -> String {
+        self.node(id).base()
+    }
+
+    fn spawn(&self, i: usize, flags: &[&str]) {
+        let node = &self.nodes[i];
+        std::fs::create_dir_all(&node.data).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(node.data.join("jcs.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_jcs"))
+            .args(["serve", "--node-id", &node.id.to_string()])
+            .args(["--http", &format!("127.0.0.1:{}", node.http), "--raft", &format!("127.0.0.1:{}", node.raft)])
+            .arg("--data-dir")
+            .arg(&node.data)
+            .args(TEST_FLAGS)
+            .args(&self.extra)
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("jcs binary starts");
+        *self.nodes[i].child.lock().unwrap() = Some(child);
+    }
+
+    /// A new node that joins through node `seed`; returns its id.
+    pub async fn join(&mut self, seed: u64) -> u64 {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap() + 1;
+        let seed_addr = format!("127.0.0.1:{}", self.node(seed).raft);
+        self.nodes.push(ProcNode {
+            id,
+            http: free_port(),
+            raft: free_port(),
+            data: self.dir.path().join(format!("node-{id}")),
+            child: Mutex::new(None),
+        });
+        self.spawn(self.nodes.len() - 1, &["--join", &seed_addr]);
+        id
+    }
+
+    /// SIGKILL: no shutdown at all.
+    pub fn kill(&self, id: u64) {
+        if let Some(mut child) = self.node(id).take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&self, id: u64) {
+        if let Some(mut child) = self.node(id).take() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts a stopped node again on its data dir and waits until it is ready.
+    pub async fn restart(&self, id: u64) {
+        self.start_again(id);
+        self.wait_ready(id).await;
+    }
+
+    /// Starts a stopped node again on its data dir.
+    pub fn start_again(&self, id: u64) {
+        let i = self.index(id);
+        assert!(!self.nodes[i].running(), "node {id} still runs");
+        self.spawn(i, &[]);
+    }
+
+    pub async fn wait_ready(&self, id: u64) {
+        let url = format!("{}/readyz", self.base(id));
+        eventually(&format!("node {id} ready"), || async {
+            self.client.get(&url).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+
+    /// Sends a request to node `id`; `(status, envelope)`, or `(0, Null)` on a transport error.
+    pub async fn call(&self, id: u64, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut request = self.client.request(method.parse().unwrap(), format!("{}{path}", self.base(id)));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    pub async fn get(&self, id: u64, path: &str) -> (u16, Value) {
+        self.call(id, "GET", path, None).await
+    }
+
+    /// `GET /admin/cluster` on node `id`.
+    pub async fn status(&self, id: u64) -> Value {
+        let (code, status) = self.get(id, "/admin/cluster").await;
+        assert_eq!(code, 200, "{status}");
+        status["data"].clone()
+    }
+
+    /// The leader that the running nodes agree on, once they do.
+    pub async fn leader(&self) -> u64 {
+        let agreed = std::cell::Cell::new(0);
+        eventually("the running nodes agree on a running leader", || async {
+            let mut seen = std::collections::BTreeSet::new();
+            for node in self.nodes.iter().filter(|n| n.running()) {
+                let (code, ready) = self.get(node.id, "/readyz").await;
+                if code != 200 {
+                    return false;
+                }
+                seen.insert(ready["data"]["leader"].as_u64().unwrap_or(0));
+            }
+            let leader = seen.iter().next().copied().unwrap_or(0);
+            agreed.set(leader);
+            seen.len() == 1 && self.nodes.iter().any(|n| n.id == leader && n.running())
+        })
+        .await;
+        agreed.get()
+    }
+
+    /// Cuts node `id` off from its peers (or heals it).
+    pub async fn isolate(&self, id: u64, isolated: bool) {
+        let body = serde_json::json!({ "isolated": isolated });
+        let (code, answer) = self.call(id, "POST", "/admin/fault", Some(&body)).await;
+        assert_eq!(code, 200, "{answer}");
+    }
+
+    /// The running nodes other than `id`.
+    pub fn others(&self, id: u64) -> Vec<u64> {
+        self.nodes.iter().filter(|n| n.id != id && n.running()).map(|n| n.id).collect()
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            if let Some(mut child) = node.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
