@@ -194,7 +194,7 @@ async fn cycle(
     let catalog = catalog_cache.load(reader)?;
     let mut config = scheduler.solver_config(now, term, fence.version);
     config.blocked_ahead = from.as_ref().and_then(|r| r.blocked_ahead.clone());
-    let decisions = solve(&catalog, &queue, &config);
+    let decisions = solve(catalog, &queue, &config);
     let solved = started.elapsed();
     let blocked_ahead = config.blocked_ahead.clone().or_else(|| first_blocked(&decisions));
     let mut pending_by_reason: std::collections::BTreeMap<&'static str, u64> = Default::default();
@@ -255,7 +255,7 @@ async fn cycle(
         }
     }
     metrics::histogram!("jcs_schedule_cycle_seconds").record(started.elapsed().as_secs_f64());
-    let resume = placed_nothing.then(|| Resume { after: last, version, epoch, blocked_ahead });
+    let resume = placed_nothing.then_some(Resume { after: last, version, epoch, blocked_ahead });
     Ok(CycleReport { decided: queue.len(), resume })
 }
 

@@ -9,6 +9,10 @@
 //! submission is counted under its error code (`TRANSPORT` when no answer came) and makes the
 //! command exit non-zero after the report.
 //!
+//! With several servers (`--server URL1,URL2,…`) the clients are spread evenly over them; a
+//! follower forwards its submissions to the leader, so every success is still durable on a
+//! majority.
+//!
 //! Jobs use the demo catalog (`jcs serve --demo`): image `pytorch-hunan-univ`, spec `gpu-1x`,
 //! one replica; each has a unique name and its own `Idempotency-Key`. With `--centers N` the
 //! run first registers N bench centers (each with an image, a large monitoring report, and the
@@ -38,6 +42,7 @@ use super::client::{self, Client};
 use super::ClientOpts;
 
 mod dispatch;
+mod failover;
 
 /// Highest latency the histogram tells apart, in microseconds (above the client's timeout).
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -55,6 +60,9 @@ pub struct BenchArgs {
 enum Workload {
     /// Submit A.1 jobs (demo catalog) from concurrent clients; report submissions/s and latency.
     Submit(SubmitArgs),
+    /// Start a local cluster, load it, kill its leader again and again; report how long until a
+    /// new leader, the first commit and the first placement (ignores `--server`).
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(Args)]
@@ -242,7 +250,10 @@ struct Latency {
 
 /// Runs a benchmark and prints its report; fails if any measured submission failed.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let Workload::Submit(submit) = args.workload;
+    let submit = match args.workload {
+        Workload::Submit(submit) => submit,
+        Workload::Failover(failover) => return failover::run(failover, args.client.output).await,
+    };
     let client = Client::new(&args.client.server, submit.clients as usize, 1)?;
     let url = client.url(&["trainjob"], &[]);
     let target = match submit.centers {
@@ -328,8 +339,9 @@ async fn phase(
     let start = tokio::time::Instant::now();
     let first = range.start;
     let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (client, url, submissions, next) = (client.clone(), url.clone(), submissions.clone(), next.clone());
+        .map(|n| {
+            let client = client.starting_at(n as usize);
+            let (url, submissions, next) = (url.clone(), submissions.clone(), next.clone());
             let end = range.end;
             tokio::spawn(async move {
                 let mut tally = Tally::new();

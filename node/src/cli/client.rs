@@ -112,6 +112,11 @@ impl Client {
     /// keeping up to `pool_size` idle connections per node, making at most `attempts`
     /// attempts per request (1 = no retries).
     pub fn new(servers: &str, pool_size: usize, attempts: u32) -> anyhow::Result<Client> {
+        Client::with_timeout(servers, pool_size, attempts, REQUEST_TIMEOUT)
+    }
+
+    /// [`Client::new`] with another limit on how long one attempt may take.
+    pub fn with_timeout(servers: &str, pool_size: usize, attempts: u32, timeout: Duration) -> anyhow::Result<Client> {
         let mut bases = Vec::new();
         for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let base = Url::parse(server).map_err(|e| anyhow::anyhow!("--server '{server}' is not a URL: {e}"))?;
@@ -125,10 +130,16 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(pool_size)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             .user_agent(concat!("jcs-cli/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Client { http, bases: std::sync::Arc::new(bases), current: Default::default(), attempts: attempts.max(1) })
+    }
+
+    /// A client on the same connection pool that starts at the `n`-th server (modulo their
+    /// number) and moves on by itself: spreads a benchmark's clients over every node.
+    pub fn starting_at(&self, n: usize) -> Client {
+        Client { current: std::sync::Arc::new(n.into()), ..self.clone() }
     }
 
     /// The URL of `/openapi/v1/{segments}` under the server's base, with a query string.
@@ -146,6 +157,11 @@ impl Client {
             url.query_pairs_mut().extend_pairs(query);
         }
         url
+    }
+
+    /// Sends the next requests to the next server.
+    pub fn rotate(&self) {
+        self.current.fetch_add(1, Ordering::Relaxed);
     }
 
     fn base(&self) -> &Url {

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::process::{Child, Command};
 
+
 use super::client::Client;
 use crate::cluster::status::ClusterStatus;
 
@@ -42,43 +43,70 @@ pub struct UpArgs {
     pub serve_args: Vec<String>,
 }
 
-struct Member {
-    id: u16,
-    http: String,
-    child: Child,
+pub(crate) struct Member {
+    pub id: u16,
+    /// REST address, `127.0.0.1:PORT`.
+    pub http: String,
+    pub child: Child,
+}
+
+/// What every node of a local cluster shares.
+pub(crate) struct LocalCluster {
+    pub exe: PathBuf,
+    pub dir: PathBuf,
+    /// `ID=PEER_ADDR,…` of the founding members.
+    pub initial: String,
+    /// Extra `jcs serve` flags for every node.
+    pub flags: Vec<String>,
+}
+
+impl LocalCluster {
+    /// Starts (or starts again, on its data dir) node `id`; its output goes to `node-ID/jcs.log`.
+    pub fn spawn(&self, id: u16, http_port: u16, raft_port: u16) -> anyhow::Result<Member> {
+        let dir = self.dir.join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("jcs.log"))
+            .context("cannot open the node's log")?;
+        let http = format!("127.0.0.1:{http_port}");
+        let child = Command::new(&self.exe)
+            .args(["serve", "--node-id", &id.to_string(), "--http", &http])
+            .args(["--raft", &format!("127.0.0.1:{raft_port}")])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--initial-members", &self.initial])
+            .args(&self.flags)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start a node")?;
+        Ok(Member { id, http, child })
+    }
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     anyhow::ensure!((1..=9).contains(&args.nodes), "--nodes must be between 1 and 9");
-    let exe = std::env::current_exe().context("cannot find the jcs binary")?;
+    let mut flags = args.serve_args.clone();
+    if !args.no_demo {
+        flags.push("--demo".into());
+        if let Some(env) = &args.demo_slurm {
+            flags.extend(["--demo-slurm".to_string(), env.display().to_string()]);
+        }
+    }
     let ids = 1..=args.nodes;
-    let initial: Vec<String> = ids.clone().map(|i| format!("{i}=127.0.0.1:{}", args.raft_port + i - 1)).collect();
+    let local = LocalCluster {
+        exe: std::env::current_exe().context("cannot find the jcs binary")?,
+        dir: args.dir.clone(),
+        initial: ids.clone().map(|i| format!("{i}=127.0.0.1:{}", args.raft_port + i - 1)).collect::<Vec<_>>().join(","),
+        flags,
+    };
     let mut members = Vec::new();
     for id in ids {
-        let dir = args.dir.join(format!("node-{id}"));
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let log = std::fs::File::create(dir.join("jcs.log")).context("cannot create the node's log")?;
-        let http = format!("127.0.0.1:{}", args.http_port + id - 1);
-        let mut command = Command::new(&exe);
-        command
-            .args(["serve", "--node-id", &id.to_string(), "--http", &http])
-            .args(["--raft", &format!("127.0.0.1:{}", args.raft_port + id - 1)])
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--initial-members", &initial.join(",")])
-            .args(&args.serve_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
-        if !args.no_demo {
-            command.arg("--demo");
-            if let Some(env) = &args.demo_slurm {
-                command.arg("--demo-slurm").arg(env);
-            }
-        }
-        let child = command.spawn().context("cannot start a node")?;
-        members.push(Member { id, http, child });
+        members.push(local.spawn(id, args.http_port + id - 1, args.raft_port + id - 1)?);
     }
     let servers: Vec<String> = members.iter().map(|m| format!("http://{}", m.http)).collect();
     let all_servers = servers.join(",");
@@ -112,7 +140,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// Waits until every node is ready and they agree on a leader; returns the cluster's status.
-async fn wait_ready(servers: &str) -> anyhow::Result<ClusterStatus> {
+pub(crate) async fn wait_ready(servers: &str) -> anyhow::Result<ClusterStatus> {
     let client = Client::new(servers, 1, 1)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -137,7 +165,7 @@ async fn first_exit(members: &mut [Member]) -> anyhow::Error {
     anyhow::anyhow!("node {id} exited: {status:?}; see its log")
 }
 
-async fn stop_all(members: &mut [Member]) {
+pub(crate) async fn stop_all(members: &mut [Member]) {
     for member in members.iter() {
         if let Some(pid) = member.child.id() {
             // SAFETY: kill(2) has no memory-safety preconditions.

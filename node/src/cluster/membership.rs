@@ -16,8 +16,9 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(120);
 const RETRY_EVERY: Duration = Duration::from_millis(300);
 
 /// Initialises a fresh node. With no `initial_members`, a one-member cluster of this node; with
-/// them, every listed node initialises the same membership (openraft accepts that and the first
-/// election settles it). REST addresses of the others are learned when they publish them.
+/// them, every listed node initialises the same membership — peer addresses only — (openraft
+/// accepts that and the first election settles it); every member then publishes its REST
+/// address itself.
 pub async fn bootstrap(
     raft: &Raft,
     me: NodeId,
@@ -29,14 +30,7 @@ pub async fn bootstrap(
     } else {
         initial_members
             .iter()
-            .map(|(id, raft_addr)| {
-                let info = if *id == me {
-                    my_info.clone()
-                } else {
-                    NodeInfo { raft_addr: raft_addr.clone(), http_addr: String::new() }
-                };
-                (*id, info)
-            })
+            .map(|(id, raft_addr)| (*id, NodeInfo { raft_addr: raft_addr.clone(), http_addr: String::new() }))
             .collect()
     };
     match raft.initialize(members.clone()).await {
@@ -83,13 +77,14 @@ impl Cluster {
     }
 
     /// Keeps this node's entry in the membership equal to `my_info`: after a restart on other
-    /// ports, or when the bootstrap only knew its peer address.
+    /// ports, or when the bootstrap only knew its peer address. Runs as long as the node (the
+    /// membership a node has applied may still be replaced by the leader's log).
     pub async fn publish_addresses(&self, my_info: NodeInfo) {
         let me = self.node_id();
         loop {
             let listed = self.members().get(&me).map(|(info, _)| info.clone());
             match listed {
-                Some(info) if info == my_info => return,
+                Some(info) if info == my_info => {}
                 // Not a member (yet): a joining node is added with its addresses.
                 None => {}
                 Some(_) => {

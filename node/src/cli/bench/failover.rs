@@ -1,0 +1,266 @@
+//! `jcs bench failover`: starts a local cluster (`jcs up`'s way: real processes on loopback),
+//! keeps clients submitting jobs through every node, and kills the leader with SIGKILL again and
+//! again. Each round measures, from the kill:
+//! * **elected** — until a surviving node names a new leader (polled every 5 ms);
+//! * **first commit** — until a write through a survivor is acknowledged (a monitoring report
+//!   for a passive center, sent every 5 ms; acknowledged = committed on a majority);
+//! * **scheduling resumed** — until a job submitted after the kill is placed, by the job's
+//!   replicated `placedAt` (the new leader's clock; same machine).
+//!
+//! The killed node is restarted on its data dir and caught up before the next round. Reported:
+//! p50/p99/max of each, and the load's acknowledged submissions and errors.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Args;
+use hdrhistogram::Histogram;
+use reqwest::Method;
+use serde::de::IgnoredAny;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cli::client::Client;
+use crate::cli::up::{stop_all, wait_ready, LocalCluster, Member};
+
+#[derive(Args)]
+pub struct FailoverArgs {
+    /// Leader kills.
+    #[arg(long, default_value_t = 20)]
+    rounds: u32,
+    /// Cluster size.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Concurrent clients submitting jobs throughout.
+    #[arg(long, default_value_t = 16)]
+    clients: u32,
+    /// Extra `jcs serve` flags for every node (e.g. `--serve-arg=--election-timeout-min-ms=300`).
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Figures {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    command: String,
+    rounds: u32,
+    elected: Figures,
+    first_commit: Figures,
+    scheduling_resumed: Figures,
+    load_acknowledged: u64,
+    load_errors: u64,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The center, spec and image the load and the probes use: a passive center (monitoring written
+/// by the probe) and a big simulated one (jobs run there for a second).
+async fn catalog(client: &Client) -> anyhow::Result<()> {
+    let posts = [
+        ("centers", json!({"ai_center_id": "probe", "name": "probe", "region": "r", "status": 1})),
+        ("centers", json!({"ai_center_id": "big", "name": "big", "region": "r", "status": 1,
+            "adapter": {"kind": "sim", "config": {"latency_ms": 1, "default_duration_secs": 1,
+                "capacity": {"cpu": "10000000", "memory": "10000000Gi"}}}})),
+        ("resourcespecs", json!({"resource_spec_id": "one", "resource_spec_name": "one", "price": 1,
+            "resource_quantity": {"cpu": "1", "memory": "1Gi"}, "computing_center_list": "big"})),
+        ("images", json!({"image_id": "img", "name": "img", "ai_center_id": "big", "resource_spec": "one"})),
+    ];
+    for (path, body) in posts {
+        client.send_json::<IgnoredAny>(Method::POST, client.url(&[path], &[]), &body, None).await?;
+    }
+    Ok(())
+}
+
+fn job(name: String) -> Value {
+    json!({"name": name, "tasks": [{"name": "t", "command": "train", "imageId": "img", "resourceSpecId": "one",
+        "replicaNumber": 1}]})
+}
+
+/// Submits jobs from `clients` tasks until `stop`; counts acknowledgements and errors.
+fn start_load(client: &Client, clients: u32, stop: Arc<AtomicBool>, acked: Arc<AtomicU64>, errors: Arc<AtomicU64>) {
+    for n in 0..clients {
+        let client = client.starting_at(n as usize);
+        let (stop, acked, errors) = (stop.clone(), acked.clone(), errors.clone());
+        tokio::spawn(async move {
+            let url = client.url(&["trainjob"], &[]);
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = crate::cli::client::unique_key("failover");
+                let body = job(format!("load-{n}-{i}"));
+                match client.send_json::<IgnoredAny>(Method::POST, url.clone(), &body, Some(&key)).await {
+                    Ok(_) => acked.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+                i += 1;
+            }
+        });
+    }
+}
+
+/// Polls `probe` every 5 ms until it yields; the time since `from`.
+async fn until<F, Fut, T>(from: Instant, mut probe: F) -> (Duration, T)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    loop {
+        if let Some(value) = probe().await {
+            return (from.elapsed(), value);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One round: kill the leader, measure, restart it, wait until it has caught up.
+async fn round(
+    local: &LocalCluster,
+    members: &mut [Member],
+    ports: &[(u16, u16)],
+    round: u32,
+) -> anyhow::Result<(Duration, Duration, Duration)> {
+    let all: Vec<String> = members.iter().map(|m| format!("http://{}", m.http)).collect();
+    let status = wait_ready(&all.join(",")).await?;
+    let leader = status.leader.context("no leader")? as u16;
+    let survivors: Vec<String> =
+        members.iter().filter(|m| m.id != leader).map(|m| format!("http://{}", m.http)).collect();
+    let probe = Client::with_timeout(&survivors.join(","), 4, 1, Duration::from_millis(500))?;
+    let victim = members.iter_mut().find(|m| m.id == leader).context("the leader is a member")?;
+    let killed_at_ms = now_ms();
+    let killed = Instant::now();
+    victim.child.start_kill()?;
+    victim.child.wait().await?;
+
+    let elected = until(killed, || async {
+        let ready: Option<Value> = probe.get(probe.path_url(&["readyz"], &[])).await.ok();
+        let new = ready.and_then(|r| r["leader"].as_u64()).filter(|l| *l != u64::from(leader));
+        probe.rotate();
+        new
+    });
+    let committed = until(killed, || async {
+        let report = json!({"running_task_num": round, "cpu_free": 1});
+        let url = probe.url(&["centers", "probe", "metrics"], &[]);
+        let ok = probe.send_json::<IgnoredAny>(Method::PUT, url, &report, None).await.is_ok();
+        probe.rotate();
+        ok.then_some(())
+    });
+    let scheduled = async {
+        let (_, id) = until(killed, || async {
+            let key = crate::cli::client::unique_key("probe");
+            let created: Option<Value> = probe
+                .send_json(Method::POST, probe.url(&["trainjob"], &[]), &job(format!("probe-{round}")), Some(&key))
+                .await
+                .ok();
+            probe.rotate();
+            created.and_then(|c| c["jobId"].as_str().map(String::from))
+        })
+        .await;
+        let (_, placed_at) = until(killed, || async {
+            let info: Option<Value> = probe.get(probe.url(&["trainjob", &id], &[])).await.ok();
+            info.and_then(|j| j["placedAt"].as_i64()).filter(|at| *at > 0)
+        })
+        .await;
+        Duration::from_millis((placed_at - killed_at_ms).max(0) as u64)
+    };
+    let ((elected, _), (committed, ()), scheduled) = tokio::join!(elected, committed, scheduled);
+
+    let index = members.iter().position(|m| m.id == leader).expect("found above");
+    let (http, raft) = ports[index];
+    members[index] = local.spawn(leader, http, raft)?;
+    wait_ready(&all.join(",")).await?;
+    Ok((elected, committed, scheduled))
+}
+
+pub async fn run(args: FailoverArgs, output: crate::cli::Output) -> anyhow::Result<()> {
+    anyhow::ensure!((3..=9).contains(&args.nodes), "--nodes must be between 3 and 9");
+    let dir = std::env::temp_dir().join(crate::cli::client::unique_key("jcs-failover"));
+    let ports: Vec<(u16, u16)> = (0..args.nodes).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+    let local = LocalCluster {
+        exe: std::env::current_exe().context("cannot find the jcs binary")?,
+        dir: dir.clone(),
+        initial: ports.iter().enumerate().map(|(i, (_, raft))| format!("{}=127.0.0.1:{raft}", i + 1)).collect::<Vec<_>>().join(","),
+        flags: args.serve_args.clone(),
+    };
+    let mut members = Vec::new();
+    for (i, (http, raft)) in ports.iter().enumerate() {
+        members.push(local.spawn(i as u16 + 1, *http, *raft)?);
+    }
+    let servers: Vec<String> = members.iter().map(|m| format!("http://{}", m.http)).collect();
+    let outcome = async {
+        wait_ready(&servers.join(",")).await?;
+        let client = Client::new(&servers.join(","), args.clients as usize, 20)?;
+        catalog(&client).await?;
+        let (stop, acked, errors) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::default());
+        start_load(&client, args.clients, stop.clone(), Arc::clone(&acked), Arc::clone(&errors));
+        let mut figures = [histogram(), histogram(), histogram()];
+        for n in 0..args.rounds {
+            let (elected, committed, scheduled) = round(&local, &mut members, &ports, n).await?;
+            for (histogram, took) in figures.iter_mut().zip([elected, committed, scheduled]) {
+                histogram.saturating_record(took.as_micros().max(1) as u64);
+            }
+            eprintln!(
+                "round {}: elected {:.0} ms, first commit {:.0} ms, scheduling resumed {:.0} ms",
+                n + 1,
+                elected.as_secs_f64() * 1e3,
+                committed.as_secs_f64() * 1e3,
+                scheduled.as_secs_f64() * 1e3
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        let [elected, first_commit, scheduling_resumed] = figures.map(|h| summarize(&h));
+        let mut command = format!("jcs bench failover --rounds {} --nodes {} --clients {}", args.rounds, args.nodes, args.clients);
+        for flag in &args.serve_args {
+            command.push_str(&format!(" --serve-arg={flag}"));
+        }
+        anyhow::Ok(Report {
+            command,
+            rounds: args.rounds,
+            elected,
+            first_commit,
+            scheduling_resumed,
+            load_acknowledged: acked.load(Ordering::Relaxed),
+            load_errors: errors.load(Ordering::Relaxed),
+        })
+    }
+    .await;
+    stop_all(&mut members).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    crate::cli::show(output, &outcome?, render)
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn summarize(h: &Histogram<u64>) -> Figures {
+    let ms = |us: u64| us as f64 / 1000.0;
+    Figures { p50_ms: ms(h.value_at_quantile(0.5)), p99_ms: ms(h.value_at_quantile(0.99)), max_ms: ms(h.max()) }
+}
+
+fn render(r: &Report) -> String {
+    let line = |what: &str, f: &Figures| format!("{what:<26} p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms", f.p50_ms, f.p99_ms, f.max_ms);
+    [
+        format!("{} leader kills (SIGKILL) under load", r.rounds),
+        line("kill → new leader", &r.elected),
+        line("kill → first commit", &r.first_commit),
+        line("kill → scheduling resumed", &r.scheduling_resumed),
+        format!("load: {} submissions acknowledged, {} failed after retries", r.load_acknowledged, r.load_errors),
+        format!("reproduce: {}", r.command),
+    ]
+    .join("\n")
+}
