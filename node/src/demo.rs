@@ -8,10 +8,10 @@ use std::path::Path;
 
 use jcs_adapters::slurm::local_cluster::LocalSlurm;
 use jcs_api::model::{AdapterEndpoint, Center, Dataset, Image, ResourceSpec};
-use jcs_raft::command::{Command, WriteMode};
+use jcs_raft::command::{Command, Refusal, WriteMode};
 use serde::Deserialize;
 
-use crate::proposer::Proposer;
+use crate::proposer::{ProposeError, Proposer};
 
 const CATALOG: &str = include_str!("../demo/catalog.yaml");
 
@@ -57,11 +57,33 @@ pub async fn load(proposer: &Proposer, slurm_env: Option<&Path>) -> anyhow::Resu
     let commands = commands(slurm.as_ref())?;
     let count = commands.len();
     for command in commands {
-        proposer.propose(command).await?.map_err(|refusal| anyhow::anyhow!("demo catalog refused: {refusal}"))?;
+        write(proposer, command).await?;
     }
     tracing::info!(objects = count, "demo catalog loaded");
     Ok(())
 }
+
+/// Writes one demo object, riding out a change of leader: a write whose outcome is unknown is
+/// sent again, and `AlreadyExists` then means the first attempt landed.
+async fn write(proposer: &Proposer, command: Command) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    let mut retried = false;
+    loop {
+        match proposer.propose(command.clone()).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(Refusal::AlreadyExists { .. })) if retried => return Ok(()),
+            Ok(Err(refusal)) => anyhow::bail!("demo catalog refused: {refusal}"),
+            Err(e @ ProposeError::Fatal(_)) => return Err(e.into()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(e) => tracing::info!(error = %e, "demo catalog write not acknowledged; retrying"),
+        }
+        retried = true;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// How long the demo load keeps retrying writes a leader change left unacknowledged.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::peer::{Fault, Liveness, Network, Peers};
 use crate::proposer::{Proposer, ProposerSettings};
-use crate::scheduler::{Scheduler, Settings};
+use crate::scheduler::{Kicks, Scheduler, Settings};
 
 /// The process-wide Prometheus recorder (installed once, shared by every node in the process).
 pub fn prometheus() -> PrometheusHandle {
@@ -86,7 +86,8 @@ impl Node {
             forward_timeout: config.write_timeout(),
             owner_timeout: Duration::from_millis(config.owner_timeout_ms),
         };
-        let cluster = Cluster::new(raft.clone(), proposer.clone(), peers, liveness, timing);
+        let kicks = Kicks::default();
+        let cluster = Cluster::new(raft.clone(), proposer.clone(), peers, liveness, timing, kicks.clone());
         let (stop, stopped) = tokio::sync::watch::channel(());
         let peer_shutdown = {
             let mut stopped = stopped.clone();
@@ -139,6 +140,7 @@ impl Node {
             proposer.clone(),
             reader.clone(),
             scheduler_settings(&config)?,
+            kicks,
             orders.clone(),
             stopped.clone(),
         );

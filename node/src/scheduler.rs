@@ -38,12 +38,43 @@ pub struct Settings {
     pub default_policy: PolicyMode,
 }
 
+/// Wakes the scheduling loop. Shared by everything that commits writes on this node: the
+/// REST API, and on the leader the requests followers forward (their clients' writes and their
+/// center workers' reports), so that the leader's loop hears of every change at once.
+#[derive(Clone, Default)]
+pub struct Kicks {
+    notify: Arc<Notify>,
+    /// Bumped by every write that can change capacity or eligibility (not by new jobs).
+    capacity_epoch: Arc<AtomicU64>,
+}
+
+impl Kicks {
+    /// Asks for a cycle now: new jobs arrived.
+    pub fn kick(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Asks for a cycle from the head of the queue: something that can unblock jobs changed.
+    pub fn capacity_changed(&self) {
+        self.capacity_epoch.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    /// After a command committed: a new job (`new_job`) asks for a cycle; any other change
+    /// may unblock queued jobs, so it asks for a cycle from the head of the queue.
+    pub fn after_commit(&self, new_job: bool) {
+        if new_job {
+            self.kick();
+        } else {
+            self.capacity_changed();
+        }
+    }
+}
+
 /// Handle to the loop: kick it, or wait for its next cycle.
 #[derive(Clone)]
 pub struct Scheduler {
-    kick: Arc<Notify>,
-    /// Bumped by every write that can change capacity or eligibility (not by new jobs).
-    capacity_epoch: Arc<AtomicU64>,
+    pub kicks: Kicks,
     cycles: watch::Receiver<u64>,
     pub settings: Settings,
     /// Told which centers each committed batch placed on, so their workers dispatch at once.
@@ -57,13 +88,13 @@ impl Scheduler {
         proposer: Proposer,
         reader: StateReader,
         settings: Settings,
+        kicks: Kicks,
         orders: crate::centers::OrderSignal,
         stop: watch::Receiver<()>,
     ) -> (Scheduler, tokio::task::JoinHandle<()>) {
         let (done, cycles) = watch::channel(0);
         let scheduler = Scheduler {
-            kick: Arc::new(Notify::new()),
-            capacity_epoch: Arc::new(AtomicU64::new(0)),
+            kicks,
             cycles,
             settings,
             orders,
@@ -74,13 +105,7 @@ impl Scheduler {
 
     /// Asks for a cycle now: new jobs arrived.
     pub fn kick(&self) {
-        self.kick.notify_one();
-    }
-
-    /// Asks for a cycle from the head of the queue: something that can unblock jobs changed.
-    pub fn capacity_changed(&self) {
-        self.capacity_epoch.fetch_add(1, Ordering::AcqRel);
-        self.kick.notify_one();
+        self.kicks.kick();
     }
 
     /// A receiver that changes after every completed cycle.
@@ -128,7 +153,7 @@ async fn run(
     let mut catalog_cache = CatalogCache::default();
     loop {
         let periodic = tokio::select! {
-            _ = scheduler.kick.notified() => false,
+            _ = scheduler.kicks.notify.notified() => false,
             _ = tokio::time::sleep(scheduler.settings.interval) => true,
             _ = stop.changed() => return,
         };
@@ -150,7 +175,7 @@ async fn run(
                 resume = report.resume;
                 // More may be queued than one batch took: go again at once.
                 if report.decided >= scheduler.settings.batch {
-                    scheduler.kick.notify_one();
+                    scheduler.kicks.kick();
                 }
             }
             Err(e) => tracing::warn!(error = %e, term, "scheduling cycle failed"),
@@ -180,7 +205,7 @@ async fn cycle(
 ) -> anyhow::Result<CycleReport> {
     let started = Instant::now();
     let settings = &scheduler.settings;
-    let epoch = scheduler.capacity_epoch.load(Ordering::Acquire);
+    let epoch = scheduler.kicks.capacity_epoch.load(Ordering::Acquire);
     let fence = sched_fence(reader)?;
     let from = from.filter(|r| r.version == fence.version && r.epoch == epoch);
     let queue = load_queue(reader, from.as_ref().map(|r| r.after.as_str()), settings.batch)?;

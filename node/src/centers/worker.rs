@@ -156,7 +156,7 @@ impl Worker {
         let command =
             Command::SetCenterHealth { center_id: self.center_id.clone(), owner_epoch: self.epoch, available, reason };
         if self.propose(command).await.is_some() {
-            self.shared.scheduler.capacity_changed();
+            self.shared.scheduler.kicks.capacity_changed();
         }
     }
 
@@ -178,7 +178,7 @@ impl Worker {
         let command = Command::ReportMetrics { center_id: self.center_id.clone(), metrics: metrics.clone() };
         if self.propose(command).await.is_some() {
             self.last_metrics = Some((metrics, Instant::now()));
-            self.shared.scheduler.capacity_changed();
+            self.shared.scheduler.kicks.capacity_changed();
         }
     }
 
@@ -210,7 +210,7 @@ impl Worker {
             if self.propose(command).await.is_none() {
                 self.observed.clear();
             } else if finished {
-                self.shared.scheduler.capacity_changed();
+                self.shared.scheduler.kicks.capacity_changed();
             }
         }
         Ok(())

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::peer::client::PeerCallError;
 use crate::peer::{Liveness, Peers};
 use crate::proposer::{ProposeError, Proposer};
+use crate::scheduler::Kicks;
 
 /// What one node asks of another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,13 +100,22 @@ pub struct Cluster {
     pub peers: Peers,
     pub liveness: Liveness,
     pub timing: Timing,
+    /// Wakes this node's scheduler when forwarded writes commit here (on the leader).
+    pub kicks: Kicks,
     /// Serialises membership changes (openraft refuses concurrent ones).
     membership_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Cluster {
-    pub fn new(raft: Raft, proposer: Proposer, peers: Peers, liveness: Liveness, timing: Timing) -> Cluster {
-        Cluster { raft, proposer, peers, liveness, timing, membership_lock: Arc::default() }
+    pub fn new(
+        raft: Raft,
+        proposer: Proposer,
+        peers: Peers,
+        liveness: Liveness,
+        timing: Timing,
+        kicks: Kicks,
+    ) -> Cluster {
+        Cluster { raft, proposer, peers, liveness, timing, kicks, membership_lock: Arc::default() }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -164,7 +174,15 @@ impl Cluster {
             let refusal = ProposeError::NotLeader { leader: self.leader() };
             return commands.iter().map(|_| Err(refusal.clone())).collect();
         }
-        futures::future::join_all(commands.into_iter().map(|c| self.proposer.propose_here(c))).await
+        let commits = commands.into_iter().map(|command| async move {
+            let submit = matches!(command, Command::SubmitJob { .. });
+            let result = self.proposer.propose_here(command).await;
+            if result.as_ref().is_ok_and(Result::is_ok) {
+                self.kicks.after_commit(submit);
+            }
+            result
+        });
+        futures::future::join_all(commits).await
     }
 
     async fn read_index_here(&self) -> Result<u64, ClusterError> {

@@ -47,11 +47,7 @@ impl AppState {
     pub async fn write(&self, command: Command) -> Result<Outcome, HttpError> {
         let new_job = matches!(command, Command::SubmitJob { .. });
         let outcome = self.proposer.propose(command).await??;
-        if new_job {
-            self.scheduler.kick();
-        } else {
-            self.scheduler.capacity_changed();
-        }
+        self.scheduler.kicks.after_commit(new_job);
         Ok(outcome)
     }
 
