@@ -2,7 +2,7 @@
 //! `schedule_interval_ms`, and at once when kicked (a job arrived, a center reported), it reads
 //! the queue and catalog from the applied state, calls `solve`, and commits the batch's
 //! decisions as one fenced `Place` command. Followers' loops idle; a new leader's loop resumes
-//! on its next tick, after a ReadIndex round has brought its state up to every committed entry
+//! as soon as it leads, after a ReadIndex round has brought its state up to every committed entry
 //! (a deposed leader's placements included).
 //!
 //! A cycle that placed nothing leaves a [`Resume`] mark: until capacity-relevant state changes
@@ -151,16 +151,21 @@ async fn run(
 ) {
     let mut resume: Option<Resume> = None;
     let mut catalog_cache = CatalogCache::default();
+    let mut metrics = raft.metrics();
+    let mut led_last_cycle = false;
     loop {
         let periodic = tokio::select! {
             _ = scheduler.kicks.notify.notified() => false,
             _ = tokio::time::sleep(scheduler.settings.interval) => true,
+            // A new leader resumes the cycles at once, from the head of the queue.
+            _ = became_leader(&mut metrics), if !led_last_cycle => true,
             _ = stop.changed() => return,
         };
         let (leader, term) = {
             let m = raft.metrics().borrow().clone();
             (m.current_leader == Some(m.id), m.current_term)
         };
+        led_last_cycle = leader;
         if !leader {
             resume = None;
             continue;
@@ -181,6 +186,21 @@ async fn run(
             Err(e) => tracing::warn!(error = %e, term, "scheduling cycle failed"),
         }
         done.send_modify(|n| *n += 1);
+    }
+}
+
+/// Resolves when this node leads (at once if it already does).
+async fn became_leader(metrics: &mut watch::Receiver<openraft::RaftMetrics<jcs_raft::NodeId, jcs_raft::NodeInfo>>) {
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            if m.current_leader == Some(m.id) {
+                return;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -60,7 +60,11 @@ const TEST_FLAGS: &[&str] = &[
     "--poll-interval-ms",
     "100",
     "--placement-wait-ms",
-    "200",
+    "500",
+    // Cycles come from kicks (a job arrived, through any node) and from a new leader taking
+    // over, not from the period: the tests see that both reach the leader.
+    "--schedule-interval-ms",
+    "30000",
     "--fault-injection",
     "--log",
     "warn",
