@@ -93,12 +93,7 @@ impl Scheduler {
         stop: watch::Receiver<()>,
     ) -> (Scheduler, tokio::task::JoinHandle<()>) {
         let (done, cycles) = watch::channel(0);
-        let scheduler = Scheduler {
-            kicks,
-            cycles,
-            settings,
-            orders,
-        };
+        let scheduler = Scheduler { kicks, cycles, settings, orders };
         let task = tokio::spawn(run(raft, proposer, reader, scheduler.clone(), done, stop));
         (scheduler, task)
     }

@@ -42,6 +42,7 @@ use super::client::{self, Client};
 use super::ClientOpts;
 
 mod dispatch;
+mod etcd;
 mod failover;
 
 /// Highest latency the histogram tells apart, in microseconds (above the client's timeout).
@@ -63,6 +64,9 @@ enum Workload {
     /// Start a local cluster, load it, kill its leader again and again; report how long until a
     /// new leader, the first commit and the first placement (ignores `--server`).
     Failover(failover::FailoverArgs),
+    /// The submit workload's shape against an etcd cluster (puts through its JSON gateway), to
+    /// compare with (ignores `--server`).
+    Etcd(etcd::EtcdArgs),
 }
 
 #[derive(Args)]
@@ -248,11 +252,25 @@ struct Latency {
     max: f64,
 }
 
+impl Latency {
+    /// Percentiles in ms of a histogram in µs.
+    fn of(histogram: &Histogram<u64>) -> Latency {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Latency {
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
 /// Runs a benchmark and prints its report; fails if any measured submission failed.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let submit = match args.workload {
         Workload::Submit(submit) => submit,
         Workload::Failover(failover) => return failover::run(failover, args.client.output).await,
+        Workload::Etcd(etcd) => return etcd::run(etcd, args.client.output).await,
     };
     let client = Client::new(&args.client.server, submit.clients as usize, 1)?;
     let url = client.url(&["trainjob"], &[]);
@@ -380,7 +398,6 @@ async fn phase(
 }
 
 fn report(server: &str, submit: &SubmitArgs, tally: &Tally, elapsed: Duration) -> Report {
-    let ms = |micros: u64| micros as f64 / 1000.0;
     let seconds = elapsed.as_secs_f64();
     let mut command = format!(
         "jcs bench submit --server {server} --clients {} --jobs {} --warmup {}",
@@ -409,12 +426,7 @@ fn report(server: &str, submit: &SubmitArgs, tally: &Tally, elapsed: Duration) -
         submissions_per_second: per_second(tally.succeeded),
         placed_per_second: per_second(tally.placed),
         dispatch: None,
-        latency_ms: Latency {
-            p50: ms(tally.latency_us.value_at_quantile(0.50)),
-            p90: ms(tally.latency_us.value_at_quantile(0.90)),
-            p99: ms(tally.latency_us.value_at_quantile(0.99)),
-            max: ms(tally.latency_us.max()),
-        },
+        latency_ms: Latency::of(&tally.latency_us),
     }
 }
 

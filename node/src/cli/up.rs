@@ -11,7 +11,6 @@ use anyhow::Context;
 use clap::Args;
 use tokio::process::{Child, Command};
 
-
 use super::client::Client;
 use crate::cluster::status::ClusterStatus;
 

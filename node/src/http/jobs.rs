@@ -65,8 +65,9 @@ async fn create_job(
 }
 
 /// Waits up to the configured bound for the scheduler to place `job`; returns it as it then is
-/// (still pending, with empty `centerIDs`, if the bound passed). On the leader a finished cycle
-/// ends the wait; on a follower (whose scheduler idles) each applied entry is a moment to look.
+/// (still pending, with empty `centerIDs`, if it stays pending or the bound passed). On the
+/// leader a finished cycle ends the wait; on a follower (whose scheduler idles) each applied
+/// entry is a moment to look for the decision.
 async fn await_placement(state: &AppState, job: Job) -> Result<Job, HttpError> {
     if job.is_placed() || job.status.is_final() {
         return Ok(job);
@@ -89,7 +90,8 @@ async fn await_placement(state: &AppState, job: Job) -> Result<Job, HttpError> {
         if let Some(job) = tables::get::<Job>(&state.reader, ObjectKind::Job, &current.id)? {
             current = job;
         }
-        if current.is_placed() || current.status.is_final() {
+        // Placed, finished, or decided pending (the scheduler stored why).
+        if current.is_placed() || current.status.is_final() || !current.status_reason.is_empty() {
             return Ok(current);
         }
     }

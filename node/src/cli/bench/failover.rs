@@ -74,11 +74,17 @@ fn now_ms() -> i64 {
 async fn catalog(client: &Client) -> anyhow::Result<()> {
     let posts = [
         ("centers", json!({"ai_center_id": "probe", "name": "probe", "region": "r", "status": 1})),
-        ("centers", json!({"ai_center_id": "big", "name": "big", "region": "r", "status": 1,
+        (
+            "centers",
+            json!({"ai_center_id": "big", "name": "big", "region": "r", "status": 1,
             "adapter": {"kind": "sim", "config": {"latency_ms": 1, "default_duration_secs": 1,
-                "capacity": {"cpu": "10000000", "memory": "10000000Gi"}}}})),
-        ("resourcespecs", json!({"resource_spec_id": "one", "resource_spec_name": "one", "price": 1,
-            "resource_quantity": {"cpu": "1", "memory": "1Gi"}, "computing_center_list": "big"})),
+                "capacity": {"cpu": "10000000", "memory": "10000000Gi"}}}}),
+        ),
+        (
+            "resourcespecs",
+            json!({"resource_spec_id": "one", "resource_spec_name": "one", "price": 1,
+            "resource_quantity": {"cpu": "1", "memory": "1Gi"}, "computing_center_list": "big"}),
+        ),
         ("images", json!({"image_id": "img", "name": "img", "ai_center_id": "big", "resource_spec": "one"})),
     ];
     for (path, body) in posts {
@@ -189,11 +195,17 @@ async fn round(
 pub async fn run(args: FailoverArgs, output: crate::cli::Output) -> anyhow::Result<()> {
     anyhow::ensure!((3..=9).contains(&args.nodes), "--nodes must be between 3 and 9");
     let dir = std::env::temp_dir().join(crate::cli::client::unique_key("jcs-failover"));
-    let ports: Vec<(u16, u16)> = (0..args.nodes).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+    let ports: Vec<(u16, u16)> =
+        (0..args.nodes).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
     let local = LocalCluster {
         exe: std::env::current_exe().context("cannot find the jcs binary")?,
         dir: dir.clone(),
-        initial: ports.iter().enumerate().map(|(i, (_, raft))| format!("{}=127.0.0.1:{raft}", i + 1)).collect::<Vec<_>>().join(","),
+        initial: ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, raft))| format!("{}=127.0.0.1:{raft}", i + 1))
+            .collect::<Vec<_>>()
+            .join(","),
         flags: args.serve_args.clone(),
     };
     let mut members = Vec::new();
@@ -223,7 +235,8 @@ pub async fn run(args: FailoverArgs, output: crate::cli::Output) -> anyhow::Resu
         }
         stop.store(true, Ordering::Relaxed);
         let [elected, first_commit, scheduling_resumed] = figures.map(|h| summarize(&h));
-        let mut command = format!("jcs bench failover --rounds {} --nodes {} --clients {}", args.rounds, args.nodes, args.clients);
+        let mut command =
+            format!("jcs bench failover --rounds {} --nodes {} --clients {}", args.rounds, args.nodes, args.clients);
         for flag in &args.serve_args {
             command.push_str(&format!(" --serve-arg={flag}"));
         }
@@ -253,7 +266,9 @@ fn summarize(h: &Histogram<u64>) -> Figures {
 }
 
 fn render(r: &Report) -> String {
-    let line = |what: &str, f: &Figures| format!("{what:<26} p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms", f.p50_ms, f.p99_ms, f.max_ms);
+    let line = |what: &str, f: &Figures| {
+        format!("{what:<26} p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms", f.p50_ms, f.p99_ms, f.max_ms)
+    };
     [
         format!("{} leader kills (SIGKILL) under load", r.rounds),
         line("kill → new leader", &r.elected),
