@@ -82,6 +82,10 @@ pub struct Config {
     /// `deploy/slurm/jcs-slurm start` (it writes `/tmp/jcs-slurm/env`); the demo's Hangzhou HPC
     /// center B is then that real Slurm cluster instead of a simulated one.
     pub demo_slurm: Option<PathBuf>,
+    /// With `demo`: the work dir of the demo's `local` center (Hunan university), for nodes
+    /// that share a machine (`jcs up` sets it): whichever node owns the center then finds the
+    /// replicas another started. Default: under the owner's data dir.
+    pub demo_local_dir: Option<PathBuf>,
     /// Log filter in `tracing_subscriber::EnvFilter` syntax (`RUST_LOG` overrides it).
     pub log: String,
 }
@@ -119,6 +123,7 @@ impl Default for Config {
             stop_grace_ms: 5_000,
             demo: false,
             demo_slurm: None,
+            demo_local_dir: None,
             log: "info,openraft=warn".into(),
         }
     }
@@ -196,6 +201,9 @@ pub struct ServeArgs {
     /// start` described in ENV_FILE.
     #[arg(long, env = "JCS_DEMO_SLURM", value_name = "ENV_FILE", num_args = 0..=1, default_missing_value = "/tmp/jcs-slurm/env")]
     pub demo_slurm: Option<PathBuf>,
+    /// With --demo: the work dir of the demo's local center, shared by nodes on one machine.
+    #[arg(long, env = "JCS_DEMO_LOCAL_DIR")]
+    pub demo_local_dir: Option<PathBuf>,
     #[arg(long, env = "JCS_LOG")]
     pub log: Option<String>,
 }
@@ -263,6 +271,9 @@ impl Config {
         config.fault_injection |= args.fault_injection;
         if let Some(path) = &args.demo_slurm {
             config.demo_slurm = Some(path.clone());
+        }
+        if let Some(path) = &args.demo_local_dir {
+            config.demo_local_dir = Some(path.clone());
         }
         config.demo |= args.demo;
         config.check()?;
@@ -404,7 +415,7 @@ mod tests {
             assert!(fields.contains_key(name), "{name} missing from examples/config.toml");
         }
         // Optional fields have no default to show: the template shows them commented out.
-        for name in ["demo_slurm", "join"] {
+        for name in ["demo_slurm", "demo_local_dir", "join"] {
             assert!(TEMPLATE.contains(&format!("\n# {name} = ")), "{name} missing from examples/config.toml");
         }
     }
@@ -473,6 +484,8 @@ mod tests {
             "28",
             "--demo",
             "--demo-slurm",
+            "--demo-local-dir",
+            "/srv/jcs/hunan-univ",
             "--log",
             "debug",
         ])
@@ -509,6 +522,7 @@ mod tests {
             default_policy: "price".into(),
             demo: true,
             demo_slurm: Some("/tmp/jcs-slurm/env".into()),
+            demo_local_dir: Some("/srv/jcs/hunan-univ".into()),
             log: "debug".into(),
         };
         assert_eq!(config, expected);

@@ -27,8 +27,18 @@ struct DemoCatalog {
 /// The demo center that a real Slurm cluster stands in for.
 const SLURM_CENTER: &str = "hangzhou-b";
 
-fn commands(slurm: Option<&LocalSlurm>) -> Result<Vec<Command>, serde_yaml::Error> {
+/// The demo center whose replicas are processes on this machine.
+const LOCAL_CENTER: &str = "hunan-univ";
+
+fn commands(slurm: Option<&LocalSlurm>, local_dir: Option<&Path>) -> Result<Vec<Command>, serde_yaml::Error> {
     let mut demo: DemoCatalog = serde_yaml::from_str(CATALOG)?;
+    if let Some(dir) = local_dir {
+        for center in demo.centers.iter_mut().filter(|c| c.ai_center_id == LOCAL_CENTER) {
+            if let Some(config) = center.adapter.config.as_object_mut() {
+                config.insert("work_dir".into(), dir.display().to_string().into());
+            }
+        }
+    }
     if let Some(slurm) = slurm {
         for center in demo.centers.iter_mut().filter(|c| c.ai_center_id == SLURM_CENTER) {
             center.adapter =
@@ -45,8 +55,9 @@ fn commands(slurm: Option<&LocalSlurm>) -> Result<Vec<Command>, serde_yaml::Erro
 }
 
 /// Writes the demo catalog; any refusal is an error (the catalog is meant to be consistent).
-/// `slurm_env` is the environment file of a Slurm cluster to use for the HPC center.
-pub async fn load(proposer: &Proposer, slurm_env: Option<&Path>) -> anyhow::Result<()> {
+/// `slurm_env` is the environment file of a Slurm cluster to use for the HPC center;
+/// `local_dir` the work dir of the local center, shared by the nodes of one machine.
+pub async fn load(proposer: &Proposer, slurm_env: Option<&Path>, local_dir: Option<&Path>) -> anyhow::Result<()> {
     let slurm = slurm_env
         .map(LocalSlurm::from_env_file)
         .transpose()
@@ -54,7 +65,7 @@ pub async fn load(proposer: &Proposer, slurm_env: Option<&Path>) -> anyhow::Resu
     if let Some(slurm) = &slurm {
         tracing::info!(center_id = SLURM_CENTER, url = %slurm.url, "the demo's HPC center is a real Slurm cluster");
     }
-    let commands = commands(slurm.as_ref())?;
+    let commands = commands(slurm.as_ref(), local_dir)?;
     let count = commands.len();
     for command in commands {
         write(proposer, command).await?;
@@ -92,7 +103,7 @@ mod tests {
     #[test]
     fn the_demo_catalog_applies_cleanly() {
         let mut state = MemKv::default();
-        let commands = super::commands(None).unwrap();
+        let commands = super::commands(None, Some(std::path::Path::new("/srv/shared"))).unwrap();
         assert!(commands.len() >= 10);
         for command in &commands {
             jcs_raft::apply::apply(&mut state, command, 1).unwrap().unwrap();
@@ -101,6 +112,8 @@ mod tests {
             jcs_raft::tables::all(&state, jcs_api::model::ObjectKind::Center).unwrap();
         let regions: std::collections::BTreeSet<_> = centers.iter().map(|c| c.region.clone()).collect();
         assert_eq!((centers.len(), regions.len()), (4, 2), "four centers in two regions");
+        let local = centers.iter().find(|c| c.ai_center_id == super::LOCAL_CENTER).unwrap();
+        assert_eq!(local.adapter.config["work_dir"], "/srv/shared", "the local center's shared work dir");
     }
 
     #[test]
@@ -112,7 +125,7 @@ mod tests {
             dir: "/tmp/jcs-slurm".into(),
             slurm_conf: "/tmp/jcs-slurm/slurm.conf".into(),
         };
-        let commands = super::commands(Some(&slurm)).unwrap();
+        let commands = super::commands(Some(&slurm), None).unwrap();
         let kinds: Vec<(String, String)> = commands
             .iter()
             .filter_map(|c| match c {

@@ -131,7 +131,7 @@ impl Node {
             raft.wait(Some(Duration::from_secs(30)))
                 .metrics(|m| m.current_leader.is_some(), "a leader is elected")
                 .await?;
-            crate::demo::load(&proposer, config.demo_slurm.as_deref()).await?;
+            crate::demo::load(&proposer, config.demo_slurm.as_deref(), config.demo_local_dir.as_deref()).await?;
         }
 
         let orders = centers::OrderSignal::default();
