@@ -103,6 +103,7 @@ impl RaftPeer for PeerService {
                 tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "installing a streamed snapshot");
                 let snapshot = Snapshot { meta, snapshot: Box::new(Cursor::new(data)) };
                 let result = self.raft.install_full_snapshot(vote, snapshot).await;
+                metrics::counter!("jcs_raft_snapshots_installed_total").increment(1);
                 return Ok(Response::new(RaftReply { payload: encode(&result)? }));
             }
         }

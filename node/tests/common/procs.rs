@@ -132,10 +132,9 @@ impl ProcCluster {
         *self.nodes[i].child.lock().unwrap() = Some(child);
     }
 
-    /// A new node that joins through node `seed`; returns its id.
-    pub async fn join(&mut self, seed: u64) -> u64 {
+    /// Room for one more node (not started); returns its id.
+    pub fn add_node(&mut self) -> u64 {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap() + 1;
-        let seed_addr = format!("127.0.0.1:{}", self.node(seed).raft);
         self.nodes.push(ProcNode {
             id,
             http: free_port(),
@@ -143,8 +142,13 @@ impl ProcCluster {
             data: self.dir.path().join(format!("node-{id}")),
             child: Mutex::new(None),
         });
-        self.spawn(self.nodes.len() - 1, &["--join", &seed_addr]);
         id
+    }
+
+    /// Starts node `id` (from [`Self::add_node`]) on an empty data dir, joining through `seed`.
+    pub fn join(&self, id: u64, seed: u64) {
+        let seed_addr = format!("127.0.0.1:{}", self.node(seed).raft);
+        self.spawn(self.index(id), &["--join", &seed_addr]);
     }
 
     /// SIGKILL: no shutdown at all.
