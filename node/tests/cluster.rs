@@ -97,6 +97,17 @@ async fn writes_through_any_node_are_read_from_any_other() {
     let applied: u64 = response.headers()["x-jcs-applied-index"].to_str().unwrap().parse().unwrap();
     assert!(applied > 0);
 
+    // The CLI shows the same, through any node and past a dead address.
+    let servers = format!("http://127.0.0.1:1,{}", cluster.base(followers[0]));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_jcs"))
+        .args(["cluster", "status", "--server", &servers])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("leader {leader}, term")) && text.matches("voter").count() == 3, "{text}");
+
     // Centers are driven by the followers, not the leader.
     eventually("every demo center has an owner", || async {
         let shards = cluster.status(leader).await["shards"].as_array().cloned().unwrap_or_default();

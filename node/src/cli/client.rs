@@ -249,7 +249,7 @@ impl Client {
             if matches!(&result, Err(ClientError::Transport { .. }))
                 || matches!(&result, Err(ClientError::Api { code, .. }) if code == ErrorCode::NoLeader.as_str())
             {
-                self.current.fetch_add(1, Ordering::Relaxed);
+                self.rotate();
             }
             tokio::time::sleep(delay).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
