@@ -72,6 +72,9 @@ impl Node {
         let network = Network { peers: peers.clone(), liveness: liveness.clone() };
         let raft_config = Arc::new(config.raft_config()?);
         let raft = Raft::new(config.node_id, raft_config, network, log_store, state_machine).await?;
+        // Judged before the peer channel opens: a peer's first vote request would make the
+        // data dir look initialised.
+        let fresh = !raft.is_initialized().await?;
         let proposer = Proposer::start(
             raft.clone(),
             peers.clone(),
@@ -103,7 +106,6 @@ impl Node {
             peer_shutdown,
         ));
 
-        let fresh = !raft.is_initialized().await?;
         let members = config.members()?;
         let mut helpers = Vec::new();
         match (&config.join, fresh) {

@@ -36,6 +36,9 @@ pub struct FailoverArgs {
     /// Concurrent clients submitting jobs throughout.
     #[arg(long, default_value_t = 16)]
     clients: u32,
+    /// Keep the nodes' data and logs here (default: a temporary directory, removed after).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
     /// Extra `jcs serve` flags for every node (e.g. `--serve-arg=--election-timeout-min-ms=300`).
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
@@ -77,7 +80,7 @@ async fn catalog(client: &Client) -> anyhow::Result<()> {
         (
             "centers",
             json!({"ai_center_id": "big", "name": "big", "region": "r", "status": 1,
-            "adapter": {"kind": "sim", "config": {"latency_ms": 1, "default_duration_secs": 1,
+            "adapter": {"kind": "sim", "config": {"latency_ms": 1, "default_duration_secs": 3600,
                 "capacity": {"cpu": "10000000", "memory": "10000000Gi"}}}}),
         ),
         (
@@ -194,7 +197,8 @@ async fn round(
 
 pub async fn run(args: FailoverArgs, output: crate::cli::Output) -> anyhow::Result<()> {
     anyhow::ensure!((3..=9).contains(&args.nodes), "--nodes must be between 3 and 9");
-    let dir = std::env::temp_dir().join(crate::cli::client::unique_key("jcs-failover"));
+    let dir =
+        args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(crate::cli::client::unique_key("jcs-failover")));
     let ports: Vec<(u16, u16)> =
         (0..args.nodes).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
     let local = LocalCluster {
@@ -252,7 +256,9 @@ pub async fn run(args: FailoverArgs, output: crate::cli::Output) -> anyhow::Resu
     }
     .await;
     stop_all(&mut members).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     crate::cli::show(output, &outcome?, render)
 }
 
