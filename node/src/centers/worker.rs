@@ -14,7 +14,7 @@ use jcs_adapters::{Adapter, AdapterError, NativeId, NativeState};
 use jcs_api::model::{
     center_status, Center, CenterMetrics, EventKind, FailureCategory, ObjectKind, Observed, ReplicaKey, ReplicaReport,
 };
-use jcs_raft::command::{Command, Outcome};
+use jcs_raft::command::{Command, Outcome, Refusal};
 use jcs_raft::tables::{self, DispatchOrder, OnCenter, WorkList};
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -42,6 +42,9 @@ pub struct Worker {
     /// After a submit, find or stop failed, orders wait for the next poll rather than being
     /// retried at every wake-up.
     quiet_until: Option<tokio::time::Instant>,
+    /// Set when a write was refused for a stale owner epoch: the center has a new owner, so
+    /// this worker submits nothing more and ends.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
@@ -61,7 +64,12 @@ impl Worker {
             center_id,
             next_due: None,
             quiet_until: None,
+            fenced: Default::default(),
         }
+    }
+
+    fn fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<()>) {
@@ -90,12 +98,21 @@ impl Worker {
                 let failed = self.carry_out_stops().await | self.dispatch_due().await;
                 self.quiet_until = failed.then(|| tokio::time::Instant::now() + self.shared.settings.poll_interval);
             }
+            if self.fenced() {
+                tracing::info!(center_id = %self.center_id, owner_epoch = self.epoch, "center has a new owner; worker ends");
+                return;
+            }
         }
     }
 
     async fn propose(&self, command: Command) -> Option<Outcome> {
         match self.shared.proposer.propose(command).await {
             Ok(Ok(outcome)) => Some(outcome),
+            Ok(Err(refusal @ Refusal::StaleOwner { .. })) => {
+                tracing::debug!(center_id = %self.center_id, %refusal, "center write fenced");
+                self.fenced.store(true, std::sync::atomic::Ordering::Release);
+                None
+            }
             Ok(Err(refusal)) => {
                 tracing::warn!(center_id = %self.center_id, %refusal, "center write refused");
                 None
@@ -301,6 +318,9 @@ impl Worker {
 
     /// Submits one replica attempt and records it; `false` leaves the key in doubt.
     async fn dispatch_one(&self, key: &ReplicaKey, in_doubt: bool) -> bool {
+        if self.fenced() {
+            return false;
+        }
         let started = Instant::now();
         let launch = match launch::build(&self.shared.reader, &self.center_id, key, &self.images) {
             Ok(Some(launch)) => launch,
