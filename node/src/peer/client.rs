@@ -191,16 +191,21 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
         let mut client =
             self.peers.client(&self.addr).map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
-        let chunks = snapshot_chunks(&vote, &snapshot.meta, snapshot.snapshot.into_inner());
-        tracing::info!(target_node = self.target, chunks = chunks.len(), "streaming a snapshot");
+        let data = snapshot.snapshot.into_inner();
+        let timeout = snapshot_timeout(data.len()).max(option.hard_ttl());
+        let chunks = snapshot_chunks(&vote, &snapshot.meta, data);
+        tracing::info!(target_node = self.target, chunks = chunks.len(), ?timeout, "streaming a snapshot");
+        let started = std::time::Instant::now();
         let mut call = tonic::Request::new(futures::stream::iter(chunks));
-        call.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
+        call.set_timeout(timeout);
         let reply = tokio::select! {
             reply = client.install_snapshot(call) => reply,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
-        let reply =
-            reply.map_err(|status| StreamingError::Unreachable(Unreachable::new(&unreachable(&self.addr, status))))?;
+        let reply = reply.map_err(|status| {
+            tracing::warn!(target_node = self.target, elapsed = ?started.elapsed(), %status, "snapshot stream failed");
+            StreamingError::Unreachable(Unreachable::new(&unreachable(&self.addr, status)))
+        })?;
         let decoded: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = decode(&self.addr, &reply.into_inner().payload)
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         self.liveness.answered(self.target);
@@ -212,6 +217,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     fn backoff(&self) -> Backoff {
         Backoff::new(std::iter::repeat(Duration::from_millis(200)))
     }
+}
+
+/// How long streaming and installing a snapshot of `bytes` may take: 5 s, plus a second per
+/// 8 MiB (a slow link's pace). A stream that stalls is cut and retried rather than holding up
+/// replication to its follower for long.
+fn snapshot_timeout(bytes: usize) -> Duration {
+    Duration::from_secs(5 + (bytes / (8 * 1024 * 1024)) as u64)
 }
 
 /// Cuts a snapshot into the chunks of one `InstallSnapshot` stream (at least one chunk, the
@@ -241,4 +253,35 @@ pub fn snapshot_chunks(
             chunk
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> openraft::SnapshotMeta<NodeId, NodeInfo> {
+        openraft::SnapshotMeta { last_log_id: None, last_membership: Default::default(), snapshot_id: "s".into() }
+    }
+
+    #[test]
+    fn a_snapshot_is_cut_into_offset_chunks_the_first_naming_vote_and_meta() {
+        let vote = Vote::new(3, 1);
+        let data: Vec<u8> = (0..SNAPSHOT_CHUNK_BYTES * 2 + 10).map(|i| i as u8).collect();
+        let chunks = snapshot_chunks(&vote, &meta(), data.clone());
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.iter().map(|c| c.offset).collect::<Vec<_>>(), vec![0, 1 << 20, 2 << 20]);
+        assert_eq!(chunks.iter().map(|c| c.done).collect::<Vec<_>>(), vec![false, false, true]);
+        assert_eq!(serde_json::from_slice::<Vote<NodeId>>(&chunks[0].vote).unwrap(), vote);
+        assert!(chunks[1].vote.is_empty() && chunks[1].meta.is_empty());
+        assert_eq!(chunks.iter().flat_map(|c| c.data.clone()).collect::<Vec<_>>(), data);
+        // An empty snapshot is still one (final) chunk.
+        let empty = snapshot_chunks(&vote, &meta(), Vec::new());
+        assert_eq!((empty.len(), empty[0].done), (1, true));
+    }
+
+    #[test]
+    fn snapshot_streams_get_time_for_their_size() {
+        assert_eq!(snapshot_timeout(1024), Duration::from_secs(5));
+        assert_eq!(snapshot_timeout(80 * 1024 * 1024), Duration::from_secs(15));
+    }
 }
