@@ -44,7 +44,8 @@ pub struct Config {
     /// First start of a new cluster: the founding members as `ID=PEER_ADDR,…`, the same on
     /// each. Empty: a one-member cluster (unless `join`). Ignored once the data dir holds one.
     pub initial_members: String,
-    /// First start of a node joining a running cluster: any member's peer address.
+    /// First start of a node joining a running cluster: any member's peer address; or
+    /// [`JOIN_WAIT`] (`wait`): found nothing, ask nothing, wait to be added (`jcs cluster add`).
     pub join: Option<String>,
     /// A member silent towards the leader this long loses its centers (ms).
     pub owner_timeout_ms: u64,
@@ -164,7 +165,8 @@ pub struct ServeArgs {
     /// New cluster: its founding members, `ID=PEER_ADDR,…` (the same on each).
     #[arg(long, env = "JCS_INITIAL_MEMBERS")]
     pub initial_members: Option<String>,
-    /// New node: join the cluster one of whose members listens at this peer address.
+    /// New node: join the cluster one of whose members listens at this peer address (`wait`:
+    /// wait to be added with `jcs cluster add`).
     #[arg(long, env = "JCS_JOIN")]
     pub join: Option<String>,
     #[arg(long, env = "JCS_OWNER_TIMEOUT_MS")]
@@ -207,6 +209,9 @@ pub struct ServeArgs {
     #[arg(long, env = "JCS_LOG")]
     pub log: Option<String>,
 }
+
+/// `join = "wait"`: a new node that waits to be added rather than asking to join.
+pub const JOIN_WAIT: &str = "wait";
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

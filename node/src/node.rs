@@ -108,9 +108,11 @@ impl Node {
 
         let members = config.members()?;
         let mut helpers = Vec::new();
-        match (&config.join, fresh) {
+        match (config.join.as_deref(), fresh) {
+            // Neither found nor join: an operator adds the node (`jcs cluster add`).
+            (Some(crate::config::JOIN_WAIT), true) => tracing::info!("waiting to be added to a cluster"),
             (Some(seed), true) => {
-                let (cluster, seed, me) = (cluster.clone(), seed.clone(), me.clone());
+                let (cluster, seed, me) = (cluster.clone(), seed.to_string(), me.clone());
                 helpers.push(tokio::spawn(async move {
                     if let Err(e) = cluster.join(seed.clone(), me).await {
                         tracing::error!(%seed, error = %e, "could not join the cluster");

@@ -56,7 +56,7 @@ async fn owner_of(cluster: &ProcCluster, via: u64, center: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_any_node_are_read_from_any_other() {
-    let cluster = ProcCluster::start(3, &[]).await;
+    let mut cluster = ProcCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
     let followers = cluster.others(leader);
     add_sim_center(&cluster, followers[1]).await;
@@ -114,6 +114,20 @@ async fn writes_through_any_node_are_read_from_any_other() {
         shards.len() == 5 && shards.iter().all(|s| followers.contains(&s["nodeId"].as_u64().unwrap_or(0)))
     })
     .await;
+
+    // A node that waits to be added is added by the CLI, and then serves what the others hold.
+    let added = cluster.add_node();
+    cluster.join(added, None);
+    let raft_addr = format!("127.0.0.1:{}", cluster.node(added).raft);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_jcs"))
+        .args(["cluster", "add", &added.to_string(), &raft_addr, "--server", &cluster.base(followers[1])])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cluster.wait_ready(added).await;
+    let (code, read) = cluster.get(added, "/openapi/v1/resourcespecs/tiny").await;
+    assert_eq!(code, 200, "{read}");
 }
 
 /// Submits `total` jobs from `clients` concurrent clients spread over `nodes`, each with its
@@ -346,7 +360,7 @@ async fn members_join_and_leave_and_restart_one_by_one_under_load() {
     // Under load: a fourth node joins through a follower, is caught up by snapshot and becomes
     // a voter; then one of the founders leaves.
     let membership = async {
-        cluster.join(joiner, cluster.others(leader)[1]);
+        cluster.join(joiner, Some(cluster.others(leader)[1]));
         cluster.wait_ready(joiner).await;
         eventually("the fourth node knows itself a voter", || async {
             let status = cluster.status(joiner).await;
@@ -362,9 +376,15 @@ async fn members_join_and_leave_and_restart_one_by_one_under_load() {
         assert!(installed >= Some(1.0), "caught up by a streamed snapshot:\n{metrics}");
         let (code, answer) = cluster.call(joiner, "DELETE", &format!("/admin/cluster/members/{leaving}"), None).await;
         assert_eq!(code, 200, "{answer}");
-        let members: Vec<u64> =
-            answer["data"]["members"].as_array().unwrap().iter().map(|m| m["nodeId"].as_u64().unwrap()).collect();
-        assert!(!members.contains(&leaving), "{members:?}");
+        eventually("the removal reaches every member", || async {
+            let mut gone = true;
+            for node in cluster.others(leaving) {
+                let members = cluster.status(node).await["members"].as_array().cloned().unwrap_or_default();
+                gone &= !members.iter().any(|m| m["nodeId"] == leaving);
+            }
+            gone
+        })
+        .await;
     };
     // The stream only uses the founders that stay (the leaving one is stopped below).
     let staying: Vec<u64> = first.iter().copied().filter(|n| *n != leaving).collect();

@@ -24,8 +24,8 @@ pub struct ClusterArgs {
 enum ClusterAction {
     /// Members, leader, term, and every member's log indices and lag.
     Status,
-    /// Add a node (started with `jcs serve --node-id ID --raft ADDR` on an empty data dir) as a
-    /// learner, wait until it has caught up, then make it a voter.
+    /// Add a node (started with `jcs serve --node-id ID --raft ADDR --join wait` on an empty
+    /// data dir) as a learner, wait until it has caught up, then make it a voter.
     Add {
         node_id: u64,
         /// The node's peer (Raft gRPC) address.

@@ -145,9 +145,10 @@ impl ProcCluster {
         id
     }
 
-    /// Starts node `id` (from [`Self::add_node`]) on an empty data dir, joining through `seed`.
-    pub fn join(&self, id: u64, seed: u64) {
-        let seed_addr = format!("127.0.0.1:{}", self.node(seed).raft);
+    /// Starts node `id` (from [`Self::add_node`]) on an empty data dir, joining through `seed`
+    /// (or, with `None`, waiting to be added).
+    pub fn join(&self, id: u64, seed: Option<u64>) {
+        let seed_addr = seed.map_or("wait".to_string(), |seed| format!("127.0.0.1:{}", self.node(seed).raft));
         self.spawn(self.index(id), &["--join", &seed_addr]);
     }
 
