@@ -324,9 +324,16 @@ async fn a_leader_cut_off_stops_acknowledging_and_catches_up_after_healing() {
     let id = created["data"]["jobId"].as_str().unwrap().to_string();
 
     // The cut-off node acknowledges nothing, and will not serve a linearizable read.
-    // (503 NO_LEADER once it knows it lost, else 504 TIMEOUT: its entry never commits.)
-    let (code, refused) = cluster.call(old, "POST", "/openapi/v1/trainjob", Some(&sim_job("minority"))).await;
-    assert!(code == 503 || code == 504, "a cut-off node must not acknowledge a write: {code} {refused}");
+    // (503 NO_LEADER once it knows it lost, else 504 TIMEOUT: its entries never commit.) Four
+    // at once: more than the proposer keeps in flight.
+    let bodies: Vec<Value> = (0..4).map(|i| sim_job(&format!("minority{i}"))).collect();
+    let minority = futures::future::join_all(
+        bodies.iter().map(|body| cluster.call(old, "POST", "/openapi/v1/trainjob", Some(body))),
+    )
+    .await;
+    for (code, refused) in minority {
+        assert!(code == 503 || code == 504, "a cut-off node must not acknowledge a write: {code} {refused}");
+    }
     let (code, _) = cluster.get(old, &format!("/openapi/v1/trainjob/{id}")).await;
     assert_eq!(code, 503);
 
@@ -335,6 +342,12 @@ async fn a_leader_cut_off_stops_acknowledging_and_catches_up_after_healing() {
         let (code, job) = cluster.get(old, &format!("/openapi/v1/trainjob/{id}?consistency=stale")).await;
         let (_, ready) = cluster.get(old, "/readyz").await;
         code == 200 && job["data"]["jobId"] == id.as_str() && ready["data"]["leader"] == new.get()
+    })
+    .await;
+    // The old leader takes writes again (forwarding them): nothing it had in flight while cut
+    // off is left holding up its proposer.
+    eventually("the healed node acknowledges writes", || async {
+        cluster.call(old, "POST", "/openapi/v1/trainjob", Some(&sim_job("healed"))).await.0 == 200
     })
     .await;
     // Nothing diverged: every node holds the same jobs.
