@@ -5,7 +5,6 @@
 //! none of them a second time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,9 +15,7 @@ use serde_json::{json, Value};
 
 mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::procs::free_port;
 
 fn spawn_node(dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_jcs"))
