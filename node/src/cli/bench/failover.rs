@@ -7,7 +7,8 @@
 //! * **scheduling resumed** — until a job submitted after the kill is placed, by the job's
 //!   replicated `placedAt` (the new leader's clock; same machine).
 //!
-//! The killed node is restarted on its data dir and caught up before the next round. Reported:
+//! The killed node is restarted on its data dir and caught up (it has applied what the others
+//! had when it came back) before the next round. Reported:
 //! p50/p99/max of each, and the load's acknowledged submissions and errors.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -192,7 +193,32 @@ async fn round(
     let (http, raft) = ports[index];
     members[index] = local.spawn(leader, http, raft)?;
     wait_ready(&all.join(",")).await?;
+    caught_up(&all.join(","), leader).await?;
     Ok((elected, committed, scheduled))
+}
+
+/// Waits until the restarted node has applied everything the cluster had applied when it came
+/// back: one still replaying would lose the next election to its own stale log, which is not
+/// what a failover under load measures.
+async fn caught_up(servers: &str, restarted: u16) -> anyhow::Result<()> {
+    let client = Client::new(servers, 1, 3)?;
+    let applied = |status: &crate::cluster::status::ClusterStatus, node: Option<u16>| {
+        status
+            .members
+            .iter()
+            .filter(|m| node.is_none_or(|n| m.node_id == u64::from(n)))
+            .filter_map(|m| m.status.as_ref().map(|s| s.applied_index))
+            .max()
+            .unwrap_or(0)
+    };
+    let url = client.path_url(&["admin", "cluster"], &[]);
+    let target = applied(&client.get(url.clone()).await?, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while applied(&client.get(url.clone()).await?, Some(restarted)) < target {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "node {restarted} did not catch up in 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 pub async fn run(args: FailoverArgs, output: crate::cli::Output) -> anyhow::Result<()> {
