@@ -163,9 +163,7 @@ impl Committer {
     }
 
     fn leader(&self) -> Option<(NodeId, NodeInfo)> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
-        Some((id, m.membership_config.membership().get_node(&id).cloned().unwrap_or_default()))
+        crate::cluster::known_leader(&self.raft)
     }
 
     async fn commit_here(

@@ -360,13 +360,14 @@ async fn a_leader_cut_off_stops_acknowledging_and_catches_up_after_healing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_join_and_leave_and_restart_one_by_one_under_load() {
-    // Small snapshots, so that the joining node catches up from one.
-    let mut cluster = ProcCluster::start(3, &["--snapshot-after-logs", "50", "--logs-kept-after-snapshot", "10"]).await;
+    // Small snapshots and no log kept behind them, so that the joining node catches up from one.
+    let mut cluster = ProcCluster::start(3, &["--snapshot-after-logs", "20", "--logs-kept-after-snapshot", "0"]).await;
     let leader = cluster.leader().await;
     add_sim_center(&cluster, leader).await;
     let first: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
-    // Enough entries that the log behind the snapshots is purged before anyone joins.
-    let mut acked = submit_stream(&cluster, "zero", &first, 300, 8, |_| {}).await;
+    // Enough entries (one client: one submission per entry) that the log behind the snapshots
+    // is purged before anyone joins.
+    let mut acked = submit_stream(&cluster, "zero", &first, 100, 1, |_| {}).await;
     let joiner = cluster.add_node();
     let leaving = cluster.others(leader)[0];
 

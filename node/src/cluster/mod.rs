@@ -83,6 +83,16 @@ impl From<PeerCallError> for ClusterError {
     }
 }
 
+/// The leader `raft` knows of, with its addresses — `None` until it also knows where the
+/// leader listens (a new member may hear from the leader before it has the membership that
+/// names it).
+pub fn known_leader(raft: &Raft) -> Option<(NodeId, NodeInfo)> {
+    let m = raft.metrics().borrow().clone();
+    let id = m.current_leader?;
+    let info = m.membership_config.membership().get_node(&id).cloned()?;
+    (!info.raft_addr.is_empty()).then_some((id, info))
+}
+
 /// Timing of cluster duties, from the node's configuration.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -124,10 +134,7 @@ impl Cluster {
 
     /// The leader this node knows of, with its addresses.
     pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
-        let info = m.membership_config.membership().get_node(&id).cloned().unwrap_or_default();
-        Some((id, info))
+        known_leader(&self.raft)
     }
 
     pub fn is_leader(&self) -> bool {

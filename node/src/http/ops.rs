@@ -46,8 +46,8 @@ async fn readyz(State(state): State<AppState>) -> HttpResult<Readiness> {
         last_applied: metrics.last_applied.map_or(0, |l| l.index),
         ready_index: state.ready_index,
     };
-    if readiness.leader.is_none() {
-        return Err(ApiError::new(ErrorCode::NoLeader, "not ready: no leader known").into());
+    if readiness.leader.is_none() || state.cluster.leader().is_none() {
+        return Err(ApiError::new(ErrorCode::NoLeader, "not ready: no leader known (or not where it listens)").into());
     }
     if readiness.last_applied < readiness.ready_index {
         let message = format!("not ready: applied {} of {}", readiness.last_applied, readiness.ready_index);
