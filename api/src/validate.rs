@@ -44,6 +44,20 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> Result<(), ApiErro
     Ok(())
 }
 
+/// A network address `HOST:PORT` (a name or an IP, a port from 1 to 65535), at most 255
+/// characters: a cluster member's peer or REST address.
+pub fn host_port(field: &str, value: &str) -> Result<(), ApiError> {
+    let valid = value.len() <= 255
+        && value
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(field, format!("'{value}' is not HOST:PORT")))
+    }
+}
+
 /// An identifier that appears in URL paths: 1..=`max` characters of `[A-Za-z0-9._-]`, not
 /// starting with `.` — so no `/`, `..` or other path tricks can ride in it.
 pub fn id(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
@@ -99,6 +113,16 @@ pub fn id_list(field: &str, value: &str) -> Result<Vec<String>, ApiError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn addresses_are_host_and_port() {
+        for good in ["127.0.0.1:9080", "node-2.dc1:80", "[::1]:9080"] {
+            host_port("addr", good).unwrap();
+        }
+        for bad in ["", "9080", ":9080", "h:", "h:0", "h:65536", "h:x"] {
+            assert!(host_port("addr", bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn ids_reject_path_tricks() {

@@ -338,7 +338,7 @@ impl Config {
             let (id, addr) = item.split_once('=').ok_or_else(bad)?;
             let id: u64 = id.trim().parse().map_err(|_| bad())?;
             let addr = addr.trim();
-            if id == 0 || addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
+            if id == 0 || jcs_api::validate::host_port("initial_members", addr).is_err() {
                 return Err(bad());
             }
             if members.insert(id, addr.to_string()).is_some() {

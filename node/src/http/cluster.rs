@@ -4,6 +4,7 @@
 //! `fault_injection`).
 
 use axum::extract::{Path, State};
+use jcs_api::validate::host_port;
 use jcs_api::{ApiError, Envelope, ErrorCode};
 use jcs_raft::NodeInfo;
 use serde::{Deserialize, Serialize};
@@ -62,9 +63,9 @@ async fn add_member(State(state): State<AppState>, Body(add): Body<AddMember>) -
     if add.node_id == 0 {
         return Err(ApiError::invalid("nodeId", "must be at least 1").into());
     }
-    check_addr("raftAddr", &add.raft_addr)?;
+    host_port("raftAddr", &add.raft_addr)?;
     if !add.http_addr.is_empty() {
-        check_addr("httpAddr", &add.http_addr)?;
+        host_port("httpAddr", &add.http_addr)?;
     }
     let info = NodeInfo { raft_addr: add.raft_addr, http_addr: add.http_addr };
     state.cluster.on_leader(PeerRequest::AddMember { node_id: add.node_id, info, voter: !add.learner }).await?;
@@ -95,16 +96,4 @@ async fn set_fault(State(state): State<AppState>, Body(switch): Body<FaultSwitch
     };
     fault.set_isolated(switch.isolated);
     ok(switch)
-}
-
-fn check_addr(field: &str, addr: &str) -> Result<(), ApiError> {
-    let valid = addr.len() <= 255
-        && addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(field, format!("'{addr}' is not HOST:PORT")))
-    }
 }
