@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -13,6 +12,7 @@ mod common;
 
 use common::eventually;
 use common::procs::ProcCluster;
+use jcs_node::cli::client::Client;
 
 /// A job for the big simulated center [`add_sim_center`] registers: it runs for a second.
 fn sim_job(name: &str) -> Value {
@@ -143,9 +143,10 @@ async fn submit_stream(
 ) -> BTreeMap<String, String> {
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let next = AtomicUsize::new(0);
-    let bases: Vec<String> = nodes.iter().map(|n| cluster.base(*n)).collect();
+    let servers: Vec<String> = nodes.iter().map(|n| cluster.base(*n)).collect();
+    let retrying = Client::new(&servers.join(","), clients, 40).unwrap();
     let worker = |client: usize| {
-        let (acked, next, bases, on_ack) = (acked.clone(), &next, &bases, &on_ack);
+        let (acked, next, retrying, on_ack) = (acked.clone(), &next, &retrying, &on_ack);
         async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -153,32 +154,21 @@ async fn submit_stream(
                     return;
                 }
                 let key = format!("{prefix}-{i}");
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-                for attempt in (client + i).. {
-                    let base = &bases[attempt % bases.len()];
-                    let sent = cluster
-                        .client
-                        .post(format!("{base}/openapi/v1/trainjob"))
-                        .header("Idempotency-Key", &key)
-                        .json(&sim_job(&format!("s{i}")))
-                        .send()
-                        .await;
-                    if let Ok(response) = sent {
-                        if response.status() == 200 {
-                            let body: Value = response.json().await.unwrap();
-                            let id = body["data"]["jobId"].as_str().unwrap().to_string();
-                            let count = {
-                                let mut acked = acked.lock().unwrap();
-                                acked.insert(key.clone(), id);
-                                acked.len()
-                            };
-                            on_ack(count);
-                            break;
-                        }
-                    }
-                    assert!(tokio::time::Instant::now() < deadline, "submission {key} never acknowledged");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                // The CLI's client: retries with backoff, moving to the next node on a transport
+                // error or NO_LEADER, with the same Idempotency-Key every time.
+                let client = retrying.starting_at(client + i);
+                let body = sim_job(&format!("s{i}"));
+                let created: Value = client
+                    .send_json(reqwest::Method::POST, client.url(&["trainjob"], &[]), &body, Some(&key))
+                    .await
+                    .unwrap_or_else(|e| panic!("submission {key} never acknowledged: {e}"));
+                let id = created["jobId"].as_str().unwrap().to_string();
+                let count = {
+                    let mut acked = acked.lock().unwrap();
+                    acked.insert(key.clone(), id);
+                    acked.len()
+                };
+                on_ack(count);
             }
         }
     };
