@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::cluster::election::ElectionTiming;
+
 /// Everything a node needs to run.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -83,10 +85,11 @@ pub struct Config {
     /// `deploy/slurm/jcs-slurm start` (it writes `/tmp/jcs-slurm/env`); the demo's Hangzhou HPC
     /// center B is then that real Slurm cluster instead of a simulated one.
     pub demo_slurm: Option<PathBuf>,
-    /// With `demo`: the work dir of the demo's `local` center (Hunan university), for nodes
-    /// that share a machine (`jcs up` sets it): whichever node owns the center then finds the
-    /// replicas another started. Default: under the owner's data dir.
-    pub demo_local_dir: Option<PathBuf>,
+    /// With `demo`: a directory shared by nodes on one machine (`jcs up` sets it) under which
+    /// the demo's `local` and `sim` centers keep their state, one subdirectory each: whichever
+    /// node owns a center then finds the replicas another started. Default: under the owner's
+    /// data dir.
+    pub demo_shared_dir: Option<PathBuf>,
     /// Log filter in `tracing_subscriber::EnvFilter` syntax (`RUST_LOG` overrides it).
     pub log: String,
 }
@@ -124,7 +127,7 @@ impl Default for Config {
             stop_grace_ms: 5_000,
             demo: false,
             demo_slurm: None,
-            demo_local_dir: None,
+            demo_shared_dir: None,
             log: "info,openraft=warn".into(),
         }
     }
@@ -203,9 +206,10 @@ pub struct ServeArgs {
     /// start` described in ENV_FILE.
     #[arg(long, env = "JCS_DEMO_SLURM", value_name = "ENV_FILE", num_args = 0..=1, default_missing_value = "/tmp/jcs-slurm/env")]
     pub demo_slurm: Option<PathBuf>,
-    /// With --demo: the work dir of the demo's local center, shared by nodes on one machine.
-    #[arg(long, env = "JCS_DEMO_LOCAL_DIR")]
-    pub demo_local_dir: Option<PathBuf>,
+    /// With --demo: where the demo's local and simulated centers keep their state, shared by
+    /// nodes on one machine.
+    #[arg(long, env = "JCS_DEMO_SHARED_DIR")]
+    pub demo_shared_dir: Option<PathBuf>,
     #[arg(long, env = "JCS_LOG")]
     pub log: Option<String>,
 }
@@ -277,8 +281,8 @@ impl Config {
         if let Some(path) = &args.demo_slurm {
             config.demo_slurm = Some(path.clone());
         }
-        if let Some(path) = &args.demo_local_dir {
-            config.demo_local_dir = Some(path.clone());
+        if let Some(path) = &args.demo_shared_dir {
+            config.demo_shared_dir = Some(path.clone());
         }
         config.demo |= args.demo;
         config.check()?;
@@ -358,6 +362,16 @@ impl Config {
         Duration::from_millis(self.write_timeout_ms)
     }
 
+    /// When a voter stands for leader (see `cluster::election`).
+    pub fn election_timing(&self) -> ElectionTiming {
+        ElectionTiming {
+            lease: Duration::from_millis(self.election_timeout_max_ms),
+            election_min: Duration::from_millis(self.election_timeout_min_ms),
+            election_max: Duration::from_millis(self.election_timeout_max_ms),
+            tick: Duration::from_millis((self.heartbeat_interval_ms / 5).clamp(1, 10)),
+        }
+    }
+
     /// The openraft configuration these settings describe.
     pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
         openraft::Config {
@@ -367,6 +381,8 @@ impl Config {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_logs),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            // Elections are decided by `cluster::election`, with a pre-vote round.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -420,7 +436,7 @@ mod tests {
             assert!(fields.contains_key(name), "{name} missing from examples/config.toml");
         }
         // Optional fields have no default to show: the template shows them commented out.
-        for name in ["demo_slurm", "demo_local_dir", "join"] {
+        for name in ["demo_slurm", "demo_shared_dir", "join"] {
             assert!(TEMPLATE.contains(&format!("\n# {name} = ")), "{name} missing from examples/config.toml");
         }
     }
@@ -489,8 +505,8 @@ mod tests {
             "28",
             "--demo",
             "--demo-slurm",
-            "--demo-local-dir",
-            "/srv/jcs/hunan-univ",
+            "--demo-shared-dir",
+            "/srv/jcs/centers",
             "--log",
             "debug",
         ])
@@ -527,7 +543,7 @@ mod tests {
             default_policy: "price".into(),
             demo: true,
             demo_slurm: Some("/tmp/jcs-slurm/env".into()),
-            demo_local_dir: Some("/srv/jcs/hunan-univ".into()),
+            demo_shared_dir: Some("/srv/jcs/centers".into()),
             log: "debug".into(),
         };
         assert_eq!(config, expected);

@@ -27,15 +27,13 @@ struct DemoCatalog {
 /// The demo center that a real Slurm cluster stands in for.
 const SLURM_CENTER: &str = "hangzhou-b";
 
-/// The demo center whose replicas are processes on this machine.
-const LOCAL_CENTER: &str = "hunan-univ";
-
-fn commands(slurm: Option<&LocalSlurm>, local_dir: Option<&Path>) -> Result<Vec<Command>, serde_yaml::Error> {
+fn commands(slurm: Option<&LocalSlurm>, shared_dir: Option<&Path>) -> Result<Vec<Command>, serde_yaml::Error> {
     let mut demo: DemoCatalog = serde_yaml::from_str(CATALOG)?;
-    if let Some(dir) = local_dir {
-        for center in demo.centers.iter_mut().filter(|c| c.ai_center_id == LOCAL_CENTER) {
+    if let Some(dir) = shared_dir {
+        for center in demo.centers.iter_mut().filter(|c| matches!(c.adapter.kind.as_str(), "local" | "sim")) {
+            let work_dir = dir.join(&center.ai_center_id).display().to_string();
             if let Some(config) = center.adapter.config.as_object_mut() {
-                config.insert("work_dir".into(), dir.display().to_string().into());
+                config.insert("work_dir".into(), work_dir.into());
             }
         }
     }
@@ -56,8 +54,10 @@ fn commands(slurm: Option<&LocalSlurm>, local_dir: Option<&Path>) -> Result<Vec<
 
 /// Writes the demo catalog; any refusal is an error (the catalog is meant to be consistent).
 /// `slurm_env` is the environment file of a Slurm cluster to use for the HPC center;
-/// `local_dir` the work dir of the local center, shared by the nodes of one machine.
-pub async fn load(proposer: &Proposer, slurm_env: Option<&Path>, local_dir: Option<&Path>) -> anyhow::Result<()> {
+/// `shared_dir` a directory shared by the nodes of one machine, under which the local and
+/// simulated centers keep their state (one subdirectory each), so they survive a move to
+/// another owner.
+pub async fn load(proposer: &Proposer, slurm_env: Option<&Path>, shared_dir: Option<&Path>) -> anyhow::Result<()> {
     let slurm = slurm_env
         .map(LocalSlurm::from_env_file)
         .transpose()
@@ -65,7 +65,7 @@ pub async fn load(proposer: &Proposer, slurm_env: Option<&Path>, local_dir: Opti
     if let Some(slurm) = &slurm {
         tracing::info!(center_id = SLURM_CENTER, url = %slurm.url, "the demo's HPC center is a real Slurm cluster");
     }
-    let commands = commands(slurm.as_ref(), local_dir)?;
+    let commands = commands(slurm.as_ref(), shared_dir)?;
     let count = commands.len();
     for command in commands {
         write(proposer, command).await?;
@@ -112,8 +112,15 @@ mod tests {
             jcs_raft::tables::all(&state, jcs_api::model::ObjectKind::Center).unwrap();
         let regions: std::collections::BTreeSet<_> = centers.iter().map(|c| c.region.clone()).collect();
         assert_eq!((centers.len(), regions.len()), (4, 2), "four centers in two regions");
-        let local = centers.iter().find(|c| c.ai_center_id == super::LOCAL_CENTER).unwrap();
-        assert_eq!(local.adapter.config["work_dir"], "/srv/shared", "the local center's shared work dir");
+        for center in centers.iter().filter(|c| c.ai_center_id != "hangzhou-b") {
+            let dir = format!("/srv/shared/{}", center.ai_center_id);
+            assert_eq!(
+                center.adapter.config["work_dir"],
+                dir.as_str(),
+                "{} keeps its state in the shared dir",
+                center.ai_center_id
+            );
+        }
     }
 
     #[test]

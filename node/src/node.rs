@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::centers::{self, Adapters};
+use crate::cluster::election::Elections;
 use crate::cluster::{self, membership, Cluster};
 use crate::config::Config;
 use crate::http::{self, AppState};
@@ -71,6 +72,7 @@ impl Node {
         let peers = Peers::new(fault.clone());
         let network = Network { peers: peers.clone(), liveness: liveness.clone() };
         let raft_config = Arc::new(config.raft_config()?);
+        let elections = Elections::new(log_store.reader(), config.election_timing());
         let raft = Raft::new(config.node_id, raft_config, network, log_store, state_machine).await?;
         // Judged before the peer channel opens: a peer's first vote request would make the
         // data dir look initialised.
@@ -90,7 +92,7 @@ impl Node {
             owner_timeout: Duration::from_millis(config.owner_timeout_ms),
         };
         let kicks = Kicks::default();
-        let cluster = Cluster::new(raft.clone(), proposer.clone(), peers, liveness, timing, kicks.clone());
+        let cluster = Cluster::new(raft.clone(), proposer.clone(), peers, liveness, timing, kicks.clone(), elections);
         let (stop, stopped) = tokio::sync::watch::channel(());
         let peer_shutdown = {
             let mut stopped = stopped.clone();
@@ -126,6 +128,7 @@ impl Node {
             let (cluster, me) = (cluster.clone(), me.clone());
             async move { cluster.publish_addresses(me).await }
         }));
+        helpers.push(tokio::spawn(cluster.clone().run_elections()));
         let ready_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
         helpers.push(tokio::spawn(export_raft_metrics(raft.clone())));
 
@@ -135,7 +138,7 @@ impl Node {
             raft.wait(Some(Duration::from_secs(30)))
                 .metrics(|m| m.current_leader.is_some(), "a leader is elected")
                 .await?;
-            crate::demo::load(&proposer, config.demo_slurm.as_deref(), config.demo_local_dir.as_deref()).await?;
+            crate::demo::load(&proposer, config.demo_slurm.as_deref(), config.demo_shared_dir.as_deref()).await?;
         }
 
         let orders = centers::OrderSignal::default();

@@ -293,6 +293,65 @@ async fn a_killed_owners_centers_move_and_no_replica_starts_twice() {
     assert_eq!((lines.len(), unique.len()), (4, 4), "every replica attempt started once: {lines:?}");
 }
 
+/// The native ids of a job's replicas, once every one has one.
+async fn native_ids(cluster: &ProcCluster, via: u64, job: &str) -> Vec<String> {
+    let ids = std::cell::RefCell::new(Vec::new());
+    eventually(&format!("every replica of {job} is on its center"), || async {
+        let (_, info) = cluster.get(via, &format!("/openapi/v1/trainjob/{job}")).await;
+        let replicas = info["data"]["taskInfos"][0]["replicas"].as_array().cloned().unwrap_or_default();
+        *ids.borrow_mut() = replicas.iter().filter_map(|r| r["nativeId"].as_str().map(String::from)).collect();
+        !replicas.is_empty() && ids.borrow().len() == replicas.len()
+    })
+    .await;
+    ids.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_center_keeps_its_replicas_when_its_owner_dies() {
+    let cluster = ProcCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    // A simulated platform whose state every node can reach, as a remote platform would be.
+    let center = json!({"ai_center_id": "remote", "name": "simulated remote platform", "region": "hunan", "status": 1,
+        "adapter": {"kind": "sim", "endpoint": "sim://remote", "config": {"capacity": {"cpu": "64", "memory": "64Gi"},
+            "latency_ms": 1, "work_dir": cluster.dir.path().join("remote-platform")}}});
+    add_center(&cluster, leader, center, "one-cpu", "img-remote").await;
+    let owner = owner_of(&cluster, leader, "remote").await;
+    let body = json!({"name": "long", "tasks": [{"name": "t", "command": "sleep 8", "imageId": "img-remote",
+        "resourceSpecId": "one-cpu", "replicaNumber": 4}]});
+    let (code, created) = cluster.call(leader, "POST", "/openapi/v1/trainjob", Some(&body)).await;
+    assert_eq!(code, 200, "{created}");
+    let id = created["data"]["jobId"].as_str().unwrap().to_string();
+    let before = native_ids(&cluster, leader, &id).await;
+
+    cluster.kill(owner);
+    let survivor = cluster.others(owner)[0];
+    assert_ne!(owner_of_other_than(&cluster, survivor, "remote", owner).await, owner);
+    // The new owner finds the same replicas on the platform: none lost, none submitted again.
+    eventually("the job completes under the new owner", || async {
+        let (_, job) = cluster.get(survivor, &format!("/openapi/v1/trainjob/{id}")).await;
+        job["data"]["status"] == "completed"
+    })
+    .await;
+    let (_, job) = cluster.get(survivor, &format!("/openapi/v1/trainjob/{id}")).await;
+    let replicas = job["data"]["taskInfos"][0]["replicas"].as_array().unwrap().clone();
+    let after: Vec<String> = replicas.iter().map(|r| r["nativeId"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(after, before, "the same platform jobs ran to the end: {replicas:?}");
+    assert!(replicas.iter().all(|r| r["reschedules"] == 0 && r["retries"] == 0), "{replicas:?}");
+}
+
+/// The node that owns `center` once it is not `former`.
+async fn owner_of_other_than(cluster: &ProcCluster, via: u64, center: &str, former: u64) -> u64 {
+    let owner = std::cell::Cell::new(0);
+    eventually(&format!("{center} moves away from node {former}"), || async {
+        let status = cluster.status(via).await;
+        let shard = status["shards"].as_array().unwrap().iter().find(|s| s["centerId"] == center).cloned();
+        owner.set(shard.and_then(|s| s["nodeId"].as_u64()).unwrap_or(0));
+        owner.get() != 0 && owner.get() != former
+    })
+    .await;
+    owner.get()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_stops_acknowledging_and_catches_up_after_healing() {
     let cluster = ProcCluster::start(3, &[]).await;

@@ -76,6 +76,12 @@ pub struct SimConfig {
     /// image (the catalog says what it holds).
     #[serde(default)]
     pub images: Option<Vec<String>>,
+    /// Where the simulated platform keeps its state (its journal). Default: a directory under
+    /// the owner node's data dir. Nodes that share a directory (nodes on one machine) share
+    /// one platform, as a real remote platform would be: a center that moves to another owner
+    /// keeps its queue and its running replicas.
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
 }
 
 fn default_capacity() -> BTreeMap<String, String> {
@@ -189,13 +195,13 @@ impl SimCenter {
         config.validate(center_id)?;
         let pool = Pool::new(center_id, config::capacity(center_id, &config.capacity)?);
         let unusable = |what: String| AdapterError::Config(format!("center '{center_id}': {what}"));
-        std::fs::create_dir_all(&ctx.work_dir)
-            .map_err(|e| unusable(format!("work dir {}: {e}", ctx.work_dir.display())))?;
-        let (journal, state) = Journal::open(&ctx.work_dir, pool).map_err(|e| unusable(e.to_string()))?;
+        let work_dir = config.work_dir.clone().unwrap_or_else(|| ctx.work_dir.clone());
+        std::fs::create_dir_all(&work_dir).map_err(|e| unusable(format!("work dir {}: {e}", work_dir.display())))?;
+        let (journal, state) = Journal::open(&work_dir, pool).map_err(|e| unusable(e.to_string()))?;
         Ok(SimCenter {
             id: center_id.to_string(),
             images: Images::new(config.images.clone()),
-            outage: ctx.work_dir.join("OUTAGE"),
+            outage: work_dir.join("OUTAGE"),
             inner: Mutex::new(Inner { state, rng: Rng::new(config.seed), journal }),
             storage: MemStorage::default(),
             config,

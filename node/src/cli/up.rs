@@ -92,8 +92,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut flags = args.serve_args.clone();
     if !args.no_demo {
         flags.push("--demo".into());
-        let shared = std::path::absolute(args.dir.join("hunan-univ")).context("cannot resolve --dir")?;
-        flags.extend(["--demo-local-dir".to_string(), shared.display().to_string()]);
+        let shared = std::path::absolute(args.dir.join("centers")).context("cannot resolve --dir")?;
+        flags.extend(["--demo-shared-dir".to_string(), shared.display().to_string()]);
         if let Some(env) = &args.demo_slurm {
             flags.extend(["--demo-slurm".to_string(), env.display().to_string()]);
         }

@@ -10,10 +10,12 @@
 //!   ReadIndex, no clock lease) and waits until it has applied that index.
 //! * Membership changes run on the leader, one at a time.
 //!
+//! * [`election`] — when a voter stands for leader (a pre-vote round before openraft's vote).
 //! * [`membership`] — bootstrap, join, add, remove.
 //! * [`status`] — `GET /admin/cluster`.
 //! * [`shards`] — which node drives which center.
 
+pub mod election;
 pub mod membership;
 pub mod shards;
 pub mod status;
@@ -26,6 +28,7 @@ use jcs_raft::command::{Command, CommandResult};
 use jcs_raft::{NodeId, NodeInfo, Raft};
 use serde::{Deserialize, Serialize};
 
+use self::election::Elections;
 use crate::peer::client::PeerCallError;
 use crate::peer::{Liveness, Peers};
 use crate::proposer::{ProposeError, Proposer};
@@ -48,6 +51,8 @@ pub enum PeerRequest {
     UpdateMember { node_id: NodeId, info: NodeInfo },
     /// Any node: its own Raft view.
     LocalStatus,
+    /// Any voter: would it vote for this candidate now? (see [`election`]).
+    PreVote(election::Ballot),
 }
 
 /// The answer to a [`PeerRequest`].
@@ -57,6 +62,7 @@ pub enum PeerReply {
     ReadIndex(u64),
     MembershipChanged,
     LocalStatus(status::NodeStatus),
+    PreVote(bool),
     Failed(ClusterError),
 }
 
@@ -112,6 +118,7 @@ pub struct Cluster {
     pub timing: Timing,
     /// Wakes this node's scheduler when forwarded writes commit here (on the leader).
     pub kicks: Kicks,
+    pub elections: Elections,
     /// Serialises membership changes (openraft refuses concurrent ones).
     membership_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -124,8 +131,9 @@ impl Cluster {
         liveness: Liveness,
         timing: Timing,
         kicks: Kicks,
+        elections: Elections,
     ) -> Cluster {
-        Cluster { raft, proposer, peers, liveness, timing, kicks, membership_lock: Arc::default() }
+        Cluster { raft, proposer, peers, liveness, timing, kicks, elections, membership_lock: Arc::default() }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -148,6 +156,13 @@ impl Cluster {
         let outcome = match request {
             PeerRequest::Commands(commands) => return PeerReply::Results(self.commit_here(commands).await),
             PeerRequest::LocalStatus => return PeerReply::LocalStatus(status::local(&self.raft)),
+            PeerRequest::PreVote(ballot) => {
+                return PeerReply::PreVote(self.elections.answer(
+                    &self.raft,
+                    self.liveness.since_leader_contact(),
+                    &ballot,
+                ))
+            }
             PeerRequest::ReadIndex => self.read_index_here().await.map(PeerReply::ReadIndex),
             PeerRequest::AddMember { node_id, info, voter } => {
                 self.add_member_here(node_id, info, voter).await.map(|()| PeerReply::MembershipChanged)

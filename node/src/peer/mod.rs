@@ -53,6 +53,11 @@ impl Liveness {
         state.answered.get(&peer).is_some_and(|at| at.elapsed() <= within)
     }
 
+    /// How long ago a leader last reached this node; `None` if none has since it started.
+    pub fn since_leader_contact(&self) -> Option<Duration> {
+        self.inner.lock().expect("liveness lock").leader_contact.map(|at| at.elapsed())
+    }
+
     /// Whether a leader reached this node within `within`.
     pub fn leader_reached_us_within(&self, within: Duration) -> bool {
         let state = self.inner.lock().expect("liveness lock");

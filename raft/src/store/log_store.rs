@@ -39,17 +39,29 @@ impl LogStore {
         &self.reader.db
     }
 
-    fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, DbError> {
-        let db = self.db();
-        let mut last = db.raw().iterator_cf(db.cf(CF_LOG)?, IteratorMode::End);
-        match last.next().transpose()? {
-            None => Ok(None),
-            Some((key, value)) => Ok(Some(decode_json::<Entry<TypeConfig>>(CF_LOG, &key, &value)?.log_id)),
-        }
+    /// A reader of the log that outlives the store's hand-over to openraft.
+    pub fn reader(&self) -> LogReader {
+        self.reader.clone()
     }
 }
 
 impl LogReader {
+    /// The id of the last entry this node holds (appended, not necessarily flushed or
+    /// committed), or of the last purged one when the log is empty: what Raft compares to
+    /// decide whose log is more up to date.
+    pub fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, DbError> {
+        let db = &self.db;
+        let mut last = db.raw().iterator_cf(db.cf(CF_LOG)?, IteratorMode::End);
+        match last.next().transpose()? {
+            Some((key, value)) => Ok(Some(decode_json::<Entry<TypeConfig>>(CF_LOG, &key, &value)?.log_id)),
+            None => self.last_purged(),
+        }
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId<NodeId>>, DbError> {
+        self.db.get_json(CF_RAFT_META, LAST_PURGED_KEY)
+    }
+
     fn entries(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry<TypeConfig>>, DbError> {
         let mut opts = ReadOptions::default();
         if let Some(end) = end {
@@ -102,9 +114,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let read = || -> Result<_, DbError> {
-            let last_purged: Option<LogId<NodeId>> = self.db().get_json(CF_RAFT_META, LAST_PURGED_KEY)?;
-            let last = self.last_entry_id()?.or(last_purged);
-            Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+            Ok(LogState { last_purged_log_id: self.reader.last_purged()?, last_log_id: self.reader.last_log_id()? })
         };
         read().map_err(|e| StorageIOError::read_logs(&e).into())
     }
