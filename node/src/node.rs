@@ -13,7 +13,6 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::centers::{self, Adapters};
-use crate::cluster::election::Elections;
 use crate::cluster::{self, membership, Cluster};
 use crate::config::Config;
 use crate::http::{self, AppState};
@@ -72,7 +71,7 @@ impl Node {
         let peers = Peers::new(fault.clone());
         let network = Network { peers: peers.clone(), liveness: liveness.clone() };
         let raft_config = Arc::new(config.raft_config()?);
-        let elections = Elections::new(log_store.reader(), config.election_timing());
+        let log = log_store.reader();
         let raft = Raft::new(config.node_id, raft_config, network, log_store, state_machine).await?;
         // Judged before the peer channel opens: a peer's first vote request would make the
         // data dir look initialised.
@@ -90,9 +89,10 @@ impl Node {
         let timing = cluster::Timing {
             forward_timeout: config.write_timeout(),
             owner_timeout: Duration::from_millis(config.owner_timeout_ms),
+            election: config.election_timing(),
         };
         let kicks = Kicks::default();
-        let cluster = Cluster::new(raft.clone(), proposer.clone(), peers, liveness, timing, kicks.clone(), elections);
+        let cluster = Cluster::new(raft.clone(), proposer.clone(), peers, liveness, timing, kicks.clone(), log);
         let (stop, stopped) = tokio::sync::watch::channel(());
         let peer_shutdown = {
             let mut stopped = stopped.clone();

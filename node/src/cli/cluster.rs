@@ -40,7 +40,7 @@ enum ClusterAction {
 
 impl Row for MemberStatus {
     const HEADER: &'static [&'static str] =
-        &["NODE", "ROLE", "STATE", "TERM", "LAST LOG", "APPLIED", "LAG", "RAFT", "HTTP"];
+        &["NODE", "ROLE", "STATE", "TERM", "LAST LOG", "COMMITTED", "APPLIED", "LAG", "RAFT", "HTTP"];
 
     fn cells(&self) -> Vec<String> {
         let dash = || "-".to_string();
@@ -52,6 +52,7 @@ impl Row for MemberStatus {
                 .map_or_else(|| format!("unreachable: {}", self.error.as_deref().unwrap_or("?")), |s| s.state.clone()),
             status.map_or_else(dash, |s| s.term.to_string()),
             status.map_or_else(dash, |s| s.last_log_index.to_string()),
+            status.map_or_else(dash, |s| s.committed_index.to_string()),
             status.map_or_else(dash, |s| s.applied_index.to_string()),
             self.lag.map_or_else(dash, |l| l.to_string()),
             self.raft_addr.clone(),

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jcs_raft::command::{Command, CommandResult};
+use jcs_raft::store::LogReader;
 use jcs_raft::{NodeId, NodeInfo, Raft};
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +107,8 @@ pub struct Timing {
     pub forward_timeout: Duration,
     /// A member not heard from this long loses its centers to others.
     pub owner_timeout: Duration,
+    /// When a voter stands for leader.
+    pub election: election::ElectionTiming,
 }
 
 /// The cluster side of a node; cheap to clone.
@@ -118,6 +121,8 @@ pub struct Cluster {
     pub timing: Timing,
     /// Wakes this node's scheduler when forwarded writes commit here (on the leader).
     pub kicks: Kicks,
+    /// This node's log, read for its last and committed log ids.
+    pub log: LogReader,
     pub elections: Elections,
     /// Serialises membership changes (openraft refuses concurrent ones).
     membership_lock: Arc<tokio::sync::Mutex<()>>,
@@ -131,9 +136,10 @@ impl Cluster {
         liveness: Liveness,
         timing: Timing,
         kicks: Kicks,
-        elections: Elections,
+        log: LogReader,
     ) -> Cluster {
-        Cluster { raft, proposer, peers, liveness, timing, kicks, elections, membership_lock: Arc::default() }
+        let elections = Elections::new(log.clone(), timing.election);
+        Cluster { raft, proposer, peers, liveness, timing, kicks, log, elections, membership_lock: Arc::default() }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -155,7 +161,7 @@ impl Cluster {
     pub async fn serve(&self, request: PeerRequest) -> PeerReply {
         let outcome = match request {
             PeerRequest::Commands(commands) => return PeerReply::Results(self.commit_here(commands).await),
-            PeerRequest::LocalStatus => return PeerReply::LocalStatus(status::local(&self.raft)),
+            PeerRequest::LocalStatus => return PeerReply::LocalStatus(status::local(&self.raft, &self.log)),
             PeerRequest::PreVote(ballot) => {
                 return PeerReply::PreVote(self.elections.answer(
                     &self.raft,

@@ -4,7 +4,7 @@
 //! center shards.
 
 use jcs_raft::kv::StoreError;
-use jcs_raft::store::StateReader;
+use jcs_raft::store::{LogReader, StateReader};
 use jcs_raft::{tables, NodeId, Raft};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,6 +21,8 @@ pub struct NodeStatus {
     pub term: u64,
     pub leader: Option<NodeId>,
     pub last_log_index: u64,
+    /// Highest index this node knows to be committed (on a majority).
+    pub committed_index: u64,
     /// Highest index this node applied (the committed entries it has seen, applied).
     pub applied_index: u64,
     /// Index of the last snapshot this node built or installed.
@@ -67,8 +69,8 @@ pub struct Shard {
     pub epoch: u64,
 }
 
-/// This node's view, from openraft's metrics.
-pub fn local(raft: &Raft) -> NodeStatus {
+/// This node's view, from openraft's metrics and its log (the commit index openraft saved).
+pub fn local(raft: &Raft, log: &LogReader) -> NodeStatus {
     let m = raft.metrics().borrow().clone();
     let state = if m.current_leader == Some(m.id) {
         "leader"
@@ -85,6 +87,7 @@ pub fn local(raft: &Raft) -> NodeStatus {
         term: m.current_term,
         leader: m.current_leader,
         last_log_index: m.last_log_index.unwrap_or(0),
+        committed_index: log.committed().ok().flatten().map_or(0, |l| l.index),
         applied_index: m.last_applied.map_or(0, |l| l.index),
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
     }
@@ -97,7 +100,7 @@ impl Cluster {
             .into_iter()
             .map(|(center_id, owner)| Shard { center_id, node_id: owner.node, epoch: owner.epoch })
             .collect();
-        let me = local(&self.raft);
+        let me = local(&self.raft, &self.log);
         let asks = self.members().into_iter().map(|(id, (info, voter))| {
             let me = me.clone();
             async move {

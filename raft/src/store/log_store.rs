@@ -58,6 +58,13 @@ impl LogReader {
         }
     }
 
+    /// The last index this node knows to be committed, as openraft last saved it (before
+    /// applying up to it).
+    pub fn committed(&self) -> Result<Option<LogId<NodeId>>, DbError> {
+        let committed: Option<Option<LogId<NodeId>>> = self.db.get_json(CF_RAFT_META, COMMITTED_KEY)?;
+        Ok(committed.flatten())
+    }
+
     fn last_purged(&self) -> Result<Option<LogId<NodeId>>, DbError> {
         self.db.get_json(CF_RAFT_META, LAST_PURGED_KEY)
     }
@@ -138,8 +145,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        let committed: Result<Option<Option<LogId<NodeId>>>, _> = self.db().get_json(CF_RAFT_META, COMMITTED_KEY);
-        committed.map(Option::flatten).map_err(|e| StorageIOError::read(&e).into())
+        self.reader.committed().map_err(|e| StorageIOError::read(&e).into())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
