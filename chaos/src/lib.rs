@@ -213,18 +213,7 @@ impl DockerCluster {
     /// Sends a request to node `id`'s REST API: `(status, envelope)`, or `(0, Null)` when the
     /// node does not answer at all.
     pub async fn call(&self, id: u64, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let url = format!("http://{}:8080{path}", self.node(id).client_ip);
-        let mut request = self.client.request(method.parse().expect("a method"), url);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (status, response.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        call(&self.client, method, &format!("http://{}:8080{path}", self.node(id).client_ip), body).await
     }
 
     /// The leader `nodes` all name (each answering `/readyz`), once they agree on one of them.
@@ -281,6 +270,22 @@ impl Drop for DockerCluster {
         for net in [&self.peer_net, &self.client_net] {
             let _ = Command::new("docker").args(["network", "rm", net]).output();
         }
+    }
+}
+
+/// Sends a request to a jcs REST API: `(status, envelope)`, or `(0, Null)` when nothing
+/// answers. Shared with the node crate's multi-process tests.
+pub async fn call(client: &reqwest::Client, method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut request = client.request(method.parse().expect("a method"), url);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
     }
 }
 

@@ -91,10 +91,13 @@ impl Ownership {
     }
 }
 
+/// A built adapter with the center's `adapter` field it was built from.
+type BuiltAdapter = (serde_json::Value, Arc<dyn Adapter>);
+
 /// The adapters of the centers this node has built, for the workers and the log endpoint.
 #[derive(Clone, Default)]
 pub struct Adapters {
-    inner: Arc<Mutex<HashMap<String, (serde_json::Value, Arc<dyn Adapter>)>>>,
+    inner: Arc<Mutex<HashMap<String, BuiltAdapter>>>,
 }
 
 impl Adapters {

@@ -192,17 +192,7 @@ impl ProcCluster {
 
     /// Sends a request to node `id`; `(status, envelope)`, or `(0, Null)` on a transport error.
     pub async fn call(&self, id: u64, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut request = self.client.request(method.parse().unwrap(), format!("{}{path}", self.base(id)));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (status, response.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        jcs_chaos::call(&self.client, method, &format!("{}{path}", self.base(id)), body).await
     }
 
     pub async fn get(&self, id: u64, path: &str) -> (u16, Value) {

@@ -506,7 +506,9 @@ fn decide_replica(cycle: &Cycle, input: &ReplicaInput) -> (ReplicaExplain, Optio
     };
     let (fresh_weights, fixed_weights): (Vec<_>, Vec<_>) = weighted.iter().partition(|(s, _)| reads_ledger(*s));
     let fixed = class.fixed_scores(&fixed_weights, &candidates);
-    let per_strategy: Vec<(Strategy, u32, Vec<Option<f64>>, Vec<u32>)> = fresh_weights
+    // Per strategy: its weight, raw factors and normalized scores over the candidates.
+    type StrategyScores = (Strategy, u32, Vec<Option<f64>>, Vec<u32>);
+    let per_strategy: Vec<StrategyScores> = fresh_weights
         .iter()
         .map(|&(strategy, weight)| {
             let slot = strategy_slot(strategy);
