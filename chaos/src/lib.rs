@@ -124,13 +124,42 @@ fn image(binary: &Path) -> String {
     tag
 }
 
+/// The label on every container and network a test process makes: its pid.
+const OWNER_LABEL: &str = "jcs-chaos.pid";
+
+fn owner_label() -> String {
+    format!("{OWNER_LABEL}={}", std::process::id())
+}
+
+/// Removes the containers and networks of test processes that are gone (killed by a timeout
+/// before their clean-up ran), so they do not load the machine under later tests.
+fn remove_orphans() {
+    let filter = format!("label={OWNER_LABEL}");
+    let format = format!("{{{{.ID}}}} {{{{.Label \"{OWNER_LABEL}\"}}}}");
+    let orphans = |listing: String| -> Vec<String> {
+        listing
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .filter(|(_, pid)| !Path::new("/proc").join(pid).exists())
+            .map(|(id, _)| id.to_string())
+            .collect()
+    };
+    for id in orphans(docker(&["ps", "-a", "--filter", &filter, "--format", &format])) {
+        let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+    }
+    for id in orphans(docker(&["network", "ls", "--filter", &filter, "--format", &format])) {
+        let _ = Command::new("docker").args(["network", "rm", &id]).output();
+    }
+}
+
 /// A network with a subnet of its own, chosen at random among 10.160–249.x.0/24 (retried
 /// when it overlaps another); returns its name and the subnet's first three octets.
 fn network(name: &str) -> (String, String) {
     for _ in 0..20 {
         let draw = random();
         let prefix = format!("10.{}.{}", 160 + draw % 90, (draw >> 8) % 256);
-        if docker_ok(&["network", "create", "--subnet", &format!("{prefix}.0/24"), name]) {
+        let subnet = format!("{prefix}.0/24");
+        if docker_ok(&["network", "create", "--label", &owner_label(), "--subnet", &subnet, name]) {
             return (name.to_string(), prefix);
         }
     }
@@ -158,6 +187,7 @@ impl DockerCluster {
     /// Starts one node per `(region, count)` entry's count, all founding members, and waits
     /// until they agree on a leader.
     pub async fn start(regions: &[(&str, u64)]) -> DockerCluster {
+        remove_orphans();
         let image = image(&jcs_binary());
         let prefix = format!("jcs-chaos-{}-{:x}", std::process::id(), random() % 0xffff);
         let (peer_net, peer) = network(&format!("{prefix}-peer"));
@@ -184,7 +214,9 @@ impl DockerCluster {
         let members: Vec<String> = cluster.nodes.iter().map(|n| format!("{}={}:9080", n.id, n.peer_ip)).collect();
         for node in &cluster.nodes {
             let (id, raft) = (node.id.to_string(), format!("{}:9080", node.peer_ip));
-            let mut args = vec!["create", "--name", &node.container, "--network", &cluster.peer_net, "--ip"];
+            let label = owner_label();
+            let mut args = vec!["create", "--label", &label, "--name", &node.container, "--network", &cluster.peer_net];
+            args.push("--ip");
             args.extend([node.peer_ip.as_str(), &image, "/jcs", "serve", "--node-id", &id]);
             args.extend(["--http", "0.0.0.0:8080", "--raft", &raft, "--data-dir", "/data"]);
             let initial = members.join(",");

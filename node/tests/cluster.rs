@@ -319,7 +319,7 @@ async fn a_simulated_center_keeps_its_replicas_when_its_owner_dies() {
             "latency_ms": 1, "work_dir": cluster.dir.path().join("remote-platform")}}});
     add_center(&cluster, leader, center, "one-cpu", "img-remote").await;
     let owner = owner_of(&cluster, leader, "remote").await;
-    let body = json!({"name": "long", "tasks": [{"name": "t", "command": "sleep 8", "imageId": "img-remote",
+    let body = json!({"name": "long", "tasks": [{"name": "t", "command": "sleep 10", "imageId": "img-remote",
         "resourceSpecId": "one-cpu", "replicaNumber": 4}]});
     let (code, created) = cluster.call(leader, "POST", "/openapi/v1/trainjob", Some(&body)).await;
     assert_eq!(code, 200, "{created}");
@@ -328,7 +328,10 @@ async fn a_simulated_center_keeps_its_replicas_when_its_owner_dies() {
 
     cluster.kill(owner);
     let survivor = cluster.others(owner)[0];
-    assert_ne!(owner_of_other_than(&cluster, survivor, "remote", owner).await, owner);
+    owner_of_other_than(&cluster, survivor, "remote", owner).await;
+    let (_, job) = cluster.get(survivor, &format!("/openapi/v1/trainjob/{id}")).await;
+    let in_flight = ["pending", "running"].contains(&job["data"]["status"].as_str().unwrap_or(""));
+    assert!(in_flight, "the replicas are still in flight when their center moves: {job}");
     // The new owner finds the same replicas on the platform: none lost, none submitted again.
     eventually("the job completes under the new owner", || async {
         let (_, job) = cluster.get(survivor, &format!("/openapi/v1/trainjob/{id}")).await;

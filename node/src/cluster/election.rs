@@ -14,11 +14,16 @@
 //! 2. It asks every voter whether it *would* vote for it ([`PeerRequest::PreVote`]). A member
 //!    says yes when no leader has reached it for the lease either and the candidate's log is at
 //!    least as up to date as its own — Raft's vote rule, changing no Raft state. Saying yes
-//!    also promises not to stand itself for an election timeout, so two up-to-date survivors do
-//!    not split the vote.
-//! 3. With a majority (of each config, during a joint change) it calls openraft's `elect()`:
-//!    the real vote, which alone decides safety, exactly as before. Without one it asks again a
-//!    few milliseconds later; after a real candidacy it waits a random election timeout.
+//!    also promises not to stand itself, nor to say yes to another candidate, for an election
+//!    timeout; a voter also says no while it runs its own round. So two up-to-date survivors do
+//!    not split the vote: at most one gets its majority, the other asks again later.
+//! 3. With a majority (of each config, during a joint change) and no promise made meanwhile, it
+//!    calls openraft's `elect()`: the real vote, which alone decides safety, exactly as before.
+//!    Without one it asks again 10–50 ms later (at random); after a real candidacy it waits a
+//!    random election timeout.
+//!
+//! A node that has not heard from a leader since it started counts its silence from its start:
+//! openraft treats the vote it loaded as fresh, so it would refuse a real vote for a lease.
 //!
 //! A voter alone in its config stands at once.
 //!
@@ -87,13 +92,20 @@ pub struct Elections {
     log: LogReader,
     timing: ElectionTiming,
     started: Instant,
-    /// Until when this node stays out of elections, having said yes to another candidate.
-    promised_until: Arc<Mutex<Option<Instant>>>,
+    state: Arc<Mutex<ElectionState>>,
+}
+
+#[derive(Default)]
+struct ElectionState {
+    /// The candidate this node said yes to, and until when it stays out of its way.
+    promised: Option<(NodeId, Instant)>,
+    /// This node is asking for pre-votes itself.
+    canvassing: bool,
 }
 
 impl Elections {
     pub fn new(log: LogReader, timing: ElectionTiming) -> Elections {
-        Elections { log, timing, started: Instant::now(), promised_until: Arc::default() }
+        Elections { log, timing, started: Instant::now(), state: Arc::default() }
     }
 
     fn last_log_id(&self) -> Option<LogId<NodeId>> {
@@ -103,18 +115,33 @@ impl Elections {
         })
     }
 
-    fn promised(&self) -> bool {
-        self.promised_until.lock().expect("election lock").is_some_and(|until| Instant::now() < until)
+    fn lock(&self) -> std::sync::MutexGuard<'_, ElectionState> {
+        self.state.lock().expect("election lock")
     }
 
-    /// Answers another member's pre-vote (see [`would_vote`]); a yes is also a promise to stay
-    /// out of elections for an election timeout.
+    /// Whether this node promised another candidate to stay out of its way.
+    fn promised(&self) -> bool {
+        self.lock().promised.is_some_and(|(_, until)| Instant::now() < until)
+    }
+
+    fn canvass(&self, canvassing: bool) {
+        self.lock().canvassing = canvassing;
+    }
+
+    /// Answers another member's pre-vote (see [`would_vote`]): no while this node canvasses
+    /// itself or has promised another candidate; a yes is a promise to stay out of the way for
+    /// an election timeout.
     pub fn answer(&self, raft: &Raft, since_leader: Option<Duration>, ballot: &Ballot) -> bool {
         let i_lead = raft.metrics().borrow().state == ServerState::Leader;
         let mine = self.last_log_id();
-        let yes = would_vote(ballot, mine.as_ref(), i_lead, since_leader, self.timing.lease);
+        let silence = since_leader.unwrap_or_else(|| self.started.elapsed());
+        let now = Instant::now();
+        let mut state = self.lock();
+        let taken =
+            state.canvassing || state.promised.is_some_and(|(other, until)| other != ballot.candidate && now < until);
+        let yes = !taken && would_vote(ballot, mine.as_ref(), i_lead, Some(silence), self.timing.lease);
         if yes {
-            *self.promised_until.lock().expect("election lock") = Some(Instant::now() + self.timing.election_max);
+            state.promised = Some((ballot.candidate, now + self.timing.election_max));
         }
         tracing::debug!(candidate = ballot.candidate, yes, "pre-vote answered");
         yes
@@ -150,9 +177,14 @@ impl Cluster {
                 continue;
             }
             let ballot = Ballot { candidate: m.id, last_log_id: elections.last_log_id() };
-            if !alone && !self.pre_vote(&ballot, &configs, &m).await {
-                next_try = Instant::now() + timing.tick;
-                continue;
+            if !alone {
+                elections.canvass(true);
+                let won = self.pre_vote(&ballot, &configs, &m).await;
+                elections.canvass(false);
+                if !won || elections.promised() {
+                    next_try = Instant::now() + random_between(timing.tick, timing.election_min / 4);
+                    continue;
+                }
             }
             tracing::info!(term = m.current_term, last_log = ?ballot.last_log_id, "standing for leader");
             metrics::counter!("jcs_raft_candidacies_total").increment(1);

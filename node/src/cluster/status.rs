@@ -87,7 +87,8 @@ pub fn local(raft: &Raft, log: &LogReader) -> NodeStatus {
         term: m.current_term,
         leader: m.current_leader,
         last_log_index: m.last_log_index.unwrap_or(0),
-        committed_index: log.committed().ok().flatten().map_or(0, |l| l.index),
+        // openraft saves the commit id at every commit, but not when a snapshot moves it.
+        committed_index: log.committed().ok().flatten().max(m.last_applied).map_or(0, |l| l.index),
         applied_index: m.last_applied.map_or(0, |l| l.index),
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
     }

@@ -31,6 +31,9 @@ use crate::cluster::{PeerReply, PeerRequest};
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often an HTTP/2 ping checks a peer connection, and how long its answer may take.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a peer call got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +70,12 @@ impl Peers {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| PeerCallError::Unreachable { addr: addr.into(), detail: e.to_string() })?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // A connection whose peer vanished (a partition, a dead host) is dropped within
+            // seconds and dialled afresh, instead of waiting out TCP's retransmissions.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         let client = RaftPeerClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);

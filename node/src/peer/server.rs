@@ -87,6 +87,8 @@ impl RaftPeer for PeerService {
         let mut data = Vec::new();
         while let Some(chunk) = stream.message().await? {
             self.check_reachable()?;
+            // Only a leader sends snapshots: a follower taking a long one has a leader.
+            self.liveness.leader_reached_us();
             if header.is_none() {
                 header = Some((decode(&chunk.vote)?, decode(&chunk.meta)?));
             }
