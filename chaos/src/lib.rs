@@ -24,9 +24,9 @@ use serde_json::Value;
 /// How long a condition may take to come true before a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Flags every node gets: Raft timeouts small enough for tests, large enough for five nodes on
-/// a loaded 2-core machine; writes give up quickly so a cut-off node answers within a test.
-const NODE_FLAGS: &[&str] = &[
+/// Raft's timing in every multi-node test (here and the node crate's loopback clusters):
+/// small enough for tests, large enough for five nodes on a loaded 2-core machine.
+pub const CLUSTER_TIMING_FLAGS: &[&str] = &[
     "--heartbeat-interval-ms",
     "50",
     "--election-timeout-min-ms",
@@ -35,13 +35,11 @@ const NODE_FLAGS: &[&str] = &[
     "800",
     "--owner-timeout-ms",
     "2400",
-    "--write-timeout-ms",
-    "2000",
-    "--placement-wait-ms",
-    "0",
-    "--log",
-    "info",
 ];
+
+/// Flags every containerised node gets besides the timing: writes give up quickly so a
+/// cut-off node answers within a test.
+const NODE_FLAGS: &[&str] = &["--write-timeout-ms", "2000", "--placement-wait-ms", "0", "--log", "info"];
 
 /// Runs a command; its stdout, or a panic that says what failed.
 fn run(program: &str, args: &[&str]) -> String {
@@ -221,6 +219,7 @@ impl DockerCluster {
             args.extend(["--http", "0.0.0.0:8080", "--raft", &raft, "--data-dir", "/data"]);
             let initial = members.join(",");
             args.extend(["--initial-members", &initial]);
+            args.extend(CLUSTER_TIMING_FLAGS);
             args.extend(NODE_FLAGS);
             docker(&args);
             docker(&["network", "connect", "--ip", &node.client_ip, &cluster.client_net, &node.container]);

@@ -46,17 +46,8 @@ pub struct ProcCluster {
     pub dir: tempfile::TempDir,
 }
 
-/// Flags every test node gets: timeouts small enough for tests, large enough for a loaded
-/// 2-core machine running three nodes and the test.
+/// Flags every test node gets besides Raft's timing (`jcs_chaos::CLUSTER_TIMING_FLAGS`).
 const TEST_FLAGS: &[&str] = &[
-    "--heartbeat-interval-ms",
-    "50",
-    "--election-timeout-min-ms",
-    "400",
-    "--election-timeout-max-ms",
-    "800",
-    "--owner-timeout-ms",
-    "2400",
     "--poll-interval-ms",
     "100",
     "--placement-wait-ms",
@@ -122,6 +113,7 @@ impl ProcCluster {
             .args(["--http", &format!("127.0.0.1:{}", node.http), "--raft", &format!("127.0.0.1:{}", node.raft)])
             .arg("--data-dir")
             .arg(&node.data)
+            .args(jcs_chaos::CLUSTER_TIMING_FLAGS)
             .args(TEST_FLAGS)
             .args(&self.extra)
             .args(flags)
