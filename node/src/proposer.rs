@@ -23,8 +23,9 @@ use crate::peer::Peers;
 /// Why a command got no result.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Serialize, Deserialize)]
 pub enum ProposeError {
-    /// No leader could take the write: none is known (an election is under way), or the one
-    /// known could not be reached. The write was not committed, or its outcome is unknown.
+    /// No leader could take the write: none is known (an election is under way), the one
+    /// known could not be reached, or this node is shutting down. The write was not committed,
+    /// or its outcome is unknown.
     #[error("no leader took the write (leader known: {})", leader.as_ref().map_or("none".to_string(), |(id, info)| format!("{id} at {}", info.raft_addr)))]
     NotLeader { leader: Option<(NodeId, NodeInfo)> },
     /// Not committed within the deadline: the outcome is unknown.
@@ -180,6 +181,9 @@ impl Committer {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
                 Err(ProposeError::NotLeader { leader: fwd.leader_id.zip(fwd.leader_node) })
             }
+            // This node is shutting down: the write may still commit under the next leader, so
+            // the client retries elsewhere (with its Idempotency-Key), as with no leader.
+            Err(RaftError::Fatal(openraft::error::Fatal::Stopped)) => Err(ProposeError::NotLeader { leader: None }),
             Err(other) => {
                 tracing::error!(error = %other, "raft write failed");
                 Err(ProposeError::Fatal(other.to_string()))
