@@ -43,12 +43,17 @@ async fn add_sim_center(cluster: &ProcCluster, via: u64) {
 
 /// The node that owns `center`, once one does.
 async fn owner_of(cluster: &ProcCluster, via: u64, center: &str) -> u64 {
+    owner_other_than(cluster, via, center, 0).await
+}
+
+/// The node that owns `center`, once one other than `former` does.
+async fn owner_other_than(cluster: &ProcCluster, via: u64, center: &str, former: u64) -> u64 {
     let owner = std::cell::Cell::new(0);
-    eventually(&format!("{center} has an owner"), || async {
+    eventually(&format!("{center} has an owner other than node {former}"), || async {
         let status = cluster.status(via).await;
         let shard = status["shards"].as_array().unwrap().iter().find(|s| s["centerId"] == center).cloned();
         owner.set(shard.and_then(|s| s["nodeId"].as_u64()).unwrap_or(0));
-        owner.get() != 0
+        owner.get() != 0 && owner.get() != former
     })
     .await;
     owner.get()
@@ -64,10 +69,14 @@ async fn writes_through_any_node_are_read_from_any_other() {
     assert_eq!(status["leader"], leader);
     let roles: Vec<&str> = status["members"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, vec!["voter"; 3], "{status:#}");
-    for member in status["members"].as_array().unwrap() {
-        let index = |field: &str| member["status"][field].as_u64().unwrap_or(0);
-        assert!(index("appliedIndex") > 0 && index("committedIndex") >= index("appliedIndex"), "{member}");
-    }
+    eventually("every member reports applied and committed indices", || async {
+        let status = cluster.status(followers[0]).await;
+        status["members"].as_array().unwrap().iter().all(|member| {
+            let index = |field: &str| member["status"][field].as_u64().unwrap_or(0);
+            index("appliedIndex") > 0 && index("committedIndex") >= index("appliedIndex")
+        })
+    })
+    .await;
 
     // A catalog write through one follower, read at once from the other.
     let spec = json!({"resource_spec_id": "tiny", "resource_spec_name": "tiny", "resource_quantity": {"cpu": "1"},
@@ -328,7 +337,7 @@ async fn a_simulated_center_keeps_its_replicas_when_its_owner_dies() {
 
     cluster.kill(owner);
     let survivor = cluster.others(owner)[0];
-    owner_of_other_than(&cluster, survivor, "remote", owner).await;
+    owner_other_than(&cluster, survivor, "remote", owner).await;
     let (_, job) = cluster.get(survivor, &format!("/openapi/v1/trainjob/{id}")).await;
     let in_flight = ["pending", "running"].contains(&job["data"]["status"].as_str().unwrap_or(""));
     assert!(in_flight, "the replicas are still in flight when their center moves: {job}");
@@ -343,19 +352,6 @@ async fn a_simulated_center_keeps_its_replicas_when_its_owner_dies() {
     let after: Vec<String> = replicas.iter().map(|r| r["nativeId"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(after, before, "the same platform jobs ran to the end: {replicas:?}");
     assert!(replicas.iter().all(|r| r["reschedules"] == 0 && r["retries"] == 0), "{replicas:?}");
-}
-
-/// The node that owns `center` once it is not `former`.
-async fn owner_of_other_than(cluster: &ProcCluster, via: u64, center: &str, former: u64) -> u64 {
-    let owner = std::cell::Cell::new(0);
-    eventually(&format!("{center} moves away from node {former}"), || async {
-        let status = cluster.status(via).await;
-        let shard = status["shards"].as_array().unwrap().iter().find(|s| s["centerId"] == center).cloned();
-        owner.set(shard.and_then(|s| s["nodeId"].as_u64()).unwrap_or(0));
-        owner.get() != 0 && owner.get() != former
-    })
-    .await;
-    owner.get()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
