@@ -11,19 +11,20 @@
 //! ones would be blocked again. The periodic cycle always decides the queue from its head
 //! (ledger entries also expire with time).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jcs_api::model::{DecisionOutcome, Job, PolicyMode, RejectCode};
 use jcs_raft::command::{Command, Outcome, PlacementBatch, PlacementDecision};
 use jcs_raft::schedule::solve::first_blocked;
 use jcs_raft::schedule::state::{load_queue, CatalogCache};
-use jcs_raft::schedule::{solve, SolverConfig};
+use jcs_raft::schedule::{solve, RegionLinks, SolverConfig};
 use jcs_raft::store::StateReader;
 use jcs_raft::tables::sched_fence;
 use jcs_raft::Raft;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::proposer::Proposer;
 
@@ -36,6 +37,8 @@ pub struct Settings {
     pub ledger_ttl_ms: i64,
     pub data_move_limit_mb: i64,
     pub default_policy: PolicyMode,
+    /// The links between regions (shared with every cycle's solver config).
+    pub region_links: Arc<RegionLinks>,
 }
 
 /// Wakes the scheduling loop. Shared by everything that commits writes on this node: the
@@ -71,11 +74,75 @@ impl Kicks {
     }
 }
 
-/// Handle to the loop: kick it, or wait for its next cycle.
+/// A.1 requests waiting on the leader for their job's first decision, each woken by the cycle
+/// that decides its job — not by every cycle or applied entry, which with many requests in
+/// flight made every waiter re-read its job many times over.
+#[derive(Clone, Default)]
+pub struct DecisionWaiters {
+    waiting: Arc<Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>>,
+}
+
+/// One request's wait for a job's decision; leaves the registry when dropped.
+pub struct DecisionWait {
+    waiters: DecisionWaiters,
+    job_id: String,
+    decided: oneshot::Receiver<()>,
+}
+
+impl DecisionWaiters {
+    /// Registers a wait for `job_id`'s next decision. Register before reading the job: a cycle
+    /// that decides it after the registration wakes the wait, one before it is seen by the read.
+    pub fn register(&self, job_id: &str) -> DecisionWait {
+        let (sender, decided) = oneshot::channel();
+        self.lock().entry(job_id.to_string()).or_default().push(sender);
+        DecisionWait { waiters: self.clone(), job_id: job_id.to_string(), decided }
+    }
+
+    /// Wakes every wait on these jobs: a committed cycle decided them.
+    fn decided<'a>(&self, job_ids: impl IntoIterator<Item = &'a str>) {
+        let mut waiting = self.lock();
+        if waiting.is_empty() {
+            return;
+        }
+        for job_id in job_ids {
+            for sender in waiting.remove(job_id).into_iter().flatten() {
+                let _ = sender.send(());
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<()>>>> {
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl DecisionWait {
+    /// Resolves when a cycle decided the job, or at `deadline`; says which.
+    pub async fn until(&mut self, deadline: tokio::time::Instant) -> bool {
+        tokio::time::timeout_at(deadline, &mut self.decided).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl Drop for DecisionWait {
+    fn drop(&mut self) {
+        // Closed first, so that this wait's own sender counts as gone below.
+        self.decided.close();
+        let mut waiting = self.waiters.lock();
+        if let Some(senders) = waiting.get_mut(&self.job_id) {
+            senders.retain(|sender| !sender.is_closed());
+            if senders.is_empty() {
+                waiting.remove(&self.job_id);
+            }
+        }
+    }
+}
+
+/// Handle to the loop: kick it, or wait for a job's decision.
 #[derive(Clone)]
 pub struct Scheduler {
     pub kicks: Kicks,
-    cycles: watch::Receiver<u64>,
+    /// Requests waiting for their job's decision (on the leader).
+    pub waiters: DecisionWaiters,
     pub settings: Settings,
     /// Told which centers each committed batch placed on, so their workers dispatch at once.
     orders: crate::centers::OrderSignal,
@@ -92,20 +159,14 @@ impl Scheduler {
         orders: crate::centers::OrderSignal,
         stop: watch::Receiver<()>,
     ) -> (Scheduler, tokio::task::JoinHandle<()>) {
-        let (done, cycles) = watch::channel(0);
-        let scheduler = Scheduler { kicks, cycles, settings, orders };
-        let task = tokio::spawn(run(raft, proposer, reader, scheduler.clone(), done, stop));
+        let scheduler = Scheduler { kicks, waiters: DecisionWaiters::default(), settings, orders };
+        let task = tokio::spawn(run(raft, proposer, reader, scheduler.clone(), stop));
         (scheduler, task)
     }
 
     /// Asks for a cycle now: new jobs arrived.
     pub fn kick(&self) {
         self.kicks.kick();
-    }
-
-    /// A receiver that changes after every completed cycle.
-    pub fn cycles(&self) -> watch::Receiver<u64> {
-        self.cycles.clone()
     }
 
     /// The solver settings for a cycle (or a dry-run) at `now_ms`.
@@ -118,6 +179,7 @@ impl Scheduler {
             term,
             snapshot_version,
             blocked_ahead: None,
+            region_links: self.settings.region_links.clone(),
         }
     }
 }
@@ -141,7 +203,6 @@ async fn run(
     proposer: Proposer,
     reader: StateReader,
     scheduler: Scheduler,
-    done: watch::Sender<u64>,
     mut stop: watch::Receiver<()>,
 ) {
     let mut resume: Option<Resume> = None;
@@ -180,7 +241,6 @@ async fn run(
             }
             Err(e) => tracing::warn!(error = %e, term, "scheduling cycle failed"),
         }
-        done.send_modify(|n| *n += 1);
     }
 }
 
@@ -295,6 +355,7 @@ async fn cycle(
         }
     }
     metrics::histogram!("jcs_schedule_cycle_seconds").record(started.elapsed().as_secs_f64());
+    scheduler.waiters.decided(queue.iter().map(|job| job.id.as_str()));
     let resume = placed_nothing.then_some(Resume { after: last, version, epoch, blocked_ahead });
     Ok(CycleReport { decided: queue.len(), resume })
 }
@@ -314,4 +375,40 @@ fn pending_code(reason: &str) -> &'static str {
         .chain(&structural)
         .find(|code| named(code))
         .map_or("other", |code| code.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::DecisionWaiters;
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn a_decision_wakes_every_wait_on_that_job_and_no_other() {
+        let waiters = DecisionWaiters::default();
+        let (mut first, mut second) = (waiters.register("job-1"), waiters.register("job-1"));
+        let mut other = waiters.register("job-2");
+        waiters.decided(["job-1", "job-3"]);
+        assert!(first.until(soon()).await);
+        assert!(second.until(soon()).await);
+        assert!(!other.until(Instant::now() + Duration::from_millis(10)).await, "job-2 was not decided");
+    }
+
+    #[tokio::test]
+    async fn a_wait_leaves_the_registry_when_dropped() {
+        let waiters = DecisionWaiters::default();
+        let kept = waiters.register("job-1");
+        drop(waiters.register("job-1"));
+        drop(waiters.register("job-2"));
+        assert_eq!(waiters.lock().get("job-1").map(Vec::len), Some(1));
+        assert!(!waiters.lock().contains_key("job-2"));
+        drop(kept);
+        assert!(waiters.lock().is_empty());
+    }
 }

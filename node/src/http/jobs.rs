@@ -66,35 +66,50 @@ async fn create_job(
 
 /// Waits up to the configured bound for the scheduler to place `job`; returns it as it then is
 /// (still pending, with empty `centerIDs`, if it stays pending or the bound passed). On the
-/// leader a finished cycle ends the wait; on a follower (whose scheduler idles) each applied
-/// entry is a moment to look for the decision.
+/// leader the cycle that decides the job wakes the wait; on a follower (whose scheduler idles)
+/// each applied entry is a moment to look for the decision.
 async fn await_placement(state: &AppState, job: Job) -> Result<Job, HttpError> {
-    if job.is_placed() || job.status.is_final() {
+    if decided(&job) {
         return Ok(job);
     }
     let deadline = tokio::time::Instant::now() + state.placement_wait;
-    let mut cycles = state.scheduler.cycles();
-    let mut applied = state.raft.metrics();
-    state.scheduler.kick();
-    let mut current = job;
-    loop {
-        let changed = async {
-            tokio::select! {
-                _ = cycles.changed() => {}
-                _ = applied.changed() => {}
-            }
-        };
-        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+    let leading = {
+        let metrics = state.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.current_leader == Some(metrics.id)
+    };
+    if leading {
+        let mut wait = state.scheduler.waiters.register(&job.id);
+        state.scheduler.kick();
+        // A cycle may have decided the job before the registration.
+        let current = read_current(state, job)?;
+        if decided(&current) || !wait.until(deadline).await {
             return Ok(current);
         }
-        if let Some(job) = tables::get::<Job>(&state.reader, ObjectKind::Job, &current.id)? {
-            current = job;
+        return read_current(state, current);
+    }
+    let mut applied = state.raft.metrics();
+    let mut current = job;
+    loop {
+        if !matches!(tokio::time::timeout_at(deadline, applied.changed()).await, Ok(Ok(()))) {
+            return Ok(current);
         }
-        // Placed, finished, or decided pending (the scheduler stored why).
-        if current.is_placed() || current.status.is_final() || !current.status_reason.is_empty() {
+        current = read_current(state, current)?;
+        if decided(&current) {
             return Ok(current);
         }
     }
+}
+
+/// Whether the scheduler is done with `job` for A.1: placed, finished, or decided pending (the
+/// scheduler stored why).
+fn decided(job: &Job) -> bool {
+    job.is_placed() || job.status.is_final() || !job.status_reason.is_empty()
+}
+
+/// `job` as this node's state holds it now.
+fn read_current(state: &AppState, job: Job) -> Result<Job, HttpError> {
+    Ok(tables::get::<Job>(&state.reader, ObjectKind::Job, &job.id)?.unwrap_or(job))
 }
 
 /// Why a job went where it went, or why it is still pending: the stored decision record —
