@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use jcs_raft::schedule::{Link, RegionLinks};
 use serde::Deserialize;
 
 use crate::cluster::election::ElectionTiming;
@@ -69,6 +70,12 @@ pub struct Config {
     /// Policy mode of jobs that name none: balanced, fcfs, load, energy, price, network, data
     /// or qos.
     pub default_policy: String,
+    /// Links between regions (`[[region_links]]` tables: `from`, `to`, `bandwidth_mbps`,
+    /// `latency_ms`, `jitter_ms`, `loss_pct`), by which policies `network` and `qos` judge the
+    /// path from a job's `userRegion` to a center. A link serves both directions unless the
+    /// reverse is given too. From the file only (no flag or variable); empty with `demo`: the
+    /// demo catalog's links.
+    pub region_links: Vec<Link>,
     /// How often each owned center is polled for monitoring and replica status (ms).
     pub poll_interval_ms: u64,
     /// Consecutive failed polls after which a center is marked unavailable and its replicas
@@ -121,6 +128,7 @@ impl Default for Config {
             ledger_ttl_secs: 300,
             data_move_limit_mb: 10_240,
             default_policy: "balanced".into(),
+            region_links: Vec::new(),
             poll_interval_ms: 1_000,
             failed_polls_before_unavailable: 3,
             dispatch_concurrency: 16,
@@ -321,7 +329,13 @@ impl Config {
             return fail("data_move_limit_mb must not be negative");
         }
         self.policy()?;
+        self.links()?;
         Ok(())
+    }
+
+    /// The configured links between regions, checked and indexed.
+    pub fn links(&self) -> Result<RegionLinks, ConfigError> {
+        RegionLinks::new(&self.region_links).map_err(|e| ConfigError::Invalid(format!("region_links: {e}")))
     }
 
     /// The default policy mode.
@@ -439,6 +453,7 @@ mod tests {
         for name in ["demo_slurm", "demo_shared_dir", "join"] {
             assert!(TEMPLATE.contains(&format!("\n# {name} = ")), "{name} missing from examples/config.toml");
         }
+        assert!(TEMPLATE.contains("\n# [[region_links]]\n"), "region_links missing from examples/config.toml");
     }
 
     #[test]
@@ -541,6 +556,7 @@ mod tests {
             dispatch_concurrency: 27,
             stop_grace_ms: 28,
             default_policy: "price".into(),
+            region_links: Vec::new(),
             demo: true,
             demo_slurm: Some("/tmp/jcs-slurm/env".into()),
             demo_shared_dir: Some("/srv/jcs/centers".into()),
@@ -562,6 +578,36 @@ mod tests {
         assert!(matches!(Config::load(&args), Err(ConfigError::Parse { .. })));
         std::fs::write(&path, "node_id = 0\n").unwrap();
         assert!(matches!(Config::load(&args), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn region_links_come_from_the_file_and_are_checked() {
+        let path = Path::new("c.toml");
+        // The template's commented example, uncommented, is a valid configuration.
+        let example: String = TEMPLATE
+            .lines()
+            .skip_while(|line| *line != "# [[region_links]]")
+            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::from_toml(&example, path).unwrap();
+        config.check().unwrap();
+        let links = config.links().unwrap();
+        let link = links.path("zhejiang", "hunan").expect("a link serves both ways");
+        assert!(link.latency_ms > 0.0 && link.bandwidth_mbps > 0.0, "{link:?}");
+        let link = |fields: &str| format!("[[region_links]]\nfrom = \"a\"\nto = \"b\"\n{fields}\n");
+        for (text, why) in [
+            (link("latency_ms = -1.0"), "latency_ms is -1"),
+            (link("bandwidth_mbps = nan"), "bandwidth_mbps is NaN"),
+            (link("loss_pct = 100.5"), "loss_pct is 100.5"),
+            ("[[region_links]]\nfrom = \"\"\nto = \"b\"\n".to_string(), "must name regions"),
+            (link("") + &link("latency_ms = 2.0"), "a → b is given twice"),
+        ] {
+            let config = Config::from_toml(&text, path).unwrap();
+            let err = config.check().unwrap_err().to_string();
+            assert!(err.contains("region_links: ") && err.contains(why), "{text}: {err}");
+        }
+        assert!(matches!(Config::from_toml(&link("latency = 2.0"), path), Err(ConfigError::Parse { .. })));
     }
 
     #[test]

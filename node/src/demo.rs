@@ -2,13 +2,16 @@
 //! a carrier cloud in Hunan, two centers in Hangzhou), a few specs, images and a dataset; the
 //! centers' monitoring comes from polling their adapters. Loaded once, on the first start of a cluster, through
 //! the same replicated commands as any client write. With a Slurm cluster started by
-//! `deploy/slurm/jcs-slurm`, the Hangzhou HPC center B is that real cluster.
+//! `deploy/slurm/jcs-slurm`, the Hangzhou HPC center B is that real cluster. The catalog file
+//! also holds the link between the two regions, which the scheduler takes as its
+//! `region_links` when none are configured.
 
 use std::path::Path;
 
 use jcs_adapters::slurm::local_cluster::LocalSlurm;
 use jcs_api::model::{AdapterEndpoint, Center, Dataset, Image, ResourceSpec};
 use jcs_raft::command::{Command, Refusal, WriteMode};
+use jcs_raft::schedule::Link;
 use serde::Deserialize;
 
 use crate::proposer::{ProposeError, Proposer};
@@ -22,6 +25,12 @@ struct DemoCatalog {
     specs: Vec<ResourceSpec>,
     images: Vec<Image>,
     datasets: Vec<Dataset>,
+    region_links: Vec<Link>,
+}
+
+/// The links between the demo's regions.
+pub fn region_links() -> Result<Vec<Link>, serde_yaml::Error> {
+    Ok(serde_yaml::from_str::<DemoCatalog>(CATALOG)?.region_links)
 }
 
 /// The demo center that a real Slurm cluster stands in for.
@@ -121,6 +130,13 @@ mod tests {
                 center.ai_center_id
             );
         }
+    }
+
+    #[test]
+    fn the_demo_links_join_its_two_regions() {
+        let links = jcs_raft::schedule::RegionLinks::new(&super::region_links().unwrap()).unwrap();
+        let link = links.path("zhejiang", "hunan").expect("hunan ↔ zhejiang");
+        assert!(link.bandwidth_mbps > 0.0 && link.latency_ms > 0.0, "{link:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use jcs_raft::schedule::RegionLinks;
 use jcs_raft::{NodeInfo, Raft};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -237,7 +238,16 @@ fn scheduler_settings(config: &Config) -> anyhow::Result<Settings> {
         ledger_ttl_ms: (config.ledger_ttl_secs as i64).saturating_mul(1000),
         data_move_limit_mb: config.data_move_limit_mb,
         default_policy: config.policy()?,
+        region_links: Arc::new(region_links(config)?),
     })
+}
+
+/// The configured links between regions; with `demo` and none configured, the demo's.
+fn region_links(config: &Config) -> anyhow::Result<RegionLinks> {
+    if config.demo && config.region_links.is_empty() {
+        return Ok(RegionLinks::new(&crate::demo::region_links()?)?);
+    }
+    Ok(config.links()?)
 }
 
 /// Mirrors Raft's own metrics into Prometheus gauges as they change.

@@ -184,6 +184,8 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
     null_name["name"] = Value::Null;
     let mut unknown_field = job_body("x");
     unknown_field["tasks"][0]["replicaNumbr"] = json!(1);
+    let mut long_region = job_body("x");
+    long_region["userRegion"] = json!("r".repeat(64));
     // (method, path, content type, raw body, status, code, errorMsg contains)
     let cases: Vec<(&str, &str, &str, String, u16, &str, &str)> = vec![
         ("POST", "/openapi/v1/trainjob", "application/json", "{not json".into(), 400, "MALFORMED_REQUEST", "body:"),
@@ -191,6 +193,7 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
         ("POST", "/openapi/v1/trainjob", "application/json", no_name.to_string(), 400, "MALFORMED_REQUEST", "missing field `name`"),
         ("POST", "/openapi/v1/trainjob", "application/json", null_name.to_string(), 400, "MALFORMED_REQUEST", "name: invalid type: null"),
         ("POST", "/openapi/v1/trainjob", "application/json", job_body(&"n".repeat(33)).to_string(), 400, "INVALID_ARGUMENT", "name: is 33 characters"),
+        ("POST", "/openapi/v1/trainjob", "application/json", long_region.to_string(), 400, "INVALID_ARGUMENT", "userRegion: is 64 characters"),
         ("POST", "/openapi/v1/trainjob", "application/json", with_task("replicaNumber", json!(0)).to_string(), 400, "INVALID_ARGUMENT", "tasks[0].replicaNumber"),
         ("POST", "/openapi/v1/trainjob", "application/json", with_task("replicaNumber", json!(10_000_000)).to_string(), 400, "INVALID_ARGUMENT", "tasks[0].replicaNumber"),
         ("POST", "/openapi/v1/trainjob", "application/json", with_task("replicaNumber", json!("two")).to_string(), 400, "MALFORMED_REQUEST", "tasks[0].replicaNumber: invalid type"),
@@ -431,6 +434,22 @@ async fn decisions_are_explained_and_a_plan_can_be_confirmed() {
     }
     let (_, after) = node.get("/openapi/v1/trainjob").await;
     assert_eq!(before["data"]["total"], after["data"]["total"], "a plan commits nothing");
+
+    // From the user's region: the demo's hunan ↔ zhejiang link (20 ms) plus hangzhou-a's own
+    // 25 ms exceed a 30 ms bound; the explain record names the region.
+    let mut near = job_body("near");
+    near["policy"] = json!("qos");
+    near["qos"] = json!({"maxLatencyMs": 30.0});
+    near["userRegion"] = json!("hunan");
+    let (status, plan) = node.post("/openapi/v1/trainjob/plan", near).await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["data"]["userRegion"], "hunan", "{plan}");
+    let rejections = plan["data"]["tasks"][0]["replicas"][0]["rejections"].as_array().unwrap();
+    let far = rejections.iter().find(|r| r["centerId"] == "hangzhou-a").expect("hangzhou-a is too far");
+    assert_eq!(
+        (far["code"].as_str(), far["detail"].as_str()),
+        (Some("QOS_LATENCY"), Some("latency 45 ms from region hunan > 30 ms"))
+    );
 
     // Confirm: submit with the plan's centers pinned.
     cheap["tasks"][0]["centerIDs"] = planned.clone();

@@ -77,6 +77,10 @@ pub struct CreateTrainJob {
     /// Extension: QoS target (policy `qos`).
     #[serde(default)]
     pub qos: Option<QosTarget>,
+    /// Extension: the region the job's user is in (a center's `region`, at most 63 characters).
+    /// Policies `network` and `qos` then judge the path from that region to each center.
+    #[serde(default)]
+    pub user_region: Option<String>,
     /// Extension: how replica outcomes roll up to the job's status (§6.4 a–d).
     #[serde(default)]
     pub status_policy: Option<StatusPolicy>,
@@ -117,6 +121,7 @@ impl CreateTrainJob {
             dataset_id: self.dataset_id.clone(),
             duration_secs: self.duration_secs,
             qos: self.qos.clone(),
+            user_region: self.user_region.clone(),
         }
     }
 
@@ -520,6 +525,9 @@ mod tests {
             (|r| r.tasks[0].replica_number = 1_000_000, "tasks[0].replicaNumber"),
             (|r| r.tasks[0].image_id = "../x".into(), "tasks[0].imageId"),
             (|r| r.tasks[0].command = " ".into(), "tasks[0].command"),
+            (|r| r.user_region = Some(" ".into()), "userRegion: is required"),
+            (|r| r.user_region = Some("r".repeat(65)), "userRegion: is 65 characters"),
+            (|r| r.user_region = Some("east\u{7}".into()), "userRegion: must not contain control"),
             (
                 |r| {
                     let t = r.tasks[0].clone();
@@ -534,6 +542,22 @@ mod tests {
             let err = req.validate().unwrap_err();
             assert!(err.message.starts_with(expected), "{} vs {expected}", err.message);
         }
+    }
+
+    #[test]
+    fn the_user_region_is_kept_on_the_job_and_optional() {
+        let options = Job::from_request("job-1".into(), &request(), None, 5).options;
+        assert_eq!(options.user_region, None);
+        let stored = serde_json::to_value(options).unwrap();
+        assert!(stored.get("userRegion").is_none(), "a job without it is stored as before: {stored}");
+        let req: CreateTrainJob =
+            serde_json::from_value(json!({"name":"n","tasks":[{"name":"t0","command":"c","imageId":"i",
+            "resourceSpecId":"s","replicaNumber":1}],"userRegion":"zhejiang"}))
+            .unwrap();
+        req.validate().unwrap();
+        let job = Job::from_request("job-1".into(), &req, None, 5);
+        assert_eq!(job.options.user_region.as_deref(), Some("zhejiang"));
+        assert!(job.matches_request(&req));
     }
 
     #[test]

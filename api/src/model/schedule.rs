@@ -1,6 +1,6 @@
 //! The scheduling contract: the A.1 extension fields that steer placement (policy mode, weights,
-//! security grade, input data, duration, QoS target), and the explain record that says why a job
-//! went where it went — or why it is still pending.
+//! security grade, input data, duration, QoS target, the user's region), and the explain record
+//! that says why a job went where it went — or why it is still pending.
 
 use std::collections::BTreeMap;
 
@@ -72,7 +72,8 @@ impl PolicyMode {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QosTarget {
-    /// Highest acceptable network latency to the center, in ms.
+    /// Highest acceptable network latency to the center, in ms: from the job's `userRegion`
+    /// (configured link plus the center's own latency) when it names one.
     #[serde(default)]
     pub max_latency_ms: Option<f64>,
     /// The job must be able to finish (data copy + run at the center's speed) within this many
@@ -103,6 +104,11 @@ pub struct SchedulingOptions {
     pub duration_secs: Option<u64>,
     #[serde(default)]
     pub qos: Option<QosTarget>,
+    /// The region the job's user is in: network paths and the QoS latency are judged from it
+    /// (through the operator's configured links between regions); absent, from each center's
+    /// own uplink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_region: Option<String>,
 }
 
 /// Largest accepted weight of one strategy.
@@ -125,6 +131,9 @@ impl SchedulingOptions {
             if dataset.split_once('@').is_none_or(|(n, v)| n.is_empty() || v.is_empty()) {
                 return Err(ApiError::invalid("datasetId", "must be data_name@data_version"));
             }
+        }
+        if let Some(region) = &self.user_region {
+            validate::text("userRegion", region, MAX_ID_LEN)?;
         }
         if let Some(secs) = self.duration_secs {
             validate::range("durationSecs", secs.min(i64::MAX as u64) as i64, 1, MAX_DURATION_SECS as i64)?;
@@ -327,6 +336,9 @@ pub struct Explain {
     pub policy: PolicyMode,
     /// The weights in force (`algorithmId` → weight).
     pub weights: BTreeMap<String, u32>,
+    /// The job's `userRegion`: where network paths and QoS latency were judged from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_region: Option<String>,
     pub outcome: DecisionOutcome,
     /// One line: why pending, or where placed.
     pub reason: String,

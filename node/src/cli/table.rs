@@ -82,8 +82,9 @@ pub fn job(job: &JobInfo) -> String {
 /// `normalized (raw)`).
 pub fn explain(explain: &Explain) -> String {
     let weights: Vec<String> = explain.weights.iter().map(|(id, w)| format!("{id}={w}")).collect();
+    let from = explain.user_region.as_ref().map(|region| format!(" · user region {region}")).unwrap_or_default();
     let mut out = format!(
-        "{:?} — {}\npolicy {} · weights {} · term {} · version {}\n",
+        "{:?} — {}\npolicy {} · weights {}{from} · term {} · version {}\n",
         explain.outcome,
         explain.reason,
         explain.policy.as_str(),

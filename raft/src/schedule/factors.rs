@@ -6,6 +6,7 @@
 use jcs_api::model::Center;
 use jcs_api::quantity::ResourceAmounts;
 
+use crate::schedule::links::path_to;
 use crate::schedule::snapshot::{CandidateCenter, DeviceKind, JobContext, Location, Snapshot};
 
 /// Tasks at the candidate: its last report plus this job's replicas already placed there.
@@ -175,19 +176,12 @@ impl LoadSums {
     }
 }
 
-/// (extension) Effective bandwidth of the path to each candidate: uplink Mbit/s less the loss
-/// rate, divided by `1 + (latency + 2 × jitter) / 10 ms`; higher is better. A center with no
-/// bandwidth configured cannot be judged.
-pub fn network_quality(snapshot: &Snapshot) -> Vec<Option<f64>> {
-    snapshot
-        .candidates
-        .iter()
-        .map(|c| {
-            let net = &c.center.network;
-            (net.bandwidth_mbps > 0.0).then(|| {
-                let delivered = net.bandwidth_mbps * (1.0 - net.loss_pct / 100.0);
-                delivered / (1.0 + (net.latency_ms + 2.0 * net.jitter_ms) / 10.0)
-            })
-        })
-        .collect()
+/// (extension) Effective bandwidth of the path to each candidate: Mbit/s less the loss rate,
+/// divided by `1 + (latency + 2 × jitter) / 10 ms`; higher is better. The path is the configured
+/// link from the job's origin region to the candidate's region followed by the candidate's
+/// uplink, or the uplink alone (no origin, same region, no link: see
+/// [`crate::schedule::links::path_to`]). A path with no bandwidth known cannot be judged.
+pub fn network_quality(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
+    let origin = job.origin.as_deref();
+    snapshot.candidates.iter().map(|c| path_to(&snapshot.links, origin, &c.center).effective_mbps()).collect()
 }

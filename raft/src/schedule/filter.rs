@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use jcs_api::model::{center_status, Dataset, PolicyMode, QosTarget, RejectCode, Rejection};
 
+use crate::schedule::links::path_to;
 use crate::schedule::problem::{Capacity, CenterState, SolverConfig, SpecInfo};
 use crate::schedule::snapshot::DeviceKind;
 
@@ -17,6 +18,8 @@ pub struct JobNeeds<'a> {
     pub dataset: Option<&'a Dataset>,
     pub qos: Option<&'a QosTarget>,
     pub duration_secs: f64,
+    /// The region the job's user is in (`userRegion`): QoS latency is judged from there.
+    pub origin: Option<&'a str>,
 }
 
 impl JobNeeds<'_> {
@@ -106,7 +109,7 @@ pub fn check_fixed(
         }
     }
     if let Some(qos) = job.qos {
-        check_qos(state, job, qos, task)?;
+        check_qos(state, job, qos, task, config)?;
     }
     Ok(())
 }
@@ -126,11 +129,20 @@ pub fn capacity_rejection(state: &CenterState, (kind, needed, available): (&str,
     reject(&state.center.ai_center_id, RejectCode::InsufficientCapacity, detail)
 }
 
-fn check_qos(state: &CenterState, job: &JobNeeds, qos: &QosTarget, task: &TaskNeeds) -> Result<(), Rejection> {
+/// The QoS bounds. Latency is the path's from the job's user region when it names one (the
+/// configured link plus the center's own latency), else the center's own.
+fn check_qos(
+    state: &CenterState,
+    job: &JobNeeds,
+    qos: &QosTarget,
+    task: &TaskNeeds,
+    config: &SolverConfig,
+) -> Result<(), Rejection> {
     let id = state.center.ai_center_id.as_str();
-    let latency = state.center.network.latency_ms;
+    let latency = path_to(&config.region_links, job.origin, &state.center).latency_ms;
     if let Some(bound) = qos.max_latency_ms.filter(|bound| latency > *bound) {
-        return Err(reject(id, RejectCode::QosLatency, format!("latency {latency} ms > {bound} ms")));
+        let from = job.origin.map(|region| format!(" from region {region}")).unwrap_or_default();
+        return Err(reject(id, RejectCode::QosLatency, format!("latency {latency} ms{from} > {bound} ms")));
     }
     if let Some(deadline) = qos.deadline_secs {
         let kind = DeviceKind::dominant(&task.spec.demand);

@@ -8,6 +8,7 @@ use jcs_api::model::{
 use jcs_api::quantity::ResourceAmounts;
 use proptest::prelude::*;
 
+use crate::schedule::links::{Link, RegionLinks};
 use crate::schedule::snapshot::{CandidateCenter, DataLocation, JobContext, Snapshot};
 
 /// An available center in region `r1` with no extensions set.
@@ -98,26 +99,54 @@ prop_compose! {
     }
 }
 
-/// A snapshot of 1–6 candidates with ids `c0`, `c1`, … .
-pub fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
-    (1usize..=6).prop_flat_map(|n| (0..n).map(arb_candidate).collect::<Vec<_>>()).prop_map(Snapshot::new)
+/// Links between regions `r0`, `r1` and `r2`: each pair linked or not, with some bandwidth
+/// (possibly unset) and latency.
+pub fn arb_links() -> impl Strategy<Value = RegionLinks> {
+    let pairs = [("r0", "r1"), ("r0", "r2"), ("r1", "r2")];
+    prop::collection::vec(prop::option::of((0u32..4, 0u32..30, 0u32..5)), 3).prop_map(move |chosen| {
+        let links: Vec<Link> = pairs
+            .iter()
+            .zip(chosen)
+            .filter_map(|((from, to), link)| {
+                let (bandwidth, latency, loss) = link?;
+                Some(Link {
+                    from: (*from).into(),
+                    to: (*to).into(),
+                    bandwidth_mbps: f64::from(bandwidth) * 2_500.0,
+                    latency_ms: latency.into(),
+                    jitter_ms: f64::from(latency) / 10.0,
+                    loss_pct: loss.into(),
+                })
+            })
+            .collect();
+        RegionLinks::new(&links).expect("generated links are valid")
+    })
 }
 
-/// A job that may have data at some of `c0`..`c5` and siblings already placed.
+/// A snapshot of 1–6 candidates with ids `c0`, `c1`, …, and links between their regions.
+pub fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
+    let candidates = (1usize..=6).prop_flat_map(|n| (0..n).map(arb_candidate).collect::<Vec<_>>());
+    (candidates, arb_links()).prop_map(|(candidates, links)| Snapshot::new(candidates).with_links(links.into()))
+}
+
+/// A job that may have data at some of `c0`..`c5`, siblings already placed, and a user region
+/// (`r2` has no centers).
 pub fn arb_job() -> impl Strategy<Value = JobContext> {
     (
         1u32..8,
         0u32..8,
         prop::option::of((prop::collection::vec(0usize..6, 0..3), 0u32..100_000)),
         prop::collection::vec(0usize..6, 0..3),
+        prop::option::of(0u8..3),
     )
-        .prop_map(|(cpu, gpu, data, siblings)| {
+        .prop_map(|(cpu, gpu, data, siblings, origin)| {
             let mut job = JobContext::new(demand(&[("cpu", cpu.into()), ("gpu", gpu.into())]), 1);
             job.data = data.map(|(holders, size)| DataLocation {
                 center_ids: holders.iter().map(|i| format!("c{i}")).collect(),
                 size_mb: size.into(),
             });
             job.sibling_centers = siblings.iter().map(|i| format!("c{i}")).collect();
+            job.origin = origin.map(|r| format!("r{r}"));
             job
         })
 }
@@ -126,12 +155,14 @@ pub fn arb_job() -> impl Strategy<Value = JobContext> {
 pub fn arb_snapshot_and_reordering() -> impl Strategy<Value = (Snapshot, Snapshot)> {
     arb_snapshot().prop_flat_map(|snapshot| {
         let candidates = snapshot.candidates.clone();
-        let locations = snapshot.locations.clone();
+        let (locations, links) = (snapshot.locations.clone(), snapshot.links.clone());
         (
             Just(snapshot),
-            Just(candidates)
-                .prop_shuffle()
-                .prop_map(move |candidates| Snapshot { candidates, locations: locations.clone() }),
+            Just(candidates).prop_shuffle().prop_map(move |candidates| Snapshot {
+                candidates,
+                locations: locations.clone(),
+                links: links.clone(),
+            }),
         )
     })
 }

@@ -10,6 +10,7 @@
 //! * [`snapshot`] — what a cycle scores against: candidates, their free capacity, the job.
 //! * [`strategy`] — the eight strategies, their ids, and min-max normalization.
 //! * [`factors`] — each strategy's raw factor per candidate.
+//! * [`links`] — the configured links between regions and the path from a job's user region.
 //! * [`evaluate`] — weights, the weighted-sum model, ranking, and the A.6 combined score.
 //! * [`state`] — a snapshot and a cycle's catalog built from the replicated state.
 //! * [`problem`] — what a cycle decides over: catalog, monitoring, in-flight ledger, settings.
@@ -21,6 +22,7 @@
 pub mod evaluate;
 pub mod factors;
 pub mod filter;
+pub mod links;
 pub mod migration;
 pub mod policy;
 pub mod problem;
@@ -33,6 +35,7 @@ pub mod strategy;
 mod fixtures;
 
 pub use evaluate::{combine_algorithm_scores, rank, score_table, EvaluationModel, ScoreError, WeightedSum, Weights};
+pub use links::{Link, LinkError, RegionLinks};
 pub use problem::{Catalog, InFlight, LedgerEntry, SolverConfig};
 pub use snapshot::{free_capacity, CandidateCenter, DataLocation, DeviceKind, JobContext, Location, Snapshot};
 pub use solve::{solve, JobDecision};

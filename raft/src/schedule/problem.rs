@@ -9,6 +9,7 @@ use jcs_api::model::{Center, CenterMetrics, Dataset, Image, PolicyMode, Resource
 use jcs_api::quantity::ResourceAmounts;
 use serde::{Deserialize, Serialize};
 
+use crate::schedule::links::RegionLinks;
 use crate::schedule::snapshot::DeviceKind;
 
 /// A replica placed but not yet confirmed by its center. Its demand is deducted from the
@@ -178,6 +179,9 @@ pub struct SolverConfig {
     /// The first blocked job ahead of the queue slice being decided, with its policy mode
     /// (when a cycle decides only the jobs that arrived since the last one): FCFS holds for it.
     pub blocked_ahead: Option<(String, PolicyMode)>,
+    /// The configured links between regions, by which paths from a job's user region are
+    /// judged (shared: a config is cloned every cycle).
+    pub region_links: Arc<RegionLinks>,
 }
 
 impl Default for SolverConfig {
@@ -190,6 +194,7 @@ impl Default for SolverConfig {
             term: 0,
             snapshot_version: 0,
             blocked_ahead: None,
+            region_links: Arc::default(),
         }
     }
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use jcs_api::model::{Center, CenterMetrics, ResourceSpec};
 use jcs_api::quantity::ResourceAmounts;
 
+use crate::schedule::links::RegionLinks;
+
 /// How long a job is assumed to run when nobody says (formula 1's execution window), seconds.
 pub const DEFAULT_DURATION_SECS: f64 = 3600.0;
 
@@ -139,6 +141,8 @@ pub struct Snapshot {
     /// Site and region of the centers that candidates are judged close to or far from: data
     /// holders and centers of sibling replicas (candidates carry their own location).
     pub locations: BTreeMap<String, Location>,
+    /// The configured links between regions (none by default: every path is a center's uplink).
+    pub links: Arc<RegionLinks>,
 }
 
 impl Snapshot {
@@ -146,18 +150,24 @@ impl Snapshot {
     /// can be a sibling's or the data's center).
     pub fn new(candidates: Vec<CandidateCenter>) -> Self {
         let locations = candidates.iter().map(|c| (c.id().to_string(), Location::of(&c.center))).collect();
-        Snapshot { candidates, locations }
+        Snapshot { candidates, locations, links: Arc::default() }
     }
 
     /// A snapshot of these candidates that records no locations yet (see
     /// [`Snapshot::with_location_of`]): cheaper when only a few centers matter for affinity.
     pub fn bare(candidates: Vec<CandidateCenter>) -> Self {
-        Snapshot { candidates, locations: BTreeMap::new() }
+        Snapshot { candidates, locations: BTreeMap::new(), links: Arc::default() }
     }
 
     /// Records where a center sits, so affinity to it can be judged.
     pub fn with_location_of(mut self, center: &Center) -> Self {
         self.locations.insert(center.ai_center_id.clone(), Location::of(center));
+        self
+    }
+
+    /// Judges network paths over these links between regions.
+    pub fn with_links(mut self, links: Arc<RegionLinks>) -> Self {
+        self.links = links;
         self
     }
 }
@@ -181,12 +191,22 @@ pub struct JobContext {
     /// Centers already chosen for this job's earlier replicas in this cycle. They are not in the
     /// snapshot yet, so strategies count them: +1 workload and −demand free capacity each.
     pub sibling_centers: Vec<String>,
+    /// The region the job's traffic comes from — its user's (`userRegion`); none when unknown.
+    /// The data's location counts through affinity and copy time, not here.
+    pub origin: Option<String>,
 }
 
 impl JobContext {
-    /// A job with no data, no siblings placed yet, and the default duration.
+    /// A job with no data, no siblings placed yet, no origin, and the default duration.
     pub fn new(demand: ResourceAmounts, replicas: u32) -> Self {
-        JobContext { replicas, demand, data: None, duration_secs: DEFAULT_DURATION_SECS, sibling_centers: Vec::new() }
+        JobContext {
+            replicas,
+            demand,
+            data: None,
+            duration_secs: DEFAULT_DURATION_SECS,
+            sibling_centers: Vec::new(),
+            origin: None,
+        }
     }
 
     /// Replicas of this job already placed at `center_id` in this cycle.

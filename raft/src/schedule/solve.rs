@@ -10,9 +10,9 @@
 //! Between two replicas of a cycle only the last winner's capacity and workload change, so the
 //! filters that do not read capacity, and the factors that read neither capacity nor workload,
 //! are evaluated once per cycle for each job class (spec, image, grade, data, QoS, duration,
-//! data policy) and kept by center; a replica then reads only free capacity and workload afresh
-//! and re-normalizes over the cached raw factors, so its decision is exactly the one the
-//! per-replica filter-and-score of [`crate::schedule::filter::check`] and
+//! data policy, user region) and kept by center; a replica then reads only free capacity and
+//! workload afresh and re-normalizes over the cached raw factors, so its decision is exactly the
+//! one the per-replica filter-and-score of [`crate::schedule::filter::check`] and
 //! [`crate::schedule::evaluate::score_table`] gives (a property test holds the two equal).
 
 use std::cell::RefCell;
@@ -93,6 +93,7 @@ impl<'a> Cycle<'a> {
             qos: needs.qos.map(|q| (q.max_latency_ms.map(f64::to_bits), q.deadline_secs)),
             duration_bits: needs.duration_secs.to_bits(),
             data_mode: needs.mode == PolicyMode::Data,
+            origin: needs.origin.map(str::to_string),
         };
         if let Some(&class) = self.class_ids.get(&key) {
             return class;
@@ -127,7 +128,7 @@ impl<'a> Cycle<'a> {
             .iter()
             .map(|&p| CandidateCenter::new(self.centers[p].center.clone(), self.centers[p].metrics.clone(), &spec.spec))
             .collect();
-        let mut snapshot = Snapshot::bare(candidates);
+        let mut snapshot = Snapshot::bare(candidates).with_links(self.config.region_links.clone());
         for holder in context.data.iter().flat_map(|d| &d.center_ids) {
             if let Some(state) = self.catalog.centers.get(holder) {
                 snapshot = snapshot.with_location_of(&state.center);
@@ -206,6 +207,7 @@ fn pending(job: &Job, policy: &Policy, config: &SolverConfig, reason: String, ta
             snapshot_version: config.snapshot_version,
             policy: policy.mode,
             weights: weights_map(policy),
+            user_region: job.options.user_region.clone(),
             outcome: DecisionOutcome::Pending,
             reason,
             tasks,
@@ -230,6 +232,7 @@ fn decide_job(cycle: &mut Cycle, job: &Job, policy: &Policy) -> JobDecision {
         dataset: job.options.dataset_id.as_ref().and_then(|id| cycle.catalog.datasets.get(id)),
         qos: job.options.qos.as_ref(),
         duration_secs: job.options.duration_secs.map_or(DEFAULT_DURATION_SECS, |s| s as f64),
+        origin: job.options.user_region.as_deref(),
     };
     let mut placements = vec![None; job.tasks.len()];
     let mut explains: Vec<Option<TaskExplain>> = vec![None; job.tasks.len()];
@@ -348,6 +351,7 @@ fn decide_task<'a>(
     };
     let mut context = JobContext::new(spec.demand.clone(), task.replica_number);
     context.duration_secs = needs.duration_secs;
+    context.origin = needs.origin.map(str::to_string);
     context.data = needs.dataset.map(|d| DataLocation {
         center_ids: d.location.iter().map(|l| l.ai_center_id.clone()).collect(),
         size_mb: d.size_mb as f64,

@@ -3,6 +3,7 @@
 //! inputs → same decisions).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jcs_api::model::{
     Center, CenterMetrics, CreateTask, CreateTrainJob, Dataset, DecisionOutcome, Image, Job, PolicyMode, QosTarget,
@@ -13,6 +14,8 @@ use proptest::strategy::Strategy;
 use serde_json::json;
 
 use super::*;
+use crate::schedule::fixtures::arb_links;
+use crate::schedule::links::{Link, RegionLinks};
 use crate::schedule::problem::{Capacity, InFlight};
 
 const NOW: i64 = 1_000_000;
@@ -50,6 +53,7 @@ struct World {
     images: Vec<Image>,
     datasets: Vec<Dataset>,
     in_flight: BTreeMap<String, InFlight>,
+    links: Arc<RegionLinks>,
 }
 
 impl World {
@@ -62,6 +66,7 @@ impl World {
             images: image_at(&ids),
             datasets: Vec::new(),
             in_flight: BTreeMap::new(),
+            links: Arc::default(),
         }
     }
 
@@ -76,8 +81,13 @@ impl World {
         Catalog::new(self.centers.clone(), self.specs.clone(), images, self.datasets.clone(), &self.in_flight)
     }
 
+    /// The solver settings with this world's links between regions.
+    fn config(&self) -> SolverConfig {
+        SolverConfig { region_links: self.links.clone(), ..config() }
+    }
+
     fn solve(&self, jobs: &[Job]) -> Vec<JobDecision> {
-        solve(&self.catalog(), jobs, &config())
+        solve(&self.catalog(), jobs, &self.config())
     }
 }
 
@@ -279,6 +289,98 @@ fn qos_deadline_is_a_hard_constraint() {
     assert_eq!(rejections(decision).get("QOS_DEADLINE"), Some(&1));
 }
 
+/// Three centers in three regions: `east-1` with a modest uplink, `west-1` and `south-1` with
+/// fast ones; east reaches west over a slow, distant link and south over a fast, near one.
+fn three_regions() -> World {
+    let net = |mbps: f64, latency: f64| serde_json::from_value(json!({"bandwidth_mbps": mbps, "latency_ms": latency}));
+    let world = World::new(&[("east-1", 4), ("west-1", 4), ("south-1", 4)])
+        .edit("east-1", |c, _| (c.region, c.network) = ("east".into(), net(1_000.0, 5.0).unwrap()))
+        .edit("west-1", |c, _| (c.region, c.network) = ("west".into(), net(10_000.0, 1.0).unwrap()))
+        .edit("south-1", |c, _| (c.region, c.network) = ("south".into(), net(10_000.0, 2.0).unwrap()));
+    let link = |to: &str, mbps: f64, latency: f64| Link {
+        from: "east".into(),
+        to: to.into(),
+        bandwidth_mbps: mbps,
+        latency_ms: latency,
+        jitter_ms: 0.0,
+        loss_pct: 0.0,
+    };
+    let links = RegionLinks::new(&[link("west", 1_000.0, 40.0), link("south", 10_000.0, 8.0)]).unwrap();
+    World { links: Arc::new(links), ..world }
+}
+
+fn from_region(mode: PolicyMode, region: Option<&str>) -> impl FnOnce(&mut CreateTrainJob) {
+    let region = region.map(str::to_string);
+    move |r: &mut CreateTrainJob| {
+        r.policy = Some(mode);
+        r.user_region = region;
+    }
+}
+
+#[test]
+fn network_policy_judges_the_path_from_the_users_region() {
+    let world = three_regions();
+    assert_eq!(winner_under(&world, from_region(PolicyMode::Network, None)), "west-1", "no region: by uplink");
+    assert_eq!(
+        winner_under(&world, from_region(PolicyMode::Network, Some("east"))),
+        "south-1",
+        "from east, the fast near link to south beats west's distant one and east's own modest uplink"
+    );
+    assert_eq!(winner_under(&world, from_region(PolicyMode::Network, Some("west"))), "west-1", "its own region");
+    let decision = &world.solve(&[job_with("j", &[1], from_region(PolicyMode::Network, Some("east")))])[0];
+    assert_eq!(decision.explain.user_region.as_deref(), Some("east"));
+    let raw_of = |center: &str| {
+        let scores = &decision.explain.tasks[0].replicas[0].scores;
+        let score = scores.iter().find(|s| s.center_id == center).unwrap();
+        score.strategies.iter().find(|s| s.algorithm_id == "network_quality").unwrap().raw.unwrap()
+    };
+    // west: min(1000, 10000) Mbit/s over 40 + 1 ms; south: 10000 over 8 + 2 ms; east: its uplink.
+    assert!((raw_of("west-1") - 1_000.0 / 5.1).abs() < 1e-6, "{}", raw_of("west-1"));
+    assert!((raw_of("south-1") - 10_000.0 / 2.0).abs() < 1e-6, "{}", raw_of("south-1"));
+    assert!((raw_of("east-1") - 1_000.0 / 1.5).abs() < 1e-6, "{}", raw_of("east-1"));
+    let without = &world.solve(&[job_with("j", &[1], from_region(PolicyMode::Network, None))])[0];
+    assert_eq!(without.explain.user_region, None);
+}
+
+#[test]
+fn jobs_alike_but_for_their_user_region_are_judged_apart_in_one_cycle() {
+    let world = three_regions();
+    let jobs = [
+        job_with("from-east", &[1], from_region(PolicyMode::Network, Some("east"))),
+        job_with("from-west", &[1], from_region(PolicyMode::Network, Some("west"))),
+        job_with("from-nowhere", &[1], from_region(PolicyMode::Network, None)),
+    ];
+    let decisions = world.solve(&jobs);
+    let winners: Vec<Vec<Vec<String>>> = decisions.iter().map(placed).collect();
+    let one = |id: &str| vec![vec![id.to_string()]];
+    assert_eq!(winners, vec![one("south-1"), one("west-1"), one("west-1")]);
+    let (catalog, config) = (world.catalog(), world.config());
+    assert_eq!(decisions, solve_reference(&catalog, &jobs, &config), "the cached path agrees");
+}
+
+#[test]
+fn qos_latency_is_judged_from_the_users_region() {
+    let world = three_regions();
+    let qos = |region: Option<&str>| {
+        let region = region.map(str::to_string);
+        move |r: &mut CreateTrainJob| {
+            from_region(PolicyMode::Qos, region.as_deref())(r);
+            r.qos = Some(QosTarget { max_latency_ms: Some(30.0), deadline_secs: None });
+        }
+    };
+    let decision = &world.solve(&[job_with("j", &[1], qos(Some("east")))])[0];
+    assert_eq!(rejections(decision).get("QOS_LATENCY"), Some(&1), "{:#?}", decision.explain);
+    let rejection = &decision.explain.tasks[0].replicas[0].rejections[0];
+    assert_eq!(
+        (rejection.center_id.as_str(), rejection.detail.as_str()),
+        ("west-1", "latency 41 ms from region east > 30 ms")
+    );
+    assert_eq!(decision.explain.tasks[0].replicas[0].feasible, 2, "east-1 (5 ms) and south-1 (8 + 2 ms) qualify");
+    let decision = &world.solve(&[job_with("j", &[1], qos(None))])[0];
+    assert_eq!(rejections(decision).get("QOS_LATENCY"), None, "without a region every uplink is within 30 ms");
+    assert_eq!(decision.explain.tasks[0].replicas[0].feasible, 3);
+}
+
 fn dataset(holder: &str, size_mb: i64, private: bool) -> Dataset {
     serde_json::from_value(json!({"data_name": "d", "data_version": "v1", "size_mb": size_mb, "private": private,
         "location": [{"dataset_url": "s3://d", "access": "r", "ai_center_id": holder}]}))
@@ -357,7 +459,7 @@ fn reference_replica<'a>(cycle: &Cycle<'a>, input: &ReplicaInput<'a, '_>) -> (Re
     if candidates.is_empty() {
         return (explain, None);
     }
-    let mut snapshot = Snapshot::bare(candidates);
+    let mut snapshot = Snapshot::bare(candidates).with_links(cycle.config.region_links.clone());
     for holder in context.data.iter().flat_map(|d| &d.center_ids).chain(&context.sibling_centers) {
         if let Some(state) = catalog.centers.get(holder) {
             snapshot = snapshot.with_location_of(&state.center);
@@ -464,8 +566,9 @@ proptest! {
     }
 }
 
-/// A varied catalog (every filter can reject, factors differ, a second spec and image, data)
-/// and a queue mixing policies, weights, pins, data, QoS, gang and multi-replica tasks.
+/// A varied catalog (every filter can reject, factors differ, a second spec and image, data,
+/// links between regions) and a queue mixing policies, weights, pins, data, QoS, user regions
+/// (twin jobs alike but for theirs), gang and multi-replica tasks.
 fn arb_varied_world() -> impl Strategy<Value = (World, Vec<Job>)> {
     let center = (
         (0i64..5, 0i64..3, 0u8..12, 0i32..4, 0u8..4, 0u8..3, 0i64..5),
@@ -478,10 +581,11 @@ fn arb_varied_world() -> impl Strategy<Value = (World, Vec<Job>)> {
         prop::option::of(0u32..50),
         (0i32..3, any::<bool>(), prop::option::of((prop::option::of(0u32..40), prop::option::of(1000u64..8000)))),
         prop::option::of(1000u64..6000),
+        (prop::option::of(0u8..4), any::<bool>()),
     );
     let data = (prop::collection::vec(0usize..8, 1..3), 0i64..30_000, any::<bool>());
-    (prop::collection::vec(center, 1..9), prop::collection::vec(job, 1..8), data).prop_map(
-        |(centers, jobs, (holders, size_mb, private))| {
+    (prop::collection::vec(center, 1..9), prop::collection::vec(job, 1..8), data, arb_links()).prop_map(
+        |(centers, mut jobs, (holders, size_mb, private), links)| {
             let ids: Vec<String> = (0..centers.len()).map(|i| format!("c{i}")).collect();
             let refs: Vec<(&str, i64)> = ids.iter().zip(&centers).map(|(id, ((n, ..), _))| (id.as_str(), *n)).collect();
             let mut world = World::new(&refs);
@@ -533,10 +637,19 @@ fn arb_varied_world() -> impl Strategy<Value = (World, Vec<Job>)> {
                 data.location.push(location);
             }
             world.datasets = vec![data];
+            world.links = Arc::new(links);
+            // A twin repeats the job before it from its own region: one class but for the origin.
+            for i in 1..jobs.len() {
+                let (region, twin) = jobs[i].5;
+                if twin {
+                    jobs[i] = jobs[i - 1].clone();
+                    jobs[i].5 = (region, twin);
+                }
+            }
             let jobs = jobs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (tasks, mode, weight, (grade, with_data, qos), duration))| {
+                .map(|(i, (tasks, mode, weight, (grade, with_data, qos), duration, (region, _)))| {
                     let replicas: Vec<i64> = tasks.iter().map(|t| t.0).collect();
                     job_with(&format!("j{i}"), &replicas, |r| {
                         r.policy = Some(PolicyMode::ALL[mode]);
@@ -550,6 +663,7 @@ fn arb_varied_world() -> impl Strategy<Value = (World, Vec<Job>)> {
                             deadline_secs: deadline,
                         });
                         r.duration_secs = duration;
+                        r.user_region = region.map(|n| format!("r{n}"));
                         for (task, (_, kind, loose, pins)) in r.tasks.iter_mut().zip(&tasks) {
                             if *kind == 1 {
                                 task.resource_spec_id = "g2".into();
@@ -571,8 +685,8 @@ proptest! {
 
     #[test]
     fn cached_decisions_equal_the_per_replica_reference((world, jobs) in arb_varied_world()) {
-        let catalog = world.catalog();
-        prop_assert_eq!(solve(&catalog, &jobs, &config()), solve_reference(&catalog, &jobs, &config()));
+        let (catalog, config) = (world.catalog(), world.config());
+        prop_assert_eq!(solve(&catalog, &jobs, &config), solve_reference(&catalog, &jobs, &config));
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub fn raw(strategy: Strategy, job: &JobContext, snapshot: &Snapshot) -> Vec<Opt
         Strategy::HighestPerformance => factors::performance(job, snapshot),
         Strategy::HighestSecurity => factors::security_grade(snapshot),
         Strategy::LoadFairness => factors::negative_workload_variance(job, snapshot),
-        Strategy::NetworkQuality => factors::network_quality(snapshot),
+        Strategy::NetworkQuality => factors::network_quality(job, snapshot),
     }
 }
 

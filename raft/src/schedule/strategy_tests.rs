@@ -153,6 +153,40 @@ fn network_quality_picks_the_widest_cleanest_path() {
 }
 
 #[test]
+fn network_quality_judges_the_path_from_the_jobs_origin_region() {
+    use crate::schedule::links::{Link, RegionLinks};
+    let at = |id: &str, region: &str, mbps: f64| {
+        with(id, |c| {
+            let center = std::sync::Arc::make_mut(&mut c.center);
+            (center.region, center.network.bandwidth_mbps, center.network.latency_ms) = (region.into(), mbps, 1.0);
+        })
+    };
+    let candidates = vec![at("home", "east", 1_000.0), at("away", "west", 10_000.0)];
+    let slow = Link {
+        from: "west".into(),
+        to: "east".into(),
+        bandwidth_mbps: 500.0,
+        latency_ms: 30.0,
+        jitter_ms: 0.0,
+        loss_pct: 0.0,
+    };
+    let links = std::sync::Arc::new(RegionLinks::new(&[slow]).unwrap());
+    let snapshot = Snapshot::new(candidates).with_links(links);
+    let close = |job: &JobContext, expected: [f64; 2]| {
+        let got = raw(Strategy::NetworkQuality, job, &snapshot);
+        let near = got.iter().zip(expected).all(|(g, e)| g.is_some_and(|g| (g - e).abs() < 1e-9));
+        assert!(near, "{got:?} vs {expected:?}");
+    };
+    let mut job = gpu_job();
+    close(&job, [1_000.0 / 1.1, 10_000.0 / 1.1]);
+    job.origin = Some("east".into());
+    // east → west: the link (reverse of the one given) then away's uplink.
+    close(&job, [1_000.0 / 1.1, 500.0 / 4.1]);
+    job.origin = Some("north".into());
+    assert_eq!(scores(Strategy::NetworkQuality, &job, &snapshot)["away"], 100, "no link: uplinks alone");
+}
+
+#[test]
 fn load_fairness_picks_the_lowest_resulting_variance_counting_siblings() {
     let candidates = vec![running("a", 4), running("b", 0), running("c", 2)];
     assert_eq!(winner(Strategy::LoadFairness, &gpu_job(), candidates.clone()), "b");

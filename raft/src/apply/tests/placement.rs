@@ -16,6 +16,7 @@ pub(super) fn explain(job_id: &str, outcome: DecisionOutcome, reason: &str) -> E
         snapshot_version: 0,
         policy: PolicyMode::Balanced,
         weights: BTreeMap::new(),
+        user_region: None,
         outcome,
         reason: reason.into(),
         tasks: Vec::new(),

@@ -45,7 +45,8 @@ impl Ledger {
 }
 
 /// The strategies whose raw factor does not change within a cycle for a given job class: they
-/// read only the center, its report, the spec and the job's data and duration.
+/// read only the center, its report, the spec, the job's data, duration and user region (and the
+/// cycle's links between regions).
 pub(super) const FIXED_STRATEGIES: [Strategy; 6] = [
     Strategy::DataAffinity,
     Strategy::LowestPrice,
@@ -67,6 +68,8 @@ pub(super) struct ClassKey {
     pub(super) qos: Option<(Option<u64>, Option<u64>)>,
     pub(super) duration_bits: u64,
     pub(super) data_mode: bool,
+    /// The job's user region: paths and QoS latency are judged from it.
+    pub(super) origin: Option<String>,
 }
 
 /// A center the spec lists, as a class sees it for the whole cycle.
