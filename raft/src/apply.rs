@@ -9,13 +9,14 @@ use serde::Serialize;
 use crate::command::{Command, CommandResult, Outcome, Refusal, WriteMode};
 use crate::kv::{get_json, put_json, Kv, StoreError};
 use crate::tables::{
-    self, all, exists, get, idempotency_key, metrics_key, object_key, queue_key, status_key, JOB_SEQ_KEY,
+    self, all, exists, get, idempotency_key, metrics_key, object_key, status_key, JOB_SEQ_KEY,
 };
 
 pub mod ledger;
 pub mod lifecycle;
 pub mod owners;
 pub mod place;
+pub mod queue;
 
 /// Applies one command at time `at_ms`. `Err` is a storage fault (fatal); a refused command is
 /// `Ok(Err(refusal))` and changes nothing.
@@ -324,7 +325,7 @@ fn submit_job(
     let job = Job::from_request(tables::job_id(seq), request, key.map(String::from), at_ms);
     put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
     kv.put(status_key(job.status, &job.id), Vec::new());
-    kv.put(queue_key(&job.id), Vec::new());
+    queue::enqueue(kv, &job.id)?;
     if let Some(key) = key {
         put_json(kv, idempotency_key(key), &job.id);
     }

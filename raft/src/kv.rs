@@ -121,24 +121,62 @@ impl<B: KvRead + ?Sized> KvRead for Overlay<'_, B> {
     }
 
     fn scan(&self, prefix: &[u8], visit: Visit<'_>) -> Result<(), StoreError> {
-        let pending: Vec<_> = self.writes.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).collect();
-        if pending.is_empty() {
-            return self.base.scan(prefix, visit);
-        }
-        let mut merged = BTreeMap::new();
-        self.base.scan(prefix, &mut |k, v| {
-            merged.insert(k.to_vec(), v.to_vec());
-            ControlFlow::Continue(())
-        })?;
-        for (k, v) in pending {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
+        self.merged_scan(prefix, None, visit)
+    }
+
+    fn scan_after(&self, prefix: &[u8], after: &[u8], visit: Visit<'_>) -> Result<(), StoreError> {
+        self.merged_scan(prefix, Some(after), visit)
+    }
+}
+
+impl<B: KvRead + ?Sized> Overlay<'_, B> {
+    /// The base's entries under `prefix` (after `after` when given) merged with the pending
+    /// writes, streamed: the base is walked once and never copied, so a scan that stops early
+    /// (the queue's first jobs) costs what it visits, however large the range.
+    fn merged_scan(&self, prefix: &[u8], after: Option<&[u8]>, visit: Visit<'_>) -> Result<(), StoreError> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Included(prefix.to_vec()), |a| Bound::Excluded(a.to_vec()));
+        let mut pending =
+            self.writes.range((start, Bound::Unbounded)).take_while(|(k, _)| k.starts_with(prefix)).peekable();
+        if pending.peek().is_none() {
+            return match after {
+                Some(after) => self.base.scan_after(prefix, after, visit),
+                None => self.base.scan(prefix, visit),
             };
         }
-        for (k, v) in &merged {
+        let mut stopped = false;
+        let mut merge = |k: &[u8], v: &[u8]| {
+            // Pending writes that sort before this base key come first; one on this key wins.
+            while let Some((pk, pv)) = pending.next_if(|(pk, _)| pk.as_slice() <= k) {
+                let shadows = pk.as_slice() == k;
+                if let Some(pv) = pv {
+                    if visit(pk, pv).is_break() {
+                        stopped = true;
+                        return ControlFlow::Break(());
+                    }
+                }
+                if shadows {
+                    return ControlFlow::Continue(());
+                }
+            }
             if visit(k, v).is_break() {
-                break;
+                stopped = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        };
+        match after {
+            Some(after) => self.base.scan_after(prefix, after, &mut merge)?,
+            None => self.base.scan(prefix, &mut merge)?,
+        }
+        if stopped {
+            return Ok(());
+        }
+        for (k, v) in pending {
+            if let Some(v) = v {
+                if visit(k, v).is_break() {
+                    break;
+                }
             }
         }
         Ok(())
@@ -170,6 +208,21 @@ mod tests {
         out
     }
 
+    /// The first `limit` entries under `prefix` after `after` (all of them when `None`).
+    fn first_after(kv: &impl KvRead, prefix: &[u8], after: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        kv.scan_after(prefix, after, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            if out.len() >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        out
+    }
+
     proptest! {
         /// An overlay over a base reads exactly like the base with the writes applied.
         #[test]
@@ -177,6 +230,8 @@ mod tests {
             base in proptest::collection::btree_map("[ab]/[0-9]{1,2}", "[x-z]", 0..20),
             ops in proptest::collection::vec(("[ab]/[0-9]{1,2}", proptest::option::of("[x-z]")), 0..20),
             prefix in "[ab]?/?",
+            after in "[ab]/[0-9]{0,2}",
+            limit in 1usize..6,
         ) {
             let base = MemKv { map: base.into_iter().map(|(k, v)| (k.into_bytes(), v.into_bytes())).collect() };
             let mut expected = base.clone();
@@ -188,6 +243,11 @@ mod tests {
                 }
             }
             prop_assert_eq!(collect(&overlay, prefix.as_bytes()), collect(&expected, prefix.as_bytes()));
+            if after.starts_with(&prefix) {
+                let (prefix, after) = (prefix.as_bytes(), after.as_bytes());
+                prop_assert_eq!(first_after(&overlay, prefix, after, limit), first_after(&expected, prefix, after, limit));
+                prop_assert_eq!(first_after(&overlay, prefix, after, 99), first_after(&expected, prefix, after, 99));
+            }
             for k in expected.map.keys() {
                 prop_assert_eq!(overlay.get(k).unwrap(), expected.get(k).unwrap());
             }

@@ -27,6 +27,7 @@
 //! | `meta/job_seq` | last job sequence number |
 //! | `meta/sched_fence` | `SchedulerFence`: highest scheduling term and placement version |
 //! | `meta/owner_term` | highest leader term that assigned center owners |
+//! | `meta/queue_floor` | a key below every `q/` key: the queue is read from there (see `apply::queue`) |
 
 use std::ops::ControlFlow;
 
@@ -38,6 +39,7 @@ use crate::kv::{decode, get_json, KvRead, StoreError};
 pub const JOB_SEQ_KEY: &[u8] = b"meta/job_seq";
 pub const SCHED_FENCE_KEY: &[u8] = b"meta/sched_fence";
 pub const OWNER_TERM_KEY: &[u8] = b"meta/owner_term";
+pub const QUEUE_FLOOR_KEY: &[u8] = b"meta/queue_floor";
 pub const OWNER_PREFIX: &[u8] = b"oe/";
 pub const QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEDGER_PREFIX: &[u8] = b"l/";
@@ -229,8 +231,11 @@ pub fn queued_job_ids(
             ControlFlow::Continue(())
         }
     };
+    // Start after the floor (below every queued key) or `after`, whichever is higher: placed
+    // jobs' tombstones below it are never stepped over.
+    let after = after.map(queue_key).max(kv.get(QUEUE_FLOOR_KEY)?);
     match after {
-        Some(after) => kv.scan_after(QUEUE_PREFIX, &queue_key(after), &mut visit)?,
+        Some(after) => kv.scan_after(QUEUE_PREFIX, &after, &mut visit)?,
         None => kv.scan(QUEUE_PREFIX, &mut visit)?,
     }
     Ok(ids)

@@ -16,12 +16,12 @@ use jcs_api::model::{
     ReplicaPhase, ReplicaReport, RunState, MAX_RESCHEDULES,
 };
 
-use super::ledger;
+use super::{ledger, queue};
 use crate::command::{CommandResult, Outcome, Refusal};
 use crate::kv::{get_json, put_json, Kv, StoreError};
 use crate::schedule::problem::{LedgerEntry, SpecInfo};
 use crate::tables::{
-    self, center_owner, get, object_key, queue_key, status_key, DispatchOrder, OnCenter, StopOrder, WorkList,
+    self, center_owner, get, object_key, status_key, DispatchOrder, OnCenter, StopOrder, WorkList,
     EVENT_SEQ_KEY, MAX_EVENTS,
 };
 
@@ -295,7 +295,7 @@ fn reschedule_task(
     }
     job.placed_at = None;
     job.dispatched_at = None;
-    kv.put(queue_key(&job.id), Vec::new());
+    queue::enqueue(kv, &job.id)?;
     let message = format!("task {} taken off {}: {reason}", task_index, centers.join(","));
     record_event(kv, failed_center, EventKind::Rescheduled, Some(&job.id), &message, at_ms)?;
     Ok(())
@@ -343,7 +343,7 @@ pub fn stop_job(kv: &mut impl Kv, job_id: &str, reason: &str, at_ms: i64) -> Res
 /// Ends every unfinished replica of a job that is over, and releases the job's queue entry and
 /// ledger holds.
 fn end_replicas(kv: &mut impl Kv, job: &mut Job, reason: &str, at_ms: i64) -> Result<(), StoreError> {
-    kv.delete(queue_key(&job.id));
+    queue::dequeue(kv, &job.id);
     ledger::release_job(kv, job)?;
     for t in 0..job.tasks.len() {
         end_task(kv, job, t, reason, at_ms)?;

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use jcs_api::model::{center_status, Center, Job, ObjectKind};
 use jcs_api::quantity::ResourceAmounts;
 
-use crate::apply::{ledger, lifecycle};
+use crate::apply::{ledger, lifecycle, queue};
 use crate::command::{CommandResult, Outcome, PlacementBatch, PlacementDecision, Refusal};
 use crate::kv::{put_json, Kv, StoreError};
 use crate::schedule::problem::{LedgerEntry, SpecInfo};
-use crate::tables::{explain_key, get, object_key, queue_key, sched_fence, SchedulerFence, SCHED_FENCE_KEY};
+use crate::tables::{explain_key, get, object_key, sched_fence, SchedulerFence, SCHED_FENCE_KEY};
 
 pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<CommandResult, StoreError> {
     let fence = sched_fence(kv)?;
@@ -34,6 +34,7 @@ pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<Com
             skipped.push(decision.job_id.clone());
         }
     }
+    queue::raise_floor(kv)?;
     put_json(kv, SCHED_FENCE_KEY.to_vec(), &SchedulerFence { term: batch.term, version: fence.version + 1 });
     Ok(Ok(Outcome::Placed { applied, skipped }))
 }
@@ -94,7 +95,7 @@ fn apply_decision(
     job.updated_at = at_ms;
     if job.is_placed() {
         job.placed_at = Some(at_ms);
-        kv.delete(queue_key(&job.id));
+        queue::dequeue(kv, &job.id);
     }
     put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
     put_json(kv, explain_key(&job.id), &decision.explain);
