@@ -425,12 +425,14 @@ async fn decisions_are_explained_and_a_plan_can_be_confirmed() {
     let planned = plan["data"]["tasks"][0]["centerIDs"].clone();
     assert_eq!(planned, json!(["hangzhou-a", "hangzhou-a"]), "gpu-1x is cheapest at hangzhou-a: {plan}");
     let scores = &plan["data"]["tasks"][0]["replicas"][0]["scores"];
-    assert_eq!(scores[0]["centerId"], "hangzhou-a");
-    let strategies = scores[0]["strategies"].as_array().unwrap();
-    assert!(strategies.iter().any(|s| s["algorithmId"] == "lowest_price"));
-    for s in strategies {
-        let (normalized, weight) = (s["normalized"].as_u64().unwrap(), s["weight"].as_u64().unwrap());
-        assert_eq!(s["weighted"].as_u64(), Some(normalized * weight), "{s}");
+    assert_eq!(scores["centers"][0]["centerId"], "hangzhou-a");
+    let algorithms = scores["algorithms"].as_array().unwrap();
+    assert!(algorithms.iter().any(|id| id == "lowest_price"));
+    for row in scores["centers"].as_array().unwrap() {
+        for (column, weight) in scores["weights"].as_array().unwrap().iter().enumerate() {
+            let normalized = row["normalized"][column].as_u64().unwrap();
+            assert_eq!(row["weighted"][column].as_u64(), Some(normalized * weight.as_u64().unwrap()), "{row}");
+        }
     }
     let (_, after) = node.get("/openapi/v1/trainjob").await;
     assert_eq!(before["data"]["total"], after["data"]["total"], "a plan commits nothing");

@@ -232,37 +232,44 @@ pub struct Rejection {
     pub detail: String,
 }
 
-/// One strategy's contribution to one center's total.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// The best-scoring feasible centers for one replica, as a table: a column per strategy in
+/// force, a row per center. (A table, not a list of strategy objects per center: the record is
+/// replicated for every decision, and the names and weights repeated in every row made it
+/// five times larger.)
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct StrategyScore {
-    pub algorithm_id: String,
-    /// The raw factor in its own unit (tasks, joules, price …); absent when it cannot be judged.
-    pub raw: Option<f64>,
-    /// 0..=100, best candidate 100.
-    pub normalized: u32,
-    pub weight: u32,
-    /// `normalized × weight`: this strategy's share of the weighted sum before it is divided
-    /// by the total weight.
-    pub weighted: u64,
+pub struct ScoreTable {
+    /// The strategies scored (`algorithmId`), in column order.
+    pub algorithms: Vec<String>,
+    /// Each column's weight.
+    pub weights: Vec<u32>,
+    /// The best-scoring feasible centers, best first (at most [`EXPLAIN_LIMIT`]).
+    pub centers: Vec<CenterScore>,
 }
 
-impl StrategyScore {
-    /// A strategy's scores for one center, with its weighted share.
-    pub fn new(algorithm_id: &str, raw: Option<f64>, normalized: u32, weight: u32) -> StrategyScore {
-        let weighted = u64::from(normalized) * u64::from(weight);
-        StrategyScore { algorithm_id: algorithm_id.to_string(), raw, normalized, weight, weighted }
-    }
-}
-
-/// One feasible center's scores for one replica.
+/// One feasible center's scores for one replica: per column of its [`ScoreTable`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CenterScore {
     pub center_id: String,
-    pub strategies: Vec<StrategyScore>,
+    /// The raw factor in its own unit (tasks, joules, price …); null when it cannot be judged.
+    pub raw: Vec<Option<f64>>,
+    /// 0..=100, the best candidate 100.
+    pub normalized: Vec<u32>,
+    /// `normalized × weight`: the strategy's share of the weighted sum before it is divided by
+    /// the total weight.
+    pub weighted: Vec<u64>,
     /// The evaluation model's total, 0..=100.
     pub total: u32,
+}
+
+impl CenterScore {
+    /// A center's row: `(raw, normalized)` per column, weighted by `weights`.
+    pub fn new(center_id: &str, total: u32, columns: impl IntoIterator<Item = (Option<f64>, u32)>, weights: &[u32]) -> Self {
+        let (raw, normalized): (Vec<_>, Vec<_>) = columns.into_iter().unzip();
+        let weighted = normalized.iter().zip(weights).map(|(n, w)| u64::from(*n) * u64::from(*w)).collect();
+        CenterScore { center_id: center_id.to_string(), raw, normalized, weighted, total }
+    }
 }
 
 /// How one replica was decided.
@@ -276,8 +283,8 @@ pub struct ReplicaExplain {
     pub rejected_count: BTreeMap<String, u32>,
     /// The first rejections (at most [`EXPLAIN_LIMIT`] per replica).
     pub rejections: Vec<Rejection>,
-    /// The best-scoring feasible centers, best first (at most [`EXPLAIN_LIMIT`]).
-    pub scores: Vec<CenterScore>,
+    /// The best-scoring feasible centers with each strategy's scores.
+    pub scores: ScoreTable,
     /// How many centers passed the filters.
     pub feasible: u32,
 }

@@ -111,16 +111,20 @@ pub fn explain(explain: &Explain) -> String {
                     rejection.detail
                 ));
             }
-            let Some(first) = replica.scores.first() else { continue };
+            let scores = &replica.scores;
+            if scores.centers.is_empty() {
+                continue;
+            }
             let mut header = vec!["CENTER".to_string(), "TOTAL".to_string()];
-            header.extend(first.strategies.iter().map(|s| format!("{} (w{})", s.algorithm_id, s.weight)));
+            let columns = scores.algorithms.iter().zip(&scores.weights);
+            header.extend(columns.map(|(algorithm, weight)| format!("{algorithm} (w{weight})")));
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
             let mut table = new_table(&header);
-            for scored in &replica.scores {
+            for scored in &scores.centers {
                 let mut cells = vec![scored.center_id.clone(), scored.total.to_string()];
-                cells.extend(scored.strategies.iter().map(|s| match s.raw {
-                    Some(raw) => format!("{} ({raw:.3})", s.normalized),
-                    None => format!("{} (-)", s.normalized),
+                cells.extend(scored.normalized.iter().zip(&scored.raw).map(|(normalized, raw)| match raw {
+                    Some(raw) => format!("{normalized} ({raw:.3})"),
+                    None => format!("{normalized} (-)"),
                 }));
                 table.add_row(cells);
             }

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jcs_api::model::{
     CenterScore, Dataset, DecisionOutcome, Explain, Image, Job, MigrationPlan, PolicyMode, RejectCode, Rejection,
-    ReplicaExplain, StrategyScore, Task, TaskExplain, EXPLAIN_LIMIT,
+    ReplicaExplain, ScoreTable, Task, TaskExplain, EXPLAIN_LIMIT,
 };
 
 use crate::command::PlacementDecision;
@@ -422,7 +422,7 @@ fn skipped_counts(cycle: &Cycle, input: &ReplicaInput, considered: usize) -> Rep
         winner: None,
         rejected_count: BTreeMap::new(),
         rejections: Vec::new(),
-        scores: Vec::new(),
+        scores: ScoreTable::default(),
         feasible: 0,
     };
     let pin = input.task.pinned_center(input.replica);
@@ -574,26 +574,22 @@ fn decide_replica(cycle: &Cycle, input: &ReplicaInput) -> (ReplicaExplain, Optio
         ranked.truncate(EXPLAIN_LIMIT);
     }
     ranked.sort_by(order);
-    explain.scores = ranked
+    let weights: Vec<u32> = weighted.iter().map(|&(_, weight)| weight).collect();
+    let centers = ranked
         .iter()
-        .map(|&(total, i)| CenterScore {
-            center_id: cycle.id(candidates[i].0).to_string(),
-            total,
-            strategies: weighted
-                .iter()
-                .map(|&(strategy, weight)| {
-                    let (raw, normalized) = match per_strategy.iter().find(|f| f.0 == strategy) {
-                        Some((_, _, raw, normalized)) => (raw[i], normalized[i]),
-                        None => {
-                            let k = fixed.weights.iter().position(|f| f.0 == strategy).unwrap_or(0);
-                            (candidates[i].1[strategy_slot(strategy)], fixed.normalized[k][i])
-                        }
-                    };
-                    StrategyScore::new(strategy.id(), raw, normalized, weight)
-                })
-                .collect(),
+        .map(|&(total, i)| {
+            let columns = weighted.iter().map(|&(strategy, _)| match per_strategy.iter().find(|f| f.0 == strategy) {
+                Some((_, _, raw, normalized)) => (raw[i], normalized[i]),
+                None => {
+                    let k = fixed.weights.iter().position(|f| f.0 == strategy).unwrap_or(0);
+                    (candidates[i].1[strategy_slot(strategy)], fixed.normalized[k][i])
+                }
+            });
+            CenterScore::new(cycle.id(candidates[i].0), total, columns, &weights)
         })
         .collect();
+    let algorithms = weighted.iter().map(|&(strategy, _)| strategy.id().to_string()).collect();
+    explain.scores = ScoreTable { algorithms, weights, centers };
     let winner = ranked.first().map(|&(_, i)| candidates[i].0);
     explain.winner = winner.map(|p| cycle.id(p).to_string());
     (explain, winner)

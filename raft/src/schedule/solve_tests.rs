@@ -331,8 +331,8 @@ fn network_policy_judges_the_path_from_the_users_region() {
     assert_eq!(decision.explain.user_region.as_deref(), Some("east"));
     let raw_of = |center: &str| {
         let scores = &decision.explain.tasks[0].replicas[0].scores;
-        let score = scores.iter().find(|s| s.center_id == center).unwrap();
-        score.strategies.iter().find(|s| s.algorithm_id == "network_quality").unwrap().raw.unwrap()
+        let column = scores.algorithms.iter().position(|id| id == "network_quality").unwrap();
+        scores.centers.iter().find(|s| s.center_id == center).unwrap().raw[column].unwrap()
     };
     // west: min(1000, 10000) Mbit/s over 40 + 1 ms; south: 10000 over 8 + 2 ms; east: its uplink.
     assert!((raw_of("west-1") - 1_000.0 / 5.1).abs() < 1e-6, "{}", raw_of("west-1"));
@@ -467,21 +467,17 @@ fn reference_replica<'a>(cycle: &Cycle<'a>, input: &ReplicaInput<'a, '_>) -> (Re
     }
     let table = score_table(&WeightedSum, &policy.weights, context, &snapshot, EXPLAIN_LIMIT);
     let winner = table.first().map(|best| cycle.positions[best.center_id.as_str()]);
-    explain.scores = table
+    let columns: Vec<_> = table.first().map(|row| row.strategies.iter().map(|s| s.0).collect()).unwrap_or_default();
+    let weights: Vec<u32> = columns.iter().map(|strategy| policy.weights.get(*strategy)).collect();
+    let centers = table
         .into_iter()
-        .map(|scored| CenterScore {
-            center_id: scored.center_id,
-            total: scored.total,
-            strategies: scored
-                .strategies
-                .into_iter()
-                .map(|(strategy, raw, normalized)| {
-                    let weight = policy.weights.get(strategy);
-                    StrategyScore::new(strategy.id(), raw, normalized, weight)
-                })
-                .collect(),
+        .map(|row| {
+            let columns = row.strategies.into_iter().map(|(_, raw, normalized)| (raw, normalized));
+            CenterScore::new(&row.center_id, row.total, columns, &weights)
         })
         .collect();
+    let algorithms = columns.iter().map(|strategy| strategy.id().to_string()).collect();
+    explain.scores = ScoreTable { algorithms, weights, centers };
     explain.winner = winner.map(|p| cycle.id(p).to_string());
     (explain, winner)
 }
