@@ -48,17 +48,33 @@ fn bump_generations(kv: &mut impl Kv, command: &Command) -> Result<(), StoreErro
         | Command::DeleteImage { .. }
         | Command::PutDataset { .. }
         | Command::DeleteDataset { .. } => tables::CATALOG_GEN_KEY,
-        Command::ReportMetrics { .. } => tables::METRICS_GEN_KEY,
+        Command::ReportMetrics { center_id, .. } => {
+            let generation = bump_generation(kv, tables::METRICS_GEN_KEY)?;
+            return record_metrics_change(kv, center_id, generation);
+        }
         // A center's health bumps the catalog's generation itself, when its status changes.
         _ => return Ok(()),
     };
-    bump_generation(kv, key)
+    bump_generation(kv, key).map(drop)
 }
 
-/// Adds one to a generation counter.
-pub(crate) fn bump_generation(kv: &mut impl Kv, key: &[u8]) -> Result<(), StoreError> {
+/// Adds one to a generation counter; returns the new generation.
+pub(crate) fn bump_generation(kv: &mut impl Kv, key: &[u8]) -> Result<u64, StoreError> {
     let generation = tables::generation(kv, key)? + 1;
     put_json(kv, key.to_vec(), &generation);
+    Ok(generation)
+}
+
+/// Notes that `center_id`'s report is the one of metrics generation `generation` (`mx/`), and
+/// forgets its previous note: the scheduler re-reads only the reports changed since its last
+/// cycle, not all of them after any one report.
+fn record_metrics_change(kv: &mut impl Kv, center_id: &str, generation: u64) -> Result<(), StoreError> {
+    let latest = tables::metrics_latest_key(center_id);
+    if let Some(previous) = get_json::<u64>(kv, &latest)? {
+        kv.delete(tables::metrics_change_key(previous));
+    }
+    put_json(kv, tables::metrics_change_key(generation), &center_id);
+    put_json(kv, latest, &generation);
     Ok(())
 }
 

@@ -27,6 +27,8 @@
 //! | `meta/job_seq` | last job sequence number |
 //! | `meta/sched_fence` | `SchedulerFence`: highest scheduling term and placement version |
 //! | `meta/owner_term` | highest leader term that assigned center owners |
+//! | `mx/{generation}` | center id: the center whose latest report has this metrics generation |
+//! | `mxc/{center}` | the metrics generation of the center's latest report |
 //! | `meta/queue_floor` | a key below every `q/` key: the queue is read from there (see `apply::queue`) |
 
 use std::ops::ControlFlow;
@@ -40,6 +42,34 @@ pub const JOB_SEQ_KEY: &[u8] = b"meta/job_seq";
 pub const SCHED_FENCE_KEY: &[u8] = b"meta/sched_fence";
 pub const OWNER_TERM_KEY: &[u8] = b"meta/owner_term";
 pub const QUEUE_FLOOR_KEY: &[u8] = b"meta/queue_floor";
+pub const METRICS_CHANGE_PREFIX: &[u8] = b"mx/";
+
+/// `mx/{generation}`: the center whose report has this metrics generation (its latest only).
+pub fn metrics_change_key(generation: u64) -> Vec<u8> {
+    format!("mx/{generation:020}").into_bytes()
+}
+
+/// `mxc/{center}`: the metrics generation of the center's latest report.
+pub fn metrics_latest_key(center_id: &str) -> Vec<u8> {
+    format!("mxc/{center_id}").into_bytes()
+}
+
+/// The centers whose latest report came after metrics generation `since`, in report order.
+pub fn metrics_changed_since(kv: &(impl KvRead + ?Sized), since: u64) -> Result<Vec<String>, StoreError> {
+    let mut centers = Vec::new();
+    let mut failure = None;
+    kv.scan_after(METRICS_CHANGE_PREFIX, &metrics_change_key(since), &mut |k, v| match decode(k, v) {
+        Ok(center) => {
+            centers.push(center);
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            failure = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    failure.map_or(Ok(centers), Err)
+}
 pub const OWNER_PREFIX: &[u8] = b"oe/";
 pub const QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEDGER_PREFIX: &[u8] = b"l/";

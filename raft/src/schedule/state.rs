@@ -27,8 +27,9 @@ pub fn load_catalog(kv: &(impl KvRead + ?Sized)) -> Result<Catalog, StoreError> 
 }
 
 /// A catalog kept from cycle to cycle: the catalog objects are read again only when their
-/// generation changed, the monitoring reports only when theirs did, and the in-flight ledger
-/// totals (which every placement changes) every time.
+/// generation changed, a center's monitoring report only when it changed (`mx/` names the
+/// centers that reported since a generation), and the in-flight ledger totals (which every
+/// placement changes) every time.
 #[derive(Default)]
 pub struct CatalogCache {
     generations: Option<(u64, u64)>,
@@ -43,11 +44,15 @@ impl CatalogCache {
             Some((o, _)) if o != objects => self.catalog = load_catalog(kv)?,
             None => self.catalog = load_catalog(kv)?,
             Some((_, m)) => {
+                if m != metrics {
+                    for id in tables::metrics_changed_since(kv, m)? {
+                        if let Some(state) = self.catalog.centers.get_mut(&id) {
+                            state.metrics = get_json(kv, &tables::metrics_key(&id))?;
+                        }
+                    }
+                }
                 let totals = ledger::totals(kv)?;
                 for (id, state) in &mut self.catalog.centers {
-                    if m != metrics {
-                        state.metrics = get_json(kv, &tables::metrics_key(id))?;
-                    }
                     state.in_flight = totals.get(id).copied().unwrap_or_default();
                 }
             }
@@ -117,6 +122,27 @@ mod tests {
             let cached = cache.load(&kv).unwrap().clone();
             assert_eq!(cached, load_catalog(&kv).unwrap(), "after step {i}");
         }
+    }
+
+    #[test]
+    fn the_cached_catalog_rereads_every_report_made_between_two_cycles() {
+        let mut kv = MemKv::default();
+        let mut cache = CatalogCache::default();
+        let report = |center: &str, cpu: u32| Command::ReportMetrics {
+            center_id: center.into(),
+            metrics: serde_json::from_value(json!({"cpu_free": cpu})).unwrap(),
+        };
+        for id in ["a", "b", "c"] {
+            let center = serde_json::from_value(json!({"ai_center_id": id, "name": id, "region": "r"})).unwrap();
+            apply(&mut kv, &Command::PutCenter { center, mode: WriteMode::Create }, 1).unwrap().unwrap();
+            apply(&mut kv, &report(id, 1), 1).unwrap().unwrap();
+        }
+        cache.load(&kv).unwrap();
+        for (i, step) in [report("c", 2), report("a", 3), report("c", 4)].iter().enumerate() {
+            apply(&mut kv, step, 2 + i as i64).unwrap().unwrap();
+        }
+        assert_eq!(*cache.load(&kv).unwrap(), load_catalog(&kv).unwrap());
+        assert_eq!(tables::metrics_changed_since(&kv, 0).unwrap(), ["b", "a", "c"], "one note per center, its latest");
     }
 
     #[test]
