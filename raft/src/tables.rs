@@ -29,6 +29,9 @@
 //! | `meta/owner_term` | highest leader term that assigned center owners |
 //! | `mx/{generation}` | center id: the center whose latest report has this metrics generation |
 //! | `mxc/{center}` | the metrics generation of the center's latest report |
+//! | `lx/{generation}/{center}` | empty: the center whose ledger totals changed last at this ledger generation |
+//! | `lxc/{center}` | the ledger generation of the center's latest totals change |
+//! | `meta/ledger_gen` | bumped by every change to a center's ledger totals |
 //! | `meta/queue_floor` | a key below every `q/` key: the queue is read from there (see `apply::queue`) |
 
 use std::ops::ControlFlow;
@@ -43,6 +46,34 @@ pub const SCHED_FENCE_KEY: &[u8] = b"meta/sched_fence";
 pub const OWNER_TERM_KEY: &[u8] = b"meta/owner_term";
 pub const QUEUE_FLOOR_KEY: &[u8] = b"meta/queue_floor";
 pub const METRICS_CHANGE_PREFIX: &[u8] = b"mx/";
+pub const LEDGER_GEN_KEY: &[u8] = b"meta/ledger_gen";
+pub const LEDGER_CHANGE_PREFIX: &[u8] = b"lx/";
+
+/// `lx/{generation}/{center}`: the center whose ledger totals last changed at this ledger
+/// generation (its latest change only).
+pub fn ledger_change_key(generation: u64, center_id: &str) -> Vec<u8> {
+    format!("lx/{generation:020}/{center_id}").into_bytes()
+}
+
+/// `lxc/{center}`: the ledger generation of the center's latest totals change.
+pub fn ledger_latest_key(center_id: &str) -> Vec<u8> {
+    format!("lxc/{center_id}").into_bytes()
+}
+
+/// The centers whose ledger totals changed after ledger generation `since`, in change order.
+pub fn ledger_changed_since(kv: &(impl KvRead + ?Sized), since: u64) -> Result<Vec<String>, StoreError> {
+    let mut after = ledger_change_key(since, "");
+    after.push(u8::MAX);
+    let mut centers = Vec::new();
+    kv.scan_after(LEDGER_CHANGE_PREFIX, &after, &mut |k, _| {
+        let tail = String::from_utf8_lossy(&k[LEDGER_CHANGE_PREFIX.len()..]).into_owned();
+        if let Some((_, center)) = tail.split_once('/') {
+            centers.push(center.to_string());
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(centers)
+}
 
 /// `mx/{generation}`: the center whose report has this metrics generation (its latest only).
 pub fn metrics_change_key(generation: u64) -> Vec<u8> {

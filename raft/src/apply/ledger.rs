@@ -3,7 +3,10 @@
 //!
 //! * `l/{center}/{job}/{task}/{replica}` → [`LedgerEntry`] — release by replica (stop, confirm);
 //! * `lt/{placed_at:020}/{center}/{job}/{task}/{replica}` → empty — expiry scans only what is due;
-//! * `lc/{center}` → [`InFlight`] — the per-center totals a scheduling cycle reads.
+//! * `lc/{center}` → [`InFlight`] — the per-center totals a scheduling cycle reads;
+//!
+//! and every change of a center's totals is noted by ledger generation (`lx/`, one note per
+//! center, its latest), so that the scheduler re-reads only the totals that changed.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -43,7 +46,24 @@ fn adjust_totals(kv: &mut impl Kv, entry: &LedgerEntry, sign: f64) -> Result<(),
     } else {
         put_json(kv, key, &totals);
     }
+    note_change(kv, &entry.center_id)
+}
+
+/// Notes that `center`'s totals changed, at a new ledger generation, forgetting its older note.
+fn note_change(kv: &mut impl Kv, center: &str) -> Result<(), StoreError> {
+    let generation = crate::apply::bump_generation(kv, tables::LEDGER_GEN_KEY)?;
+    let latest = tables::ledger_latest_key(center);
+    if let Some(previous) = get_json::<u64>(kv, &latest)? {
+        kv.delete(tables::ledger_change_key(previous, center));
+    }
+    kv.put(tables::ledger_change_key(generation, center), Vec::new());
+    put_json(kv, latest, &generation);
     Ok(())
+}
+
+/// One center's in-flight totals.
+pub fn center_totals(kv: &(impl KvRead + ?Sized), center: &str) -> Result<InFlight, StoreError> {
+    Ok(get_json(kv, &totals_key(center))?.unwrap_or_default())
 }
 
 /// Records a placed replica.

@@ -27,12 +27,12 @@ pub fn load_catalog(kv: &(impl KvRead + ?Sized)) -> Result<Catalog, StoreError> 
 }
 
 /// A catalog kept from cycle to cycle: the catalog objects are read again only when their
-/// generation changed, a center's monitoring report only when it changed (`mx/` names the
-/// centers that reported since a generation), and the in-flight ledger totals (which every
-/// placement changes) every time.
+/// generation changed, a center's monitoring report and in-flight ledger totals only when they
+/// changed (`mx/` and `lx/` name the centers that changed since a generation).
 #[derive(Default)]
 pub struct CatalogCache {
-    generations: Option<(u64, u64)>,
+    /// The catalog, metrics and ledger generations the cached catalog reflects.
+    generations: Option<(u64, u64, u64)>,
     catalog: Catalog,
 }
 
@@ -40,10 +40,11 @@ impl CatalogCache {
     pub fn load(&mut self, kv: &(impl KvRead + ?Sized)) -> Result<&Catalog, StoreError> {
         let objects = tables::generation(kv, tables::CATALOG_GEN_KEY)?;
         let metrics = tables::generation(kv, tables::METRICS_GEN_KEY)?;
+        let ledger = tables::generation(kv, tables::LEDGER_GEN_KEY)?;
         match self.generations {
-            Some((o, _)) if o != objects => self.catalog = load_catalog(kv)?,
+            Some((o, _, _)) if o != objects => self.catalog = load_catalog(kv)?,
             None => self.catalog = load_catalog(kv)?,
-            Some((_, m)) => {
+            Some((_, m, l)) => {
                 if m != metrics {
                     for id in tables::metrics_changed_since(kv, m)? {
                         if let Some(state) = self.catalog.centers.get_mut(&id) {
@@ -51,13 +52,16 @@ impl CatalogCache {
                         }
                     }
                 }
-                let totals = ledger::totals(kv)?;
-                for (id, state) in &mut self.catalog.centers {
-                    state.in_flight = totals.get(id).copied().unwrap_or_default();
+                if l != ledger {
+                    for id in tables::ledger_changed_since(kv, l)? {
+                        if let Some(state) = self.catalog.centers.get_mut(&id) {
+                            state.in_flight = ledger::center_totals(kv, &id)?;
+                        }
+                    }
                 }
             }
         }
-        self.generations = Some((objects, metrics));
+        self.generations = Some((objects, metrics, ledger));
         Ok(&self.catalog)
     }
 }
@@ -143,6 +147,38 @@ mod tests {
         }
         assert_eq!(*cache.load(&kv).unwrap(), load_catalog(&kv).unwrap());
         assert_eq!(tables::metrics_changed_since(&kv, 0).unwrap(), ["b", "a", "c"], "one note per center, its latest");
+    }
+
+    #[test]
+    fn the_cached_catalog_follows_every_ledger_change_between_two_cycles() {
+        use crate::schedule::problem::LedgerEntry;
+        let mut kv = MemKv::default();
+        let mut cache = CatalogCache::default();
+        for id in ["a", "b", "c"] {
+            let center = serde_json::from_value(json!({"ai_center_id": id, "name": id, "region": "r"})).unwrap();
+            apply(&mut kv, &Command::PutCenter { center, mode: WriteMode::Create }, 1).unwrap().unwrap();
+        }
+        let entry = |center: &str, job: &str, gpu: f64| LedgerEntry {
+            center_id: center.into(),
+            job_id: job.into(),
+            task: 0,
+            replica: 0,
+            demand: jcs_api::quantity::ResourceAmounts { gpu, ..Default::default() },
+            placed_at: 1,
+        };
+        cache.load(&kv).unwrap();
+        ledger::hold(&mut kv, &entry("a", "j1", 1.0)).unwrap();
+        ledger::hold(&mut kv, &entry("b", "j2", 2.0)).unwrap();
+        assert_eq!(*cache.load(&kv).unwrap(), load_catalog(&kv).unwrap(), "after two holds");
+        ledger::hold(&mut kv, &entry("c", "j3", 1.0)).unwrap();
+        ledger::release(&mut kv, "a", "j1", 0, 0).unwrap();
+        ledger::hold(&mut kv, &entry("c", "j4", 4.0)).unwrap();
+        ledger::release(&mut kv, "b", "j2", 0, 0).unwrap();
+        let cached = cache.load(&kv).unwrap().clone();
+        assert_eq!(cached, load_catalog(&kv).unwrap(), "after holds and releases");
+        assert_eq!(cached.centers["c"].in_flight.replicas, 2);
+        assert_eq!(cached.centers["a"].in_flight.replicas, 0);
+        assert_eq!(tables::ledger_changed_since(&kv, 2).unwrap(), ["a", "c", "b"], "the latest change per center");
     }
 
     #[test]
