@@ -198,13 +198,7 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-async fn run(
-    raft: Raft,
-    proposer: Proposer,
-    reader: StateReader,
-    scheduler: Scheduler,
-    mut stop: watch::Receiver<()>,
-) {
+async fn run(raft: Raft, proposer: Proposer, reader: StateReader, scheduler: Scheduler, mut stop: watch::Receiver<()>) {
     let mut resume: Option<Resume> = None;
     let mut catalog_cache = CatalogCache::default();
     let mut metrics = raft.metrics();

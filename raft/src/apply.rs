@@ -8,9 +8,7 @@ use serde::Serialize;
 
 use crate::command::{Command, CommandResult, Outcome, Refusal, WriteMode};
 use crate::kv::{get_json, put_json, Kv, StoreError};
-use crate::tables::{
-    self, all, exists, get, idempotency_key, metrics_key, object_key, status_key, JOB_SEQ_KEY,
-};
+use crate::tables::{self, all, exists, get, idempotency_key, metrics_key, object_key, status_key, JOB_SEQ_KEY};
 
 pub mod ledger;
 pub mod lifecycle;
@@ -48,10 +46,7 @@ fn bump_generations(kv: &mut impl Kv, command: &Command) -> Result<(), StoreErro
         | Command::DeleteImage { .. }
         | Command::PutDataset { .. }
         | Command::DeleteDataset { .. } => tables::CATALOG_GEN_KEY,
-        Command::ReportMetrics { center_id, .. } => {
-            let generation = bump_generation(kv, tables::METRICS_GEN_KEY)?;
-            return record_metrics_change(kv, center_id, generation);
-        }
+        Command::ReportMetrics { center_id, .. } => return note_change(kv, &tables::METRICS_CHANGES, center_id),
         // A center's health bumps the catalog's generation itself, when its status changes.
         _ => return Ok(()),
     };
@@ -65,15 +60,15 @@ pub(crate) fn bump_generation(kv: &mut impl Kv, key: &[u8]) -> Result<u64, Store
     Ok(generation)
 }
 
-/// Notes that `center_id`'s report is the one of metrics generation `generation` (`mx/`), and
-/// forgets its previous note: the scheduler re-reads only the reports changed since its last
-/// cycle, not all of them after any one report.
-fn record_metrics_change(kv: &mut impl Kv, center_id: &str, generation: u64) -> Result<(), StoreError> {
-    let latest = tables::metrics_latest_key(center_id);
+/// Notes that `center_id` changed, at a new generation of `notes`, and forgets its older note:
+/// the scheduler re-reads only the centers changed since its last cycle, not all of them.
+pub(crate) fn note_change(kv: &mut impl Kv, notes: &tables::ChangeNotes, center_id: &str) -> Result<(), StoreError> {
+    let generation = bump_generation(kv, notes.generation)?;
+    let latest = notes.latest_key(center_id);
     if let Some(previous) = get_json::<u64>(kv, &latest)? {
-        kv.delete(tables::metrics_change_key(previous));
+        kv.delete(notes.note_key(previous, center_id));
     }
-    put_json(kv, tables::metrics_change_key(generation), &center_id);
+    kv.put(notes.note_key(generation, center_id), Vec::new());
     put_json(kv, latest, &generation);
     Ok(())
 }

@@ -27,7 +27,7 @@
 //! | `meta/job_seq` | last job sequence number |
 //! | `meta/sched_fence` | `SchedulerFence`: highest scheduling term and placement version |
 //! | `meta/owner_term` | highest leader term that assigned center owners |
-//! | `mx/{generation}` | center id: the center whose latest report has this metrics generation |
+//! | `mx/{generation}/{center}` | empty: the center whose latest report has this metrics generation |
 //! | `mxc/{center}` | the metrics generation of the center's latest report |
 //! | `lx/{generation}/{center}` | empty: the center whose ledger totals changed last at this ledger generation |
 //! | `lxc/{center}` | the ledger generation of the center's latest totals change |
@@ -45,68 +45,54 @@ pub const JOB_SEQ_KEY: &[u8] = b"meta/job_seq";
 pub const SCHED_FENCE_KEY: &[u8] = b"meta/sched_fence";
 pub const OWNER_TERM_KEY: &[u8] = b"meta/owner_term";
 pub const QUEUE_FLOOR_KEY: &[u8] = b"meta/queue_floor";
-pub const METRICS_CHANGE_PREFIX: &[u8] = b"mx/";
-pub const LEDGER_GEN_KEY: &[u8] = b"meta/ledger_gen";
-pub const LEDGER_CHANGE_PREFIX: &[u8] = b"lx/";
-
-/// `lx/{generation}/{center}`: the center whose ledger totals last changed at this ledger
-/// generation (its latest change only).
-pub fn ledger_change_key(generation: u64, center_id: &str) -> Vec<u8> {
-    format!("lx/{generation:020}/{center_id}").into_bytes()
+/// Notes of which centers changed since a generation, kept for what a scheduling cycle caches
+/// per center (monitoring reports, ledger totals): `{notes}{generation:020}/{center}` → empty,
+/// one note per center (its latest), and `{latest}{center}` → the generation of that note.
+pub struct ChangeNotes {
+    /// The generation counter, bumped once per noted change.
+    pub generation: &'static [u8],
+    notes: &'static str,
+    latest: &'static str,
 }
 
-/// `lxc/{center}`: the ledger generation of the center's latest totals change.
-pub fn ledger_latest_key(center_id: &str) -> Vec<u8> {
-    format!("lxc/{center_id}").into_bytes()
-}
+/// Monitoring reports (`mx/`, `mxc/`), counted by `meta/metrics_gen`.
+pub const METRICS_CHANGES: ChangeNotes = ChangeNotes { generation: METRICS_GEN_KEY, notes: "mx/", latest: "mxc/" };
+/// Ledger totals (`lx/`, `lxc/`), counted by `meta/ledger_gen`.
+pub const LEDGER_CHANGES: ChangeNotes = ChangeNotes { generation: LEDGER_GEN_KEY, notes: "lx/", latest: "lxc/" };
 
-/// The centers whose ledger totals changed after ledger generation `since`, in change order.
-pub fn ledger_changed_since(kv: &(impl KvRead + ?Sized), since: u64) -> Result<Vec<String>, StoreError> {
-    let mut after = ledger_change_key(since, "");
-    after.push(u8::MAX);
-    let mut centers = Vec::new();
-    kv.scan_after(LEDGER_CHANGE_PREFIX, &after, &mut |k, _| {
-        let tail = String::from_utf8_lossy(&k[LEDGER_CHANGE_PREFIX.len()..]).into_owned();
-        if let Some((_, center)) = tail.split_once('/') {
-            centers.push(center.to_string());
-        }
-        ControlFlow::Continue(())
-    })?;
-    Ok(centers)
-}
+impl ChangeNotes {
+    pub fn note_key(&self, generation: u64, center_id: &str) -> Vec<u8> {
+        format!("{}{generation:020}/{center_id}", self.notes).into_bytes()
+    }
 
-/// `mx/{generation}`: the center whose report has this metrics generation (its latest only).
-pub fn metrics_change_key(generation: u64) -> Vec<u8> {
-    format!("mx/{generation:020}").into_bytes()
-}
+    pub fn latest_key(&self, center_id: &str) -> Vec<u8> {
+        format!("{}{center_id}", self.latest).into_bytes()
+    }
 
-/// `mxc/{center}`: the metrics generation of the center's latest report.
-pub fn metrics_latest_key(center_id: &str) -> Vec<u8> {
-    format!("mxc/{center_id}").into_bytes()
-}
-
-/// The centers whose latest report came after metrics generation `since`, in report order.
-pub fn metrics_changed_since(kv: &(impl KvRead + ?Sized), since: u64) -> Result<Vec<String>, StoreError> {
-    let mut centers = Vec::new();
-    let mut failure = None;
-    kv.scan_after(METRICS_CHANGE_PREFIX, &metrics_change_key(since), &mut |k, v| match decode(k, v) {
-        Ok(center) => {
-            centers.push(center);
+    /// The centers that changed after generation `since`, in change order.
+    pub fn changed_since(&self, kv: &(impl KvRead + ?Sized), since: u64) -> Result<Vec<String>, StoreError> {
+        let prefix = self.notes.as_bytes();
+        let mut after = self.note_key(since, "");
+        after.push(u8::MAX);
+        let mut centers = Vec::new();
+        kv.scan_after(prefix, &after, &mut |k, _| {
+            let tail = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some((_, center)) = tail.split_once('/') {
+                centers.push(center.to_string());
+            }
             ControlFlow::Continue(())
-        }
-        Err(e) => {
-            failure = Some(e);
-            ControlFlow::Break(())
-        }
-    })?;
-    failure.map_or(Ok(centers), Err)
+        })?;
+        Ok(centers)
+    }
 }
+
 pub const OWNER_PREFIX: &[u8] = b"oe/";
 pub const QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEDGER_PREFIX: &[u8] = b"l/";
 pub const EVENT_SEQ_KEY: &[u8] = b"meta/event_seq";
 pub const CATALOG_GEN_KEY: &[u8] = b"meta/catalog_gen";
 pub const METRICS_GEN_KEY: &[u8] = b"meta/metrics_gen";
+pub const LEDGER_GEN_KEY: &[u8] = b"meta/ledger_gen";
 pub const EVENT_PREFIX: &[u8] = b"ev/";
 /// Events kept; older ones are dropped as new ones arrive.
 pub const MAX_EVENTS: u64 = 10_000;

@@ -265,7 +265,12 @@ pub struct CenterScore {
 
 impl CenterScore {
     /// A center's row: `(raw, normalized)` per column, weighted by `weights`.
-    pub fn new(center_id: &str, total: u32, columns: impl IntoIterator<Item = (Option<f64>, u32)>, weights: &[u32]) -> Self {
+    pub fn new(
+        center_id: &str,
+        total: u32,
+        columns: impl IntoIterator<Item = (Option<f64>, u32)>,
+        weights: &[u32],
+    ) -> Self {
         let (raw, normalized): (Vec<_>, Vec<_>) = columns.into_iter().unzip();
         let weighted = normalized.iter().zip(weights).map(|(n, w)| u64::from(*n) * u64::from(*w)).collect();
         CenterScore { center_id: center_id.to_string(), raw, normalized, weighted, total }

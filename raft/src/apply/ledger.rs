@@ -46,19 +46,7 @@ fn adjust_totals(kv: &mut impl Kv, entry: &LedgerEntry, sign: f64) -> Result<(),
     } else {
         put_json(kv, key, &totals);
     }
-    note_change(kv, &entry.center_id)
-}
-
-/// Notes that `center`'s totals changed, at a new ledger generation, forgetting its older note.
-fn note_change(kv: &mut impl Kv, center: &str) -> Result<(), StoreError> {
-    let generation = crate::apply::bump_generation(kv, tables::LEDGER_GEN_KEY)?;
-    let latest = tables::ledger_latest_key(center);
-    if let Some(previous) = get_json::<u64>(kv, &latest)? {
-        kv.delete(tables::ledger_change_key(previous, center));
-    }
-    kv.put(tables::ledger_change_key(generation, center), Vec::new());
-    put_json(kv, latest, &generation);
-    Ok(())
+    crate::apply::note_change(kv, &tables::LEDGER_CHANGES, &entry.center_id)
 }
 
 /// One center's in-flight totals.

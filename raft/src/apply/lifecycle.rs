@@ -21,8 +21,8 @@ use crate::command::{CommandResult, Outcome, Refusal};
 use crate::kv::{get_json, put_json, Kv, StoreError};
 use crate::schedule::problem::{LedgerEntry, SpecInfo};
 use crate::tables::{
-    self, center_owner, get, object_key, status_key, DispatchOrder, OnCenter, StopOrder, WorkList,
-    EVENT_SEQ_KEY, MAX_EVENTS,
+    self, center_owner, get, object_key, status_key, DispatchOrder, OnCenter, StopOrder, WorkList, EVENT_SEQ_KEY,
+    MAX_EVENTS,
 };
 
 /// Refuses a write from an owner whose epoch has passed.

@@ -46,14 +46,14 @@ impl CatalogCache {
             None => self.catalog = load_catalog(kv)?,
             Some((_, m, l)) => {
                 if m != metrics {
-                    for id in tables::metrics_changed_since(kv, m)? {
+                    for id in tables::METRICS_CHANGES.changed_since(kv, m)? {
                         if let Some(state) = self.catalog.centers.get_mut(&id) {
                             state.metrics = get_json(kv, &tables::metrics_key(&id))?;
                         }
                     }
                 }
                 if l != ledger {
-                    for id in tables::ledger_changed_since(kv, l)? {
+                    for id in tables::LEDGER_CHANGES.changed_since(kv, l)? {
                         if let Some(state) = self.catalog.centers.get_mut(&id) {
                             state.in_flight = ledger::center_totals(kv, &id)?;
                         }
@@ -146,7 +146,11 @@ mod tests {
             apply(&mut kv, step, 2 + i as i64).unwrap().unwrap();
         }
         assert_eq!(*cache.load(&kv).unwrap(), load_catalog(&kv).unwrap());
-        assert_eq!(tables::metrics_changed_since(&kv, 0).unwrap(), ["b", "a", "c"], "one note per center, its latest");
+        assert_eq!(
+            tables::METRICS_CHANGES.changed_since(&kv, 0).unwrap(),
+            ["b", "a", "c"],
+            "one note per center, its latest"
+        );
     }
 
     #[test]
@@ -178,7 +182,11 @@ mod tests {
         assert_eq!(cached, load_catalog(&kv).unwrap(), "after holds and releases");
         assert_eq!(cached.centers["c"].in_flight.replicas, 2);
         assert_eq!(cached.centers["a"].in_flight.replicas, 0);
-        assert_eq!(tables::ledger_changed_since(&kv, 2).unwrap(), ["a", "c", "b"], "the latest change per center");
+        assert_eq!(
+            tables::LEDGER_CHANGES.changed_since(&kv, 2).unwrap(),
+            ["a", "c", "b"],
+            "the latest change per center"
+        );
     }
 
     #[test]
