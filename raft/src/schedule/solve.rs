@@ -225,6 +225,12 @@ fn groups(job: &Job) -> Vec<Vec<usize>> {
     groups
 }
 
+/// The region of the first center holding `dataset` that names one.
+fn data_region(catalog: &Catalog, dataset: Option<&Dataset>) -> Option<String> {
+    let holders = dataset?.location.iter().filter_map(|l| catalog.centers.get(&l.ai_center_id));
+    holders.map(|state| &state.center.region).find(|region| !region.is_empty()).cloned()
+}
+
 fn decide_job(cycle: &mut Cycle, job: &Job, policy: &Policy) -> JobDecision {
     let needs = JobNeeds {
         mode: policy.mode,
@@ -351,7 +357,9 @@ fn decide_task<'a>(
     };
     let mut context = JobContext::new(spec.demand.clone(), task.replica_number);
     context.duration_secs = needs.duration_secs;
-    context.origin = needs.origin.map(str::to_string);
+    // The network path is judged from the user's region, else from the data's (its first
+    // holder's region): the QoS latency bound stays the user's alone.
+    context.origin = needs.origin.map(str::to_string).or_else(|| data_region(catalog, needs.dataset));
     context.data = needs.dataset.map(|d| DataLocation {
         center_ids: d.location.iter().map(|l| l.ai_center_id.clone()).collect(),
         size_mb: d.size_mb as f64,

@@ -342,6 +342,33 @@ fn network_policy_judges_the_path_from_the_users_region() {
     assert_eq!(without.explain.user_region, None);
 }
 
+/// The raw `network_quality` of each center in a decision's first replica.
+fn network_raws(decision: &JobDecision) -> BTreeMap<String, Option<f64>> {
+    let scores = &decision.explain.tasks[0].replicas[0].scores;
+    let column = scores.algorithms.iter().position(|id| id == "network_quality").unwrap();
+    scores.centers.iter().map(|row| (row.center_id.clone(), row.raw[column])).collect()
+}
+
+#[test]
+fn without_a_user_region_the_network_path_is_judged_from_the_datas_region() {
+    let mut world = three_regions();
+    world.datasets = vec![dataset("east-1", 10, false)];
+    let with_data = |user_region: Option<&str>| {
+        let user_region = user_region.map(str::to_string);
+        move |r: &mut CreateTrainJob| {
+            r.policy = Some(PolicyMode::Network);
+            r.dataset_id = Some("d@v1".into());
+            r.user_region = user_region;
+        }
+    };
+    let from_data = &world.solve(&[job_with("j", &[1], with_data(None))])[0];
+    let from_east = &world.solve(&[job_with("j", &[1], from_region(PolicyMode::Network, Some("east")))])[0];
+    assert_eq!(network_raws(from_data), network_raws(from_east), "the data sits in east");
+    let from_west = &world.solve(&[job_with("j", &[1], with_data(Some("west")))])[0];
+    let west_raws = network_raws(from_west);
+    assert_eq!(west_raws["west-1"], Some(10_000.0 / 1.1), "a user region wins over the data's: {west_raws:?}");
+}
+
 #[test]
 fn jobs_alike_but_for_their_user_region_are_judged_apart_in_one_cycle() {
     let world = three_regions();
