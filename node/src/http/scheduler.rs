@@ -134,7 +134,8 @@ async fn algorithm_score(
         }
     };
     let demand = spec.validate()?;
-    let snapshot = schedule::state::snapshot_for_spec(reader, &spec)?;
+    let snapshot =
+        schedule::state::snapshot_for_spec(reader, &spec)?.with_links(state.scheduler.settings.region_links.clone());
     let position = snapshot.candidates.iter().position(|c| c.id() == center_id).ok_or_else(|| {
         ApiError::invalid("centerId", format!("center '{center_id}' does not offer spec '{}'", spec.resource_spec_id))
     })?;
@@ -144,11 +145,22 @@ async fn algorithm_score(
         context.duration_secs = job.options.duration_secs.map_or(context.duration_secs, |s| s as f64);
         let dataset = job.options.dataset_id.as_deref().map(|d| tables::get::<Dataset>(reader, ObjectKind::Dataset, d));
         if let Some(dataset) = dataset.transpose()?.flatten() {
+            let mut region = None;
+            for holder in &dataset.location {
+                let center = tables::get::<jcs_api::model::Center>(reader, ObjectKind::Center, &holder.ai_center_id)?;
+                region = center.map(|c| c.region).filter(|r| !r.is_empty());
+                if region.is_some() {
+                    break;
+                }
+            }
             context.data = Some(DataLocation {
                 center_ids: dataset.location.iter().map(|l| l.ai_center_id.clone()).collect(),
                 size_mb: dataset.size_mb as f64,
+                region,
             });
         }
+        // As a cycle judges it: from the user's region, else the data's.
+        context.origin = job.options.user_region.clone().or_else(|| context.data.as_ref()?.region.clone());
     }
     let scores = schedule::score(strategy, &context, &snapshot);
     ok(Score { score: scores[position] })

@@ -6,7 +6,7 @@
 use jcs_api::model::Center;
 use jcs_api::quantity::ResourceAmounts;
 
-use crate::schedule::links::path_to;
+use crate::schedule::links::{copy_secs, path_to};
 use crate::schedule::snapshot::{CandidateCenter, DeviceKind, JobContext, Location, Snapshot};
 
 /// Tasks at the candidate: its last report plus this job's replicas already placed there.
@@ -92,15 +92,11 @@ pub fn price(snapshot: &Snapshot) -> Vec<Option<f64>> {
     snapshot.candidates.iter().map(|c| Some(c.price as f64)).collect()
 }
 
-/// Seconds to copy the job's data to the candidate: 0 when it holds a copy or there is no
-/// data, size (MB → Mbit) over the candidate's bandwidth otherwise; `None` without bandwidth.
-pub fn data_copy_secs(job: &JobContext, candidate: &CandidateCenter) -> Option<f64> {
+/// Seconds to copy the job's data to the candidate ([`copy_secs`]; 0 without data).
+pub fn data_copy_secs(job: &JobContext, snapshot: &Snapshot, candidate: &CandidateCenter) -> Option<f64> {
     let Some(data) = &job.data else { return Some(0.0) };
-    if data.size_mb <= 0.0 || data.center_ids.iter().any(|holder| holder == candidate.id()) {
-        return Some(0.0);
-    }
-    let bandwidth = candidate.center.network.bandwidth_mbps;
-    (bandwidth > 0.0).then(|| data.size_mb * 8.0 / bandwidth)
+    let held_here = data.center_ids.iter().any(|holder| holder == candidate.id());
+    copy_secs(data.size_mb, held_here, &snapshot.links, data.region.as_deref(), &candidate.center)
 }
 
 /// (e) Energy of one replica by formula (1), in joules: `P_static × copy time + P_exe ×
@@ -110,7 +106,7 @@ pub fn energy(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
         .candidates
         .iter()
         .map(|c| {
-            let copy_secs = data_copy_secs(job, c)?;
+            let copy_secs = data_copy_secs(job, snapshot, c)?;
             let power = &c.center.power;
             let exe_watts: f64 = DeviceKind::ALL
                 .into_iter()

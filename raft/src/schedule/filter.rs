@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use jcs_api::model::{center_status, Dataset, PolicyMode, QosTarget, RejectCode, Rejection};
 
-use crate::schedule::links::path_to;
+use crate::schedule::links::{copy_secs, path_to};
 use crate::schedule::problem::{Capacity, CenterState, SolverConfig, SpecInfo};
 use crate::schedule::snapshot::DeviceKind;
 
@@ -20,6 +20,8 @@ pub struct JobNeeds<'a> {
     pub duration_secs: f64,
     /// The region the job's user is in (`userRegion`): QoS latency is judged from there.
     pub origin: Option<&'a str>,
+    /// The region the job's data is copied from.
+    pub data_region: Option<&'a str>,
 }
 
 impl JobNeeds<'_> {
@@ -48,14 +50,6 @@ fn reject(center_id: &str, code: RejectCode, detail: String) -> Rejection {
 
 /// Seconds to copy the job's data to a center (0 when it holds a copy); `None` when it cannot
 /// be copied (no bandwidth configured).
-pub fn copy_secs(job: &JobNeeds, state: &CenterState) -> Option<f64> {
-    if job.data_at(&state.center.ai_center_id) || job.data_size_mb() <= 0.0 {
-        return Some(0.0);
-    }
-    let bandwidth = state.center.network.bandwidth_mbps;
-    (bandwidth > 0.0).then(|| job.data_size_mb() * 8.0 / bandwidth)
-}
-
 /// Runs every filter for one replica of `task` at the center; `free` is its capacity left in
 /// this cycle (reported free, less in-flight and this cycle's earlier placements).
 pub fn check(
@@ -147,7 +141,9 @@ fn check_qos(
     if let Some(deadline) = qos.deadline_secs {
         let kind = DeviceKind::dominant(&task.spec.demand);
         let speed = state.center.performance.get(kind.key()).copied().unwrap_or(1.0);
-        let finish = match copy_secs(job, state) {
+        let held_here = job.data_at(id);
+        let copy = copy_secs(job.data_size_mb(), held_here, &config.region_links, job.data_region, &state.center);
+        let finish = match copy {
             Some(copy) if speed > 0.0 => copy + job.duration_secs / speed,
             _ => f64::INFINITY,
         };

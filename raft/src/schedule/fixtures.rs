@@ -144,6 +144,7 @@ pub fn arb_job() -> impl Strategy<Value = JobContext> {
             job.data = data.map(|(holders, size)| DataLocation {
                 center_ids: holders.iter().map(|i| format!("c{i}")).collect(),
                 size_mb: size.into(),
+                region: origin.map(|r| format!("r{r}")),
             });
             job.sibling_centers = siblings.iter().map(|i| format!("c{i}")).collect();
             job.origin = origin.map(|r| format!("r{r}"));

@@ -160,6 +160,23 @@ pub fn path_to(links: &RegionLinks, origin: Option<&str>, center: &Center) -> Pa
     }
 }
 
+/// Seconds to copy `size_mb` of data to `center` from the data's region: 0 when the center
+/// holds a copy (`held_here`) or there is nothing to copy, else size (MB → Mbit) over the
+/// bandwidth of the path from `data_region` ([`path_to`]); `None` when the path has none.
+pub fn copy_secs(
+    size_mb: f64,
+    held_here: bool,
+    links: &RegionLinks,
+    data_region: Option<&str>,
+    center: &Center,
+) -> Option<f64> {
+    if held_here || size_mb <= 0.0 {
+        return Some(0.0);
+    }
+    let bandwidth = path_to(links, data_region, center).bandwidth_mbps;
+    (bandwidth > 0.0).then(|| size_mb * 8.0 / bandwidth)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +265,18 @@ mod tests {
         assert_eq!(path_to(&links, Some("north"), &center), uplink, "no link configured");
         assert_eq!(path_to(&RegionLinks::default(), Some("east"), &center), uplink);
         assert_eq!(path_to(&links, Some("east"), &at("east", 0.0, 0.0, 0.0, 0.0)).effective_mbps(), None);
+    }
+
+    #[test]
+    fn data_is_copied_over_the_path_from_its_region() {
+        let links = RegionLinks::new(&[link("east", "west", 100.0, 30.0)]).unwrap();
+        let center = at("west", 400.0, 5.0, 0.0, 0.0);
+        // 1,000 MB = 8,000 Mbit: over the 100 Mbit/s link from east, else over the uplink.
+        assert_eq!(copy_secs(1_000.0, false, &links, Some("east"), &center), Some(80.0));
+        assert_eq!(copy_secs(1_000.0, false, &links, None, &center), Some(20.0));
+        assert_eq!(copy_secs(1_000.0, false, &links, Some("west"), &center), Some(20.0), "same region");
+        assert_eq!(copy_secs(1_000.0, true, &links, Some("east"), &center), Some(0.0), "a copy is here");
+        assert_eq!(copy_secs(0.0, false, &links, Some("east"), &center), Some(0.0), "nothing to copy");
+        assert_eq!(copy_secs(1.0, false, &RegionLinks::default(), None, &at("west", 0.0, 0.0, 0.0, 0.0)), None);
     }
 }

@@ -178,6 +178,8 @@ pub struct DataLocation {
     /// Centers holding a replica of the data.
     pub center_ids: Vec<String>,
     pub size_mb: f64,
+    /// The region copies come from (the first holder's that names one).
+    pub region: Option<String>,
 }
 
 /// What one replica being placed needs, and what its job has placed already.

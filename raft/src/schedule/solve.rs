@@ -226,9 +226,9 @@ fn groups(job: &Job) -> Vec<Vec<usize>> {
 }
 
 /// The region of the first center holding `dataset` that names one.
-fn data_region(catalog: &Catalog, dataset: Option<&Dataset>) -> Option<String> {
+fn data_region<'c>(catalog: &'c Catalog, dataset: Option<&Dataset>) -> Option<&'c str> {
     let holders = dataset?.location.iter().filter_map(|l| catalog.centers.get(&l.ai_center_id));
-    holders.map(|state| &state.center.region).find(|region| !region.is_empty()).cloned()
+    holders.map(|state| state.center.region.as_str()).find(|region| !region.is_empty())
 }
 
 fn decide_job(cycle: &mut Cycle, job: &Job, policy: &Policy) -> JobDecision {
@@ -239,6 +239,10 @@ fn decide_job(cycle: &mut Cycle, job: &Job, policy: &Policy) -> JobDecision {
         qos: job.options.qos.as_ref(),
         duration_secs: job.options.duration_secs.map_or(DEFAULT_DURATION_SECS, |s| s as f64),
         origin: job.options.user_region.as_deref(),
+        data_region: data_region(
+            cycle.catalog,
+            job.options.dataset_id.as_ref().and_then(|id| cycle.catalog.datasets.get(id)),
+        ),
     };
     let mut placements = vec![None; job.tasks.len()];
     let mut explains: Vec<Option<TaskExplain>> = vec![None; job.tasks.len()];
@@ -359,10 +363,11 @@ fn decide_task<'a>(
     context.duration_secs = needs.duration_secs;
     // The network path is judged from the user's region, else from the data's (its first
     // holder's region): the QoS latency bound stays the user's alone.
-    context.origin = needs.origin.map(str::to_string).or_else(|| data_region(catalog, needs.dataset));
+    context.origin = needs.origin.or(needs.data_region).map(str::to_string);
     context.data = needs.dataset.map(|d| DataLocation {
         center_ids: d.location.iter().map(|l| l.ai_center_id.clone()).collect(),
         size_mb: d.size_mb as f64,
+        region: needs.data_region.map(str::to_string),
     });
     let class = cycle.class_of(needs, spec, image, &context);
     let mut centers = Vec::new();

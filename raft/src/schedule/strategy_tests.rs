@@ -68,7 +68,7 @@ fn data_affinity_picks_the_center_holding_the_data_then_its_site_then_its_region
         placed("holder", "s1", "r1"),
     ]);
     let mut job = gpu_job();
-    job.data = Some(DataLocation { center_ids: vec!["holder".into()], size_mb: 10.0 });
+    job.data = Some(DataLocation { center_ids: vec!["holder".into()], size_mb: 10.0, region: None });
     let by_center = scores(Strategy::DataAffinity, &job, &snapshot);
     assert_eq!(by_center["holder"], 100);
     assert!(by_center["site"] > by_center["region"] && by_center["region"] > by_center["far"], "{by_center:?}");
@@ -81,7 +81,7 @@ fn data_affinity_knows_non_candidate_holders_and_prefers_sibling_centers() {
     let near = with("near", |c| std::sync::Arc::make_mut(&mut c.center).network.site = "s1".into());
     let snapshot = Snapshot::new(vec![candidate("other"), near]).with_location_of(&store);
     let mut job = gpu_job();
-    job.data = Some(DataLocation { center_ids: vec!["store".into()], size_mb: 10.0 });
+    job.data = Some(DataLocation { center_ids: vec!["store".into()], size_mb: 10.0, region: None });
     assert_eq!(scores(Strategy::DataAffinity, &job, &snapshot)["near"], 100);
 
     let mut siblings = gpu_job();
@@ -108,7 +108,7 @@ fn lowest_energy_follows_formula_1_and_picks_the_greenest() {
         })
     };
     let mut job = gpu_job();
-    job.data = Some(DataLocation { center_ids: vec!["holder".into()], size_mb: 1000.0 });
+    job.data = Some(DataLocation { center_ids: vec!["holder".into()], size_mb: 1000.0, region: None });
     // holder: 400 W × 3600 s; frugal: 100 W × 80 s copy + 200 W × 3600 s; cut off: no bandwidth.
     let candidates = vec![powered("holder", 400.0, 0.0), powered("frugal", 200.0, 100.0), powered("cut", 1.0, 0.0)];
     let snapshot = Snapshot::new(candidates.clone());
