@@ -128,17 +128,25 @@ mod tests {
         }
     }
 
+    /// A state with centers `a`, `b` and `c`.
+    fn centers_abc() -> MemKv {
+        let mut kv = MemKv::default();
+        for id in ["a", "b", "c"] {
+            let center = serde_json::from_value(json!({"ai_center_id": id, "name": id, "region": "r"})).unwrap();
+            apply(&mut kv, &Command::PutCenter { center, mode: WriteMode::Create }, 1).unwrap().unwrap();
+        }
+        kv
+    }
+
     #[test]
     fn the_cached_catalog_rereads_every_report_made_between_two_cycles() {
-        let mut kv = MemKv::default();
+        let mut kv = centers_abc();
         let mut cache = CatalogCache::default();
         let report = |center: &str, cpu: u32| Command::ReportMetrics {
             center_id: center.into(),
             metrics: serde_json::from_value(json!({"cpu_free": cpu})).unwrap(),
         };
         for id in ["a", "b", "c"] {
-            let center = serde_json::from_value(json!({"ai_center_id": id, "name": id, "region": "r"})).unwrap();
-            apply(&mut kv, &Command::PutCenter { center, mode: WriteMode::Create }, 1).unwrap().unwrap();
             apply(&mut kv, &report(id, 1), 1).unwrap().unwrap();
         }
         cache.load(&kv).unwrap();
@@ -156,12 +164,8 @@ mod tests {
     #[test]
     fn the_cached_catalog_follows_every_ledger_change_between_two_cycles() {
         use crate::schedule::problem::LedgerEntry;
-        let mut kv = MemKv::default();
+        let mut kv = centers_abc();
         let mut cache = CatalogCache::default();
-        for id in ["a", "b", "c"] {
-            let center = serde_json::from_value(json!({"ai_center_id": id, "name": id, "region": "r"})).unwrap();
-            apply(&mut kv, &Command::PutCenter { center, mode: WriteMode::Create }, 1).unwrap().unwrap();
-        }
         let entry = |center: &str, job: &str, gpu: f64| LedgerEntry {
             center_id: center.into(),
             job_id: job.into(),
@@ -191,11 +195,7 @@ mod tests {
 
     #[test]
     fn candidates_are_the_centers_offering_the_spec_with_their_metrics_and_price() {
-        let mut kv = MemKv::default();
-        for id in ["a", "b", "c"] {
-            let center = serde_json::from_value(json!({"ai_center_id": id, "name": id, "region": "r"})).unwrap();
-            apply(&mut kv, &Command::PutCenter { center, mode: WriteMode::Create }, 1).unwrap().unwrap();
-        }
+        let mut kv = centers_abc();
         let metrics = serde_json::from_value(json!({"running_task_num": 7, "cpu_free": 3})).unwrap();
         apply(&mut kv, &Command::ReportMetrics { center_id: "b".into(), metrics }, 2).unwrap().unwrap();
         let spec: ResourceSpec = serde_json::from_value(json!({"resource_spec_id": "s", "resource_spec_name": "s",
