@@ -145,18 +145,18 @@ async fn algorithm_score(
         context.duration_secs = job.options.duration_secs.map_or(context.duration_secs, |s| s as f64);
         let dataset = job.options.dataset_id.as_deref().map(|d| tables::get::<Dataset>(reader, ObjectKind::Dataset, d));
         if let Some(dataset) = dataset.transpose()?.flatten() {
-            let mut region = None;
+            let mut holders = Vec::new();
             for holder in &dataset.location {
-                let center = tables::get::<jcs_api::model::Center>(reader, ObjectKind::Center, &holder.ai_center_id)?;
-                region = center.map(|c| c.region).filter(|r| !r.is_empty());
-                if region.is_some() {
-                    break;
-                }
+                holders.extend(tables::get::<jcs_api::model::Center>(
+                    reader,
+                    ObjectKind::Center,
+                    &holder.ai_center_id,
+                )?);
             }
             context.data = Some(DataLocation {
                 center_ids: dataset.location.iter().map(|l| l.ai_center_id.clone()).collect(),
                 size_mb: dataset.size_mb as f64,
-                region,
+                region: schedule::data_region(&holders).map(str::to_string),
             });
         }
         // As a cycle judges it: from the user's region, else the data's.

@@ -160,6 +160,11 @@ pub fn path_to(links: &RegionLinks, origin: Option<&str>, center: &Center) -> Pa
     }
 }
 
+/// The region data is copied from: the first of its holders that names one.
+pub fn data_region<'c>(holders: impl IntoIterator<Item = &'c Center>) -> Option<&'c str> {
+    holders.into_iter().map(|center| center.region.as_str()).find(|region| !region.is_empty())
+}
+
 /// Seconds to copy `size_mb` of data to `center` from the data's region: 0 when the center
 /// holds a copy (`held_here`) or there is nothing to copy, else size (MB → Mbit) over the
 /// bandwidth of the path from `data_region` ([`path_to`]); `None` when the path has none.

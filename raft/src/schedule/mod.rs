@@ -35,7 +35,7 @@ pub mod strategy;
 mod fixtures;
 
 pub use evaluate::{combine_algorithm_scores, rank, score_table, EvaluationModel, ScoreError, WeightedSum, Weights};
-pub use links::{Link, LinkError, RegionLinks};
+pub use links::{data_region, Link, LinkError, RegionLinks};
 pub use problem::{Catalog, InFlight, LedgerEntry, SolverConfig};
 pub use snapshot::{free_capacity, CandidateCenter, DataLocation, DeviceKind, JobContext, Location, Snapshot};
 pub use solve::{solve, JobDecision};

@@ -225,10 +225,10 @@ fn groups(job: &Job) -> Vec<Vec<usize>> {
     groups
 }
 
-/// The region of the first center holding `dataset` that names one.
+/// The region `dataset` is copied from, by its holders in the catalog.
 fn data_region<'c>(catalog: &'c Catalog, dataset: Option<&Dataset>) -> Option<&'c str> {
     let holders = dataset?.location.iter().filter_map(|l| catalog.centers.get(&l.ai_center_id));
-    holders.map(|state| state.center.region.as_str()).find(|region| !region.is_empty())
+    crate::schedule::links::data_region(holders.map(|state| &*state.center))
 }
 
 fn decide_job(cycle: &mut Cycle, job: &Job, policy: &Policy) -> JobDecision {
