@@ -419,6 +419,13 @@ async fn members_join_and_leave_and_restart_one_by_one_under_load() {
     // Enough entries (one client: one submission per entry) that the log behind the snapshots
     // is purged before anyone joins.
     let mut acked = submit_stream(&cluster, "zero", &first, 100, 1, |_| {}).await;
+    // openraft purges behind a snapshot in the background: join once it has.
+    eventually("the leader purged its log behind a snapshot", || async {
+        let status = cluster.status(leader).await;
+        let me = status["members"].as_array().unwrap().iter().find(|m| m["nodeId"] == leader).cloned();
+        me.is_some_and(|me| me["status"]["purgedIndex"].as_u64() > Some(0))
+    })
+    .await;
     let joiner = cluster.add_node();
     let leaving = cluster.others(leader)[0];
 

@@ -27,6 +27,10 @@ pub struct NodeStatus {
     pub applied_index: u64,
     /// Index of the last snapshot this node built or installed.
     pub snapshot_index: u64,
+    /// Index of the last log entry purged behind a snapshot: a member that needs an earlier
+    /// entry is caught up by snapshot.
+    #[serde(default)]
+    pub purged_index: u64,
 }
 
 /// One member in the cluster's status.
@@ -91,6 +95,7 @@ pub fn local(raft: &Raft, log: &LogReader) -> NodeStatus {
         committed_index: log.committed().ok().flatten().max(m.last_applied).map_or(0, |l| l.index),
         applied_index: m.last_applied.map_or(0, |l| l.index),
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        purged_index: m.purged.map_or(0, |l| l.index),
     }
 }
 
