@@ -84,6 +84,11 @@ pub fn range(field: &str, value: i64, min: i64, max: i64) -> Result<(), ApiError
     Ok(())
 }
 
+/// Every counter of `fields` is ≥ 0; an error names `{prefix}{field}`.
+pub fn non_negative<'a>(prefix: &str, fields: impl IntoIterator<Item = (&'a str, i64)>) -> Result<(), ApiError> {
+    fields.into_iter().try_for_each(|(field, value)| range(&format!("{prefix}{field}"), value, 0, i64::MAX))
+}
+
 /// Splits the standard's comma-separated id lists (`"c1, c2"`), dropping blanks.
 pub fn split_list(value: &str) -> Vec<String> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()

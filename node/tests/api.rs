@@ -155,11 +155,16 @@ async fn catalog_crud_and_references() {
     assert_eq!(node.call("DELETE", "/openapi/v1/centers/wuhan-1", None).await.0, 200);
     assert_eq!(node.get("/openapi/v1/centers/wuhan-1").await.0, 404);
 
-    let metrics = json!({"cpu_free": 10, "gpu_free": 2, "running_task_num": 1});
+    let metrics = json!({"cpu_free": 10, "gpu_free": 2, "running_task_num": 1,
+        "node_free": [{"count": 2, "cpu_free": 5, "gpu_free": 1}]});
     let (status, reported) = node.call("PUT", "/openapi/v1/centers/hangzhou-a/metrics", Some(metrics)).await;
     assert_eq!(status, 200, "{reported}");
     let (_, read) = node.get("/openapi/v1/centers/hangzhou-a/metrics").await;
     assert_eq!(read["data"]["gpu_free"], 2);
+    assert_eq!(
+        read["data"]["node_free"],
+        json!([{"count": 2, "cpu_free": 5, "gpu_free": 1, "npu_free": 0, "mlu_free": 0, "memory_free": 0}])
+    );
 
     let (_, specs) = node.get("/openapi/v1/resourcespecs").await;
     assert_eq!(specs["data"]["total"], 4);
@@ -219,6 +224,7 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
         ("PUT", "/openapi/v1/centers/hunan-univ", "application/json", json!({"ai_center_id": "other", "name": "n", "region": "r"}).to_string(), 400, "INVALID_ARGUMENT", "path names 'hunan-univ'"),
         ("PUT", "/openapi/v1/centers/nope/metrics", "application/json", json!({"cpu_free": -1}).to_string(), 400, "INVALID_ARGUMENT", "cpu_free"),
         ("PUT", "/openapi/v1/centers/nope/metrics", "application/json", json!({"cpu_free": 1}).to_string(), 404, "NOT_FOUND", "center 'nope'"),
+        ("PUT", "/openapi/v1/centers/hunan-univ/metrics", "application/json", json!({"node_free": [{"count": 0}]}).to_string(), 400, "INVALID_ARGUMENT", "node_free[0].count: is 0"),
         ("DELETE", "/openapi/v1/resourcespecs/gpu-1x", "", String::new(), 409, "STILL_REFERENCED", "gpu-1x"),
         ("DELETE", "/openapi/v1/images/ghost", "", String::new(), 404, "NOT_FOUND", "image 'ghost'"),
     ];
@@ -360,6 +366,25 @@ async fn a5_and_a6_score_centers_from_the_replicated_state() {
     assert_eq!(secure["data"]["score"], 100);
     let (_, lax) = node.get("/scheduler/algorithm/highest_security/score/hunan-telecom").await;
     assert_eq!(lax["data"]["score"], 0);
+    // userRegion judges the network path from there (the demo links hunan and zhejiang).
+    let network = |center: &str, region: &str| {
+        let query = if region.is_empty() { String::new() } else { format!("?userRegion={region}") };
+        format!("/scheduler/algorithm/network_quality/score/{center}{query}")
+    };
+    let mut scores = Vec::new();
+    for region in ["zhejiang", "hunan", ""] {
+        let (status, score) = node.get(&network("hangzhou-a", region)).await;
+        assert_eq!(status, 200, "{score}");
+        scores.push(score["data"]["score"].as_u64().unwrap());
+    }
+    assert_eq!(scores[..2], [100, 0], "hangzhou-a is best from its own region, worst across the link");
+    assert!(scores[2] > 0 && scores[2] < 100, "without a region, by uplinks alone: {}", scores[2]);
+    let (status, bad) = node.get(&network("hangzhou-a", &"r".repeat(64))).await;
+    assert_eq!(
+        (status, bad["errorMsg"].as_str()),
+        (400, Some("userRegion: is 64 characters, at most 63 allowed")),
+        "{bad}"
+    );
 
     let refusals = [
         ("/scheduler/algorithm/coin_flip/score/hangzhou-a", 404, "NOT_FOUND"),

@@ -7,12 +7,14 @@
 //! * `solve/1_job` — one cycle of one job: filters, scoring and choice over 1,000 centers.
 //! * `solve/10000_jobs` — one cycle deciding a 10,000-job batch over 1,000 centers, capacity
 //!   deducted as it goes (throughput in jobs).
+//! * `solve/10000_jobs_nodes` — the same with every center reporting its nodes (three shapes,
+//!   100 nodes each), so that every replica is also fitted to a node.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use jcs_api::model::{Center, CenterMetrics, CreateTrainJob, Image, Job, ResourceSpec};
+use jcs_api::model::{Center, CenterMetrics, CreateTrainJob, Image, Job, NodeFree, ResourceSpec};
 use jcs_raft::schedule::snapshot::{CandidateCenter, JobContext, Snapshot};
 use jcs_raft::schedule::{score_table, solve, Catalog, SolverConfig, WeightedSum, Weights};
 use serde_json::json;
@@ -40,8 +42,20 @@ fn center(i: usize) -> (Center, Option<CenterMetrics>) {
     (center, Some(metrics))
 }
 
-fn catalog() -> Catalog {
-    let centers: Vec<_> = (0..CENTERS).map(center).collect();
+fn make_catalog(with_nodes: bool) -> Catalog {
+    let mut centers: Vec<_> = (0..CENTERS).map(center).collect();
+    if with_nodes {
+        let shape = |gpu_free, cpu_free| NodeFree {
+            count: 100,
+            cpu_free,
+            gpu_free,
+            memory_free: 1_000_000,
+            ..NodeFree::default()
+        };
+        for (_, metrics) in &mut centers {
+            metrics.as_mut().expect("reported").node_free = vec![shape(8, 128), shape(4, 64), shape(0, 64)];
+        }
+    }
     let ids: Vec<String> = centers.iter().map(|(c, _)| c.ai_center_id.clone()).collect();
     let prices: BTreeMap<String, i64> =
         ids.iter().enumerate().map(|(i, id)| (id.clone(), 10 + (i % 17) as i64)).collect();
@@ -71,7 +85,7 @@ fn config() -> SolverConfig {
 }
 
 fn bench(c: &mut Criterion) {
-    let catalog = catalog();
+    let catalog = make_catalog(false);
     let spec = &catalog.specs["gpu-1x"];
     let candidates: Vec<CandidateCenter> = catalog
         .centers
@@ -97,6 +111,8 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(batch.len() as u64));
     group.sample_size(10);
     group.bench_function("10000_jobs", |b| b.iter(|| black_box(solve(&catalog, &batch, &config()))));
+    let with_nodes = make_catalog(true);
+    group.bench_function("10000_jobs_nodes", |b| b.iter(|| black_box(solve(&with_nodes, &batch, &config()))));
     group.finish();
 }
 

@@ -73,6 +73,16 @@ pub(crate) fn note_change(kv: &mut impl Kv, notes: &tables::ChangeNotes, center_
     Ok(())
 }
 
+/// Drops `center_id`'s change note, if it has one.
+fn forget_changes(kv: &mut impl Kv, notes: &tables::ChangeNotes, center_id: &str) -> Result<(), StoreError> {
+    let latest = notes.latest_key(center_id);
+    if let Some(generation) = get_json::<u64>(kv, &latest)? {
+        kv.delete(notes.note_key(generation, center_id));
+        kv.delete(latest);
+    }
+    Ok(())
+}
+
 fn apply_checked(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<CommandResult, StoreError> {
     match command {
         Command::PutCenter { center, mode } => {
@@ -245,6 +255,10 @@ fn delete(kv: &mut impl Kv, kind: ObjectKind, id: &str) -> Result<CommandResult,
     kv.delete(object_key(kind, id));
     if kind == ObjectKind::Center {
         kv.delete(metrics_key(id));
+        // Deleting a center bumps the catalog's generation, which makes the scheduler read
+        // every center again: its change notes are of no more use.
+        forget_changes(kv, &tables::METRICS_CHANGES, id)?;
+        forget_changes(kv, &tables::LEDGER_CHANGES, id)?;
     }
     Ok(Ok(Outcome::Deleted))
 }

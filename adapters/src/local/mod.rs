@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jcs_api::model::ReplicaKey;
+use jcs_api::model::{NodeFree, ReplicaKey};
 use serde::Deserialize;
 
 use self::replica::ReplicaDir;
@@ -242,7 +242,11 @@ impl Adapter for LocalCenter {
     async fn resources(&self) -> Result<ResourceReport> {
         let mut pool = self.lock();
         self.advance(&mut pool);
-        Ok(pool.report())
+        let mut report = pool.report();
+        // The local center is one machine: one node, holding all that is free.
+        let m = &report.metrics;
+        report.metrics.node_free = NodeFree::group([[m.cpu_free, m.gpu_free, m.npu_free, m.mlu_free, m.memory_free]]);
+        Ok(report)
     }
 
     async fn images(&self) -> Result<Vec<NativeImage>> {

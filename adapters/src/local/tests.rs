@@ -114,6 +114,12 @@ async fn queued_replicas_start_in_order_when_capacity_frees_even_after_a_restart
     let metrics = c.resources().await.unwrap().metrics;
     assert_eq!((metrics.running_task_num, metrics.waiting_task_num, metrics.cpu_free), (1, 2, 0));
     assert_eq!(metrics.confirmed_replicas, vec!["qa/0/1", "qb/0/1", "qc/0/1"]);
+    let one_node = &metrics.node_free;
+    assert_eq!(
+        (one_node.len(), one_node[0].count, one_node[0].cpu_free, one_node[0].memory_free),
+        (1, 1, 0, metrics.memory_free),
+        "the local center is one node holding all that is free"
+    );
 
     // A restarted node keeps the queue and its order.
     drop(c);

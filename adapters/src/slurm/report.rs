@@ -2,8 +2,10 @@
 //! nodes of the center's partitions make its capacity; their allocations its usage; only usable
 //! nodes (not down, drained or unreachable) count towards what is free. GRES named `gpu`, `npu`
 //! and `mlu` are those device kinds; any other GRES is a user-defined kind of the same name.
+//! What each usable node has free is reported too (`node_free`, grouped by shape): a replica
+//! runs on one node, so the scheduler checks that one node can hold it, not only the totals.
 
-use jcs_api::model::CenterMetrics;
+use jcs_api::model::{CenterMetrics, NodeFree};
 use jcs_api::quantity::ResourceAmounts;
 
 use super::native::{key_of, split_gres, Job, Node};
@@ -21,17 +23,24 @@ pub(crate) fn resource_report(
     let nodes: Vec<&Node> = nodes.iter().filter(|n| n.in_any(partitions)).collect();
     let mut capacity = ResourceAmounts::default();
     let (mut used, mut free) = (ResourceAmounts::default(), ResourceAmounts::default());
+    let mut node_free = Vec::new();
     for node in &nodes {
         let total = node_amounts(node.cpus, node.real_memory, &node.gres);
         let taken = node_amounts(node.alloc_cpus, node.alloc_memory, &node.gres_used);
         capacity.add_scaled(&total, 1.0);
         used.add_scaled(&taken, 1.0);
         if node.usable() {
-            free.add_scaled(&total, 1.0);
-            free.add_scaled(&taken, -1.0);
+            let mut left = total.clone();
+            left.add_scaled(&taken, -1.0);
+            node_free.push([left.cpu, left.gpu, left.npu, left.mlu, left.memory_mb].map(|v| v.floor() as i64));
+            free.add_scaled(&left, 1.0);
         }
     }
-    let mut metrics = CenterMetrics { center_name: center.to_string(), ..CenterMetrics::default() };
+    let mut metrics = CenterMetrics {
+        center_name: center.to_string(),
+        node_free: NodeFree::group(node_free),
+        ..CenterMetrics::default()
+    };
     for job in jobs.iter().filter(|job| job.partition.split(',').any(|p| partitions.iter().any(|q| q == p))) {
         let state = job.state();
         match state {
@@ -158,6 +167,27 @@ mod tests {
         assert_eq!((m.memory_used, m.memory_free), (200, 1800));
         assert_eq!((m.running_task_num, m.waiting_task_num), (2, 1));
         assert_eq!(m.confirmed_replicas, vec!["job-1/0/1".to_string(), "job-2/0/0".to_string()]);
+        let shape = |count, cpu_free, gpu_free, memory_free| NodeFree {
+            count,
+            cpu_free,
+            gpu_free,
+            memory_free,
+            ..NodeFree::default()
+        };
+        assert_eq!(
+            m.node_free,
+            vec![shape(1, 6, 3, 800), shape(1, 8, 0, 1000)],
+            "each usable node's own free resources, by shape; the drained node has none"
+        );
+    }
+
+    #[test]
+    fn identical_nodes_are_one_shape() {
+        let p = vec!["p".to_string()];
+        let nodes: Vec<Node> = (0..10).map(|i| node(&format!("n{i}"), "idle", 8, 0, "", "")).collect();
+        let m = resource_report("c", "jcs", &p, &nodes, &[]).metrics;
+        assert_eq!(m.cpu_free, 80);
+        assert_eq!(m.node_free, vec![NodeFree { count: 10, cpu_free: 8, memory_free: 1000, ..NodeFree::default() }]);
     }
 
     #[test]

@@ -77,6 +77,15 @@ async fn slurm_gpu_demand_is_allocated_and_counted() {
     let report = adapter.resources().await.expect("resources");
     assert!(report.capacity.gpu >= 2.0, "the cluster's GPUs are its capacity: {:?}", report.capacity);
     assert!(report.metrics.gpu_used >= 2, "two GPUs are in use: {:?}", report.metrics);
+    let nodes = &report.metrics.node_free;
+    assert!(!nodes.is_empty(), "the real Slurm's nodes are reported by shape: {:?}", report.metrics);
+    let node_sum =
+        |amount: fn(&jcs_api::model::NodeFree) -> i64| nodes.iter().map(|n| n.count * amount(n)).sum::<i64>();
+    assert_eq!(
+        (node_sum(|n| n.gpu_free), node_sum(|n| n.cpu_free)),
+        (report.metrics.gpu_free, report.metrics.cpu_free),
+        "the usable nodes' free resources add up to the totals: {nodes:?}"
+    );
     let squeue = cluster.command("squeue").args(["-h", "-j", &id.0, "-o", "%b"]).output().unwrap();
     assert!(String::from_utf8_lossy(&squeue.stdout).contains("gpu:2"), "squeue: {squeue:?}");
     adapter.stop(&id, Duration::from_secs(1)).await.expect("stop");

@@ -431,6 +431,74 @@ pub struct CenterMetrics {
     /// Not stored with the report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub confirmed_replicas: Vec<String>,
+    /// Extension: what the center's nodes have free, grouped by shape — what one replica can
+    /// get on one node. A replica fits a center only if one node can hold it, not merely the
+    /// totals (ten nodes with 8 free CPUs each cannot run a 12-CPU replica). Empty when the
+    /// center does not expose its nodes (a cloud or vendor platform): then the totals decide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_free: Vec<NodeFree>,
+}
+
+/// Most node shapes one report may list.
+pub const MAX_NODE_GROUPS: usize = 4096;
+
+/// A group of a center's nodes that have the same resources free (per node; memory in MB).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFree {
+    /// How many nodes have exactly this free.
+    pub count: i64,
+    #[serde(default)]
+    pub cpu_free: i64,
+    #[serde(default)]
+    pub gpu_free: i64,
+    #[serde(default)]
+    pub npu_free: i64,
+    #[serde(default)]
+    pub mlu_free: i64,
+    #[serde(default)]
+    pub memory_free: i64,
+}
+
+impl NodeFree {
+    /// Groups per-node free amounts `[cpu, gpu, npu, mlu, memory]` by shape, in shape order, so
+    /// that an adapter reports a thousand identical nodes as one line. Nodes whose free memory
+    /// differs by a few MB would each be a shape of their own: past [`MAX_NODE_GROUPS`] shapes,
+    /// free memory is rounded down to ever coarser steps (1 GiB, 2 GiB, …) until they fit, and
+    /// if even 1 TiB steps do not, no shapes are given and the totals decide.
+    pub fn group(nodes: impl IntoIterator<Item = [i64; 5]>) -> Vec<NodeFree> {
+        let nodes: Vec<[i64; 5]> = nodes.into_iter().map(|node| node.map(|v| v.max(0))).collect();
+        let mut step = 1;
+        loop {
+            let mut counts: BTreeMap<[i64; 5], i64> = BTreeMap::new();
+            for node in &nodes {
+                let mut shape = *node;
+                shape[4] -= shape[4] % step;
+                *counts.entry(shape).or_default() += 1;
+            }
+            if counts.len() <= MAX_NODE_GROUPS {
+                return NodeFree::from_counts(counts);
+            }
+            if step >= 1 << 20 {
+                return Vec::new();
+            }
+            step = if step == 1 { 1024 } else { step * 2 };
+        }
+    }
+
+    fn from_counts(counts: BTreeMap<[i64; 5], i64>) -> Vec<NodeFree> {
+        counts
+            .into_iter()
+            .map(|([cpu_free, gpu_free, npu_free, mlu_free, memory_free], count)| NodeFree {
+                count,
+                cpu_free,
+                gpu_free,
+                npu_free,
+                mlu_free,
+                memory_free,
+            })
+            .collect()
+    }
 }
 
 /// A replica named in `confirmed_replicas`.
@@ -475,9 +543,7 @@ impl CenterMetrics {
             ("defineres_used", self.defineres_used),
             ("defineres_free", self.defineres_free),
         ];
-        for (field, value) in counters {
-            validate::range(field, value, 0, i64::MAX)?;
-        }
+        validate::non_negative("", counters)?;
         validate::range("security_grade", self.security_grade.into(), 0, 10)?;
         if self.confirmed_replicas.len() > MAX_CONFIRMED_REPLICAS {
             let why = format!("lists {} replicas, at most {MAX_CONFIRMED_REPLICAS}", self.confirmed_replicas.len());
@@ -490,6 +556,21 @@ impl CenterMetrics {
                     "must be jobId/taskIndex/replicaIndex",
                 ));
             }
+        }
+        if self.node_free.len() > MAX_NODE_GROUPS {
+            let why = format!("lists {} node shapes, at most {MAX_NODE_GROUPS}", self.node_free.len());
+            return Err(ApiError::invalid("node_free", why));
+        }
+        for (i, group) in self.node_free.iter().enumerate() {
+            validate::range(&format!("node_free[{i}].count"), group.count, 1, 1_000_000)?;
+            let amounts = [
+                ("cpu_free", group.cpu_free),
+                ("gpu_free", group.gpu_free),
+                ("npu_free", group.npu_free),
+                ("mlu_free", group.mlu_free),
+                ("memory_free", group.memory_free),
+            ];
+            validate::non_negative(&format!("node_free[{i}]."), amounts)?;
         }
         Ok(())
     }
@@ -543,5 +624,39 @@ mod tests {
         d.validate().unwrap();
         d.location[0].access = "w".into();
         assert!(d.validate().unwrap_err().message.starts_with("location[0].access"));
+    }
+
+    #[test]
+    fn node_shapes_are_validated_and_grouped() {
+        let mut m: CenterMetrics = serde_json::from_value(json!({"cpu_free": 16,
+            "node_free": [{"count": 2, "cpu_free": 8, "memory_free": 32000}]}))
+        .unwrap();
+        m.validate().unwrap();
+        assert_eq!(m.node_free[0].gpu_free, 0, "omitted kinds are 0");
+        m.node_free[0].count = 0;
+        assert_eq!(m.validate().unwrap_err().message, "node_free[0].count: is 0, must be between 1 and 1000000");
+        m.node_free[0].count = 1;
+        m.node_free[0].gpu_free = -1;
+        assert!(m.validate().unwrap_err().message.starts_with("node_free[0].gpu_free"));
+        m.node_free = vec![NodeFree { count: 1, ..NodeFree::default() }; MAX_NODE_GROUPS + 1];
+        assert!(m.validate().unwrap_err().message.starts_with("node_free: lists 4097"));
+        let err = serde_json::from_value::<CenterMetrics>(json!({"node_free": [{"count": 1, "cpus": 8}]})).unwrap_err();
+        assert!(err.to_string().contains("cpus"), "{err}");
+        assert_eq!(
+            NodeFree::group([[8, 0, 0, 0, 100], [4, 1, 0, 0, 50], [8, 0, 0, 0, 100], [-2, 0, 0, 0, 0]]),
+            vec![
+                NodeFree { count: 1, ..NodeFree::default() },
+                NodeFree { count: 1, cpu_free: 4, gpu_free: 1, memory_free: 50, ..NodeFree::default() },
+                NodeFree { count: 2, cpu_free: 8, memory_free: 100, ..NodeFree::default() },
+            ],
+            "by shape, negative amounts as none"
+        );
+        // 5,000 nodes whose free memory differs by a MB each: rounded down to whole GiB.
+        let ragged = NodeFree::group((0..5000).map(|i| [4, 0, 0, 0, 10_000 + i]));
+        assert!(ragged.len() <= MAX_NODE_GROUPS && ragged.len() > 1, "{}", ragged.len());
+        assert_eq!(ragged.iter().map(|n| n.count).sum::<i64>(), 5000, "no node is lost");
+        assert!(ragged.iter().all(|n| n.memory_free % 1024 == 0 && n.memory_free >= 9 * 1024), "{ragged:?}");
+        // Shapes that differ in CPUs cannot be merged by memory: past the cap, none are given.
+        assert!(NodeFree::group((0..5000).map(|i| [i, 0, 0, 0, 0])).is_empty());
     }
 }

@@ -172,6 +172,8 @@ pub enum RejectCode {
     MonitoringStale,
     /// Free capacity (less in-flight placements) is short of one replica's demand.
     InsufficientCapacity,
+    /// The center's totals would hold the replica, but none of its nodes alone can.
+    NoNodeFits,
     /// No image of that name fitting the spec is registered at the center.
     ImageNotAtCenter,
     /// The center's security grade is below the job's.
@@ -189,12 +191,13 @@ pub enum RejectCode {
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 12] = [
+    pub const ALL: [RejectCode; 13] = [
         RejectCode::SpecNotOffered,
         RejectCode::CenterUnavailable,
         RejectCode::MonitoringMissing,
         RejectCode::MonitoringStale,
         RejectCode::InsufficientCapacity,
+        RejectCode::NoNodeFits,
         RejectCode::ImageNotAtCenter,
         RejectCode::SecurityGradeTooLow,
         RejectCode::NotPinned,
@@ -211,6 +214,7 @@ impl RejectCode {
             RejectCode::MonitoringMissing => "MONITORING_MISSING",
             RejectCode::MonitoringStale => "MONITORING_STALE",
             RejectCode::InsufficientCapacity => "INSUFFICIENT_CAPACITY",
+            RejectCode::NoNodeFits => "NO_NODE_FITS",
             RejectCode::ImageNotAtCenter => "IMAGE_NOT_AT_CENTER",
             RejectCode::SecurityGradeTooLow => "SECURITY_GRADE_TOO_LOW",
             RejectCode::NotPinned => "NOT_PINNED",

@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 use super::error::{ok, HttpError, HttpResult};
 use super::extract::{Body, Params};
 use super::state::{AppState, ReadOptions};
+use crate::scheduler::Woke;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
@@ -66,39 +67,44 @@ async fn create_job(
 
 /// Waits up to the configured bound for the scheduler to place `job`; returns it as it then is
 /// (still pending, with empty `centerIDs`, if it stays pending or the bound passed). On the
-/// leader the cycle that decides the job wakes the wait; on a follower (whose scheduler idles)
-/// each applied entry is a moment to look for the decision.
+/// leader the cycle that decides the job wakes the wait; on a follower (whose scheduler idles),
+/// or once the leader steps down, each applied entry is a moment to look for the decision.
 async fn await_placement(state: &AppState, job: Job) -> Result<Job, HttpError> {
     if decided(&job) {
         return Ok(job);
     }
     let deadline = tokio::time::Instant::now() + state.placement_wait;
+    let mut applied = state.raft.metrics();
+    // Registered before leadership is checked: a leader that steps down after the check wakes
+    // the wait, and one that had already stepped down is seen by the check.
+    let mut wait = state.scheduler.waiters.register(&job.id);
     let leading = {
-        let metrics = state.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = applied.borrow_and_update();
         metrics.current_leader == Some(metrics.id)
     };
+    let mut current = job;
     if leading {
-        let mut wait = state.scheduler.waiters.register(&job.id);
         state.scheduler.kick();
         // A cycle may have decided the job before the registration.
-        let current = read_current(state, job)?;
-        if decided(&current) || !wait.until(deadline).await {
-            return Ok(current);
-        }
-        return read_current(state, current);
-    }
-    let mut applied = state.raft.metrics();
-    let mut current = job;
-    loop {
-        if !matches!(tokio::time::timeout_at(deadline, applied.changed()).await, Ok(Ok(()))) {
-            return Ok(current);
-        }
         current = read_current(state, current)?;
         if decided(&current) {
             return Ok(current);
         }
+        match wait.until(deadline).await {
+            Woke::TimedOut => return Ok(current),
+            // Decided: the job is placed or has its pending reason, unless the decision did
+            // not survive (then it is looked for as entries apply, as below).
+            Woke::Decided | Woke::Deposed => current = read_current(state, current)?,
+        }
     }
+    drop(wait);
+    while !decided(&current) {
+        if !matches!(tokio::time::timeout_at(deadline, applied.changed()).await, Ok(Ok(()))) {
+            break;
+        }
+        current = read_current(state, current)?;
+    }
+    Ok(current)
 }
 
 /// Whether the scheduler is done with `job` for A.1: placed, finished, or decided pending (the

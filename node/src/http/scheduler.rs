@@ -47,6 +47,11 @@ pub struct ScoreQuery {
     /// Score for this job instead: its first task's spec, its dataset's location and size, its
     /// duration estimate. Not together with `resourceSpecId`.
     pub job_id: Option<String>,
+    /// Judge the network path from this region, as a job's `userRegion` is (strategy
+    /// `network_quality`; also `lowest_energy` with `jobId`, whose data is copied over it).
+    /// Default: the job's own `userRegion`, else its data's region; without a job, none (the
+    /// center's uplink alone).
+    pub user_region: Option<String>,
 }
 
 /// A.6 inputs: two comma-separated lists of equal length.
@@ -102,6 +107,9 @@ async fn algorithm_score(
     let strategy = Strategy::from_id(&algorithm_id)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("algorithm '{algorithm_id}' not found")))?;
     validate::id("centerId", &center_id, MAX_ID_LEN)?;
+    if let Some(region) = &query.user_region {
+        validate::text("userRegion", region, MAX_ID_LEN)?;
+    }
     let reader = state.read(&options).await?;
     if !tables::exists(reader, ObjectKind::Center, &center_id)? {
         return Err(ApiError::not_found("center", &center_id).into());
@@ -161,6 +169,9 @@ async fn algorithm_score(
         }
         // As a cycle judges it: from the user's region, else the data's.
         context.origin = job.options.user_region.clone().or_else(|| context.data.as_ref()?.region.clone());
+    }
+    if let Some(region) = query.user_region {
+        context.origin = Some(region);
     }
     let scores = schedule::score(strategy, &context, &snapshot);
     ok(Score { score: scores[position] })

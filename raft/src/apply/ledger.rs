@@ -34,13 +34,10 @@ fn totals_key(center: &str) -> Vec<u8> {
 }
 
 /// Adds `sign` × the entry to its center's totals.
-fn adjust_totals(kv: &mut impl Kv, entry: &LedgerEntry, sign: f64) -> Result<(), StoreError> {
+fn adjust_totals(kv: &mut impl Kv, entry: &LedgerEntry, sign: i64) -> Result<(), StoreError> {
     let key = totals_key(&entry.center_id);
     let mut totals: InFlight = get_json(kv, &key)?.unwrap_or_default();
-    let mut demand = Capacity::of_demand(&entry.demand);
-    demand.0.iter_mut().for_each(|v| *v *= sign);
-    totals.capacity.add(&demand);
-    totals.replicas += sign as i64;
+    totals.adjust(&Capacity::of_demand(&entry.demand), sign);
     if totals.replicas <= 0 {
         kv.delete(key);
     } else {
@@ -58,7 +55,7 @@ pub fn center_totals(kv: &(impl KvRead + ?Sized), center: &str) -> Result<InFlig
 pub fn hold(kv: &mut impl Kv, entry: &LedgerEntry) -> Result<(), StoreError> {
     put_json(kv, entry_key(&entry.center_id, &entry.job_id, entry.task, entry.replica), entry);
     kv.put(by_time_key(entry), Vec::new());
-    adjust_totals(kv, entry, 1.0)
+    adjust_totals(kv, entry, 1)
 }
 
 /// Releases one replica's entry, if it is held.
@@ -67,7 +64,7 @@ pub fn release(kv: &mut impl Kv, center: &str, job: &str, task: u32, replica: u3
     let Some(entry) = get_json::<LedgerEntry>(kv, &key)? else { return Ok(()) };
     kv.delete(key);
     kv.delete(by_time_key(&entry));
-    adjust_totals(kv, &entry, -1.0)
+    adjust_totals(kv, &entry, -1)
 }
 
 /// Releases every entry of a job (stopped or finished).

@@ -21,8 +21,8 @@ pub fn workload_per_candidate(job: &JobContext, snapshot: &Snapshot) -> Vec<Opti
 }
 
 /// (b) How many more replicas fit at each candidate: the smallest ratio of free capacity (less
-/// this job's replicas already placed there) to demand over the demanded kinds. A demand of
-/// nothing fits everywhere equally.
+/// this job's replicas already placed there) to demand over the demanded kinds, and no more
+/// than its nodes hold when it reports them. A demand of nothing fits everywhere equally.
 pub fn replicas_that_fit(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
     let demanded = demanded_kinds(&job.demand);
     snapshot
@@ -31,7 +31,7 @@ pub fn replicas_that_fit(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f6
         .map(|c| {
             c.metrics.as_ref()?;
             let taken = job.siblings_at(c.id()) as f64;
-            Some(replicas_fitting(&demanded, |kind| kind.amount(&c.free), taken))
+            Some(replicas_fitting(&demanded, |kind| kind.amount(&c.free), taken, c.node_room))
         })
         .collect()
 }
@@ -42,10 +42,16 @@ pub fn demanded_kinds(demand: &ResourceAmounts) -> Vec<(DeviceKind, f64)> {
 }
 
 /// (b) for one candidate: how many replicas of `demanded` fit in what `free` says is free, less
-/// the `taken` already placed there.
-pub fn replicas_fitting(demanded: &[(DeviceKind, f64)], free: impl Fn(DeviceKind) -> f64, taken: f64) -> f64 {
+/// the `taken` already placed there, and no more than `node_room` when its nodes are known.
+pub fn replicas_fitting(
+    demanded: &[(DeviceKind, f64)],
+    free: impl Fn(DeviceKind) -> f64,
+    taken: f64,
+    node_room: Option<f64>,
+) -> f64 {
     let fits = demanded.iter().map(|(kind, amount)| free(*kind) / amount - taken);
-    fits.fold(None, |least: Option<f64>, fit| Some(least.map_or(fit, |l| l.min(fit)))).unwrap_or(0.0)
+    let fit = fits.fold(None, |least: Option<f64>, fit| Some(least.map_or(fit, |l| l.min(fit)))).unwrap_or(0.0);
+    node_room.map_or(fit, |room| fit.min(room))
 }
 
 /// How close a candidate is to another center: 3 the same center, 2 the same site, 1 the same
@@ -144,6 +150,9 @@ pub struct LoadSums {
     reporting: i128,
     sum: i128,
     sum_of_squares: i128,
+    /// The three in 64 bits when they fit: most workloads do, and 128-bit multiplication is
+    /// a library call while this runs per candidate.
+    narrow: Option<(i64, i64, i64)>,
     /// `reporting²` as a float, the variance's denominator.
     denominator: f64,
 }
@@ -151,24 +160,32 @@ pub struct LoadSums {
 impl LoadSums {
     pub fn of(loads: impl Iterator<Item = i128> + Clone) -> LoadSums {
         let reporting = loads.clone().count() as i128;
-        LoadSums {
-            reporting,
-            sum: loads.clone().fold(0i128, |acc, x| acc.saturating_add(x)),
-            sum_of_squares: loads.fold(0i128, |acc, x| acc.saturating_add(x.saturating_mul(x))),
-            denominator: (reporting * reporting) as f64,
-        }
+        let sum = loads.clone().fold(0i128, |acc, x| acc.saturating_add(x));
+        let sum_of_squares = loads.fold(0i128, |acc, x| acc.saturating_add(x.saturating_mul(x)));
+        let narrow =
+            (|| Some((i64::try_from(reporting).ok()?, i64::try_from(sum).ok()?, i64::try_from(sum_of_squares).ok()?)))(
+            );
+        LoadSums { reporting, sum, sum_of_squares, narrow, denominator: (reporting * reporting) as f64 }
     }
 
     /// (h) for a candidate of workload `x`: minus the variance if the replica went there.
     pub fn negative_variance_after(&self, x: i128) -> f64 {
-        let LoadSums { reporting, sum, sum_of_squares, denominator } = *self;
-        // Placing here turns x into x + 1: Σx grows by 1, Σx² by 2x + 1.
+        let LoadSums { reporting, sum, sum_of_squares, narrow, denominator } = *self;
+        // Placing here turns x into x + 1: Σx grows by 1, Σx² by 2x + 1. In 64 bits while
+        // nothing overflows (the exact same integer, so the same float), else in 128.
+        let in_64_bits = |(n, s, q): (i64, i64, i64)| {
+            let x = i64::try_from(x).ok()?;
+            let s = s.checked_add(1)?;
+            let q = q.checked_add(x.checked_mul(2)?)?.checked_add(1)?;
+            n.checked_mul(q)?.checked_sub(s.checked_mul(s)?)
+        };
+        if let Some(n_squared_variance) = narrow.and_then(in_64_bits) {
+            return -(n_squared_variance as f64) / denominator;
+        }
         let s = sum.saturating_add(1);
         let q = sum_of_squares.saturating_add(x.saturating_mul(2)).saturating_add(1);
         let n_squared_variance = reporting.saturating_mul(q).saturating_sub(s.saturating_mul(s));
-        // Through i64 when it fits: the same float, without the slow 128-bit conversion.
-        let numerator = i64::try_from(n_squared_variance).map_or_else(|_| n_squared_variance as f64, |n| n as f64);
-        -numerator / denominator
+        -(n_squared_variance as f64) / denominator
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use jcs_api::model::{center_status, Dataset, PolicyMode, QosTarget, RejectCode, Rejection};
 
 use crate::schedule::links::{copy_secs, path_to};
+use crate::schedule::nodes::NodePool;
 use crate::schedule::problem::{Capacity, CenterState, SolverConfig, SpecInfo};
 use crate::schedule::snapshot::DeviceKind;
 
@@ -51,16 +52,21 @@ fn reject(center_id: &str, code: RejectCode, detail: String) -> Rejection {
 /// Seconds to copy the job's data to a center (0 when it holds a copy); `None` when it cannot
 /// be copied (no bandwidth configured).
 /// Runs every filter for one replica of `task` at the center; `free` is its capacity left in
-/// this cycle (reported free, less in-flight and this cycle's earlier placements).
+/// this cycle (reported free, less in-flight and this cycle's earlier placements), `nodes` what
+/// its nodes have left, when it reports them.
 pub fn check(
     state: &CenterState,
     free: &Capacity,
+    nodes: Option<&NodePool>,
     job: &JobNeeds,
     task: &TaskNeeds,
     config: &SolverConfig,
 ) -> Result<(), Rejection> {
     check_fixed(state, job, task, config)?;
-    check_capacity(state, free, task)
+    match shortfall(free, nodes, &task.spec.capacity) {
+        Some(short) => Err(capacity_rejection(state, short)),
+        None => Ok(()),
+    }
 }
 
 /// The filters that do not depend on free capacity (every one but the last), in the order
@@ -108,19 +114,49 @@ pub fn check_fixed(
     Ok(())
 }
 
-/// The last filter: whether one more replica fits in `free`.
-pub fn check_capacity(state: &CenterState, free: &Capacity, task: &TaskNeeds) -> Result<(), Rejection> {
-    match free.shortfall(&task.spec.capacity) {
-        Some(shortfall) => Err(capacity_rejection(state, shortfall)),
-        None => Ok(()),
+/// Why one more replica does not fit a center.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shortfall<'a> {
+    /// The totals are short: `(kind, needed, available)` from [`Capacity::shortfall`].
+    Total(&'static str, f64, f64),
+    /// The totals would do, but no node of the pool alone can hold the demand.
+    NoNode(&'a NodePool, Capacity),
+}
+
+impl Shortfall<'_> {
+    pub fn code(&self) -> RejectCode {
+        match self {
+            Shortfall::Total(..) => RejectCode::InsufficientCapacity,
+            Shortfall::NoNode(..) => RejectCode::NoNodeFits,
+        }
     }
 }
 
-/// The rejection of a center short of capacity: `(kind, needed, available)` from
-/// [`Capacity::shortfall`].
-pub fn capacity_rejection(state: &CenterState, (kind, needed, available): (&str, f64, f64)) -> Rejection {
-    let detail = format!("{kind}: needs {needed}, free {available} ({} in flight)", state.in_flight.replicas);
-    reject(&state.center.ai_center_id, RejectCode::InsufficientCapacity, detail)
+/// The last filter: whether one more replica of `demand` fits in `free` and on one node.
+pub fn shortfall<'a>(free: &Capacity, nodes: Option<&'a NodePool>, demand: &Capacity) -> Option<Shortfall<'a>> {
+    // `covers` first: most candidates fit, and then no answer needs building.
+    if !free.covers(demand) {
+        if let Some((kind, needed, available)) = free.shortfall(demand) {
+            return Some(Shortfall::Total(kind, needed, available));
+        }
+    }
+    nodes.filter(|nodes| !nodes.fits(demand)).map(|nodes| Shortfall::NoNode(nodes, *demand))
+}
+
+/// The rejection of a center short of capacity.
+pub fn capacity_rejection(state: &CenterState, shortfall: Shortfall) -> Rejection {
+    let id = &state.center.ai_center_id;
+    let in_flight = state.in_flight.replicas;
+    match shortfall {
+        Shortfall::Total(kind, needed, available) => {
+            let detail = format!("{kind}: needs {needed}, free {available} ({in_flight} in flight)");
+            reject(id, RejectCode::InsufficientCapacity, detail)
+        }
+        Shortfall::NoNode(nodes, demand) => {
+            let why = nodes.describe_misfit(&demand);
+            reject(id, RejectCode::NoNodeFits, format!("{why} ({in_flight} in flight)"))
+        }
+    }
 }
 
 /// The QoS bounds. Latency is the path's from the job's user region when it names one (the

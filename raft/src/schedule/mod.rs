@@ -16,6 +16,7 @@
 //! * [`problem`] — what a cycle decides over: catalog, monitoring, in-flight ledger, settings.
 //! * [`policy`] — the policy modes of §5 f as weight profiles.
 //! * [`filter`] — whether a replica may go to a center at all, with a reason code when not.
+//! * [`nodes`] — per-node fit: whether one node of a center can hold a replica.
 //! * [`migration`] — ranking the copies a job's data could be fetched from (§6.3.2).
 //! * [`solve`] — one cycle: queue in, placements and explain records out.
 
@@ -24,6 +25,7 @@ pub mod factors;
 pub mod filter;
 pub mod links;
 pub mod migration;
+pub mod nodes;
 pub mod policy;
 pub mod problem;
 pub mod snapshot;

@@ -10,6 +10,7 @@ use jcs_api::quantity::ResourceAmounts;
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::links::RegionLinks;
+use crate::schedule::nodes::NodePool;
 use crate::schedule::snapshot::DeviceKind;
 
 /// A replica placed but not yet confirmed by its center. Its demand is deducted from the
@@ -34,10 +35,41 @@ pub struct Capacity(pub [f64; 7]);
 
 /// What a center's live ledger entries hold in total (kept up to date by the state machine, so
 /// a cycle reads one value per center, not every entry).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InFlight {
     pub capacity: Capacity,
     pub replicas: i64,
+    /// The held replicas by demand (one line per spec shape, in the order first held), so that
+    /// a cycle can deduct each from a node of a center that reports its nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shapes: Vec<HeldShape>,
+}
+
+/// Replicas of one demand held in flight at a center.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HeldShape {
+    pub demand: Capacity,
+    pub replicas: i64,
+}
+
+impl InFlight {
+    /// Adds (`sign` 1) or removes (`sign` -1) one replica of `demand`.
+    pub fn adjust(&mut self, demand: &Capacity, sign: i64) {
+        let mut signed = *demand;
+        signed.0.iter_mut().for_each(|v| *v *= sign as f64);
+        self.capacity.add(&signed);
+        self.replicas += sign;
+        match self.shapes.iter().position(|shape| shape.demand.same_as(demand)) {
+            Some(i) => {
+                self.shapes[i].replicas += sign;
+                if self.shapes[i].replicas <= 0 {
+                    self.shapes.remove(i);
+                }
+            }
+            None if sign > 0 => self.shapes.push(HeldShape { demand: *demand, replicas: sign }),
+            None => {}
+        }
+    }
 }
 
 /// The names of [`Capacity`]'s slots, for explanations.
@@ -75,6 +107,21 @@ impl Capacity {
         self.0[kind as usize]
     }
 
+    /// Whether two amounts are the same up to rounding (a demand that went through JSON and
+    /// back may differ in its last bit).
+    pub fn same_as(&self, other: &Capacity) -> bool {
+        self.0.iter().zip(&other.0).all(|(a, b)| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0))
+    }
+
+    /// Whether `demand` fits in what is here: [`Capacity::shortfall`] is `None` (checked for
+    /// every candidate of every replica, so without building the answer).
+    pub fn covers(&self, demand: &Capacity) -> bool {
+        self.0
+            .iter()
+            .zip(&demand.0)
+            .fold(true, |fits, (here, wanted)| fits & (*wanted <= 0.0 || *wanted <= here + 1e-9))
+    }
+
     /// The first kind where `demand` exceeds what is here: `(kind, needed, available)`.
     pub fn shortfall(&self, demand: &Capacity) -> Option<(&'static str, f64, f64)> {
         (0..7)
@@ -97,6 +144,34 @@ pub struct CenterState {
     pub metrics: Option<CenterMetrics>,
     /// What this center's live ledger entries hold.
     pub in_flight: InFlight,
+    /// What its nodes have free once the in-flight replicas took theirs, when it reports its
+    /// nodes (kept with the state, so that a cycle does not place every in-flight replica
+    /// again; [`CenterState::refresh_nodes`] after a change of `metrics` or `in_flight`).
+    pub nodes: Option<NodePool>,
+}
+
+impl CenterState {
+    pub fn new(center: Arc<Center>, metrics: Option<CenterMetrics>, in_flight: InFlight) -> CenterState {
+        let mut state = CenterState { center, metrics, in_flight, nodes: None };
+        state.refresh_nodes();
+        state
+    }
+
+    /// Recomputes `nodes`: the reported nodes, each in-flight replica on its best-fitting one
+    /// (one that no node could hold any more is counted in the totals alone).
+    pub fn refresh_nodes(&mut self) {
+        self.nodes = self.metrics.as_ref().and_then(|m| NodePool::from_report(&m.node_free)).map(|mut pool| {
+            for shape in &self.in_flight.shapes {
+                // Once no node holds one more of a shape, none holds the rest: the pool only shrinks.
+                for _ in 0..shape.replicas {
+                    if pool.hold(&shape.demand).is_none() {
+                        break;
+                    }
+                }
+            }
+            pool
+        });
+    }
 }
 
 /// A spec with its demand parsed once.
@@ -142,8 +217,8 @@ impl Catalog {
         let centers: BTreeMap<String, CenterState> = centers
             .into_iter()
             .map(|(center, metrics)| {
-                let in_flight = in_flight.get(&center.ai_center_id).copied().unwrap_or_default();
-                let state = CenterState { center: Arc::new(center), metrics, in_flight };
+                let in_flight = in_flight.get(&center.ai_center_id).cloned().unwrap_or_default();
+                let state = CenterState::new(Arc::new(center), metrics, in_flight);
                 (state.center.ai_center_id.clone(), state)
             })
             .collect();
@@ -182,6 +257,10 @@ pub struct SolverConfig {
     /// The configured links between regions, by which paths from a job's user region are
     /// judged (shared: a config is cloned every cycle).
     pub region_links: Arc<RegionLinks>,
+    /// Placements of a batch proposed but not yet applied, replica by replica (center id,
+    /// demand): a cycle computed while its predecessor commits deducts them first, as the
+    /// state will once that batch applies.
+    pub assumed: Vec<(String, Capacity)>,
 }
 
 impl Default for SolverConfig {
@@ -195,6 +274,7 @@ impl Default for SolverConfig {
             snapshot_version: 0,
             blocked_ahead: None,
             region_links: Arc::default(),
+            assumed: Vec::new(),
         }
     }
 }
@@ -209,5 +289,25 @@ mod tests {
         let demand = Capacity([4.0, 2.0, 0.0, 0.0, 2000.0, 0.0, 0.0]);
         assert_eq!(free.shortfall(&demand), Some(("gpu", 2.0, 1.0)));
         assert_eq!(free.shortfall(&Capacity([8.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])), None);
+        assert!(!free.covers(&demand) && free.covers(&Capacity([8.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])));
+    }
+
+    #[test]
+    fn in_flight_keeps_totals_and_shapes_in_step() {
+        let (one_gpu, eight_cpus) = (Capacity([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]), Capacity([8.0; 7]));
+        let mut held = InFlight::default();
+        held.adjust(&one_gpu, 1);
+        held.adjust(&eight_cpus, 1);
+        held.adjust(&one_gpu, 1);
+        assert_eq!((held.replicas, held.capacity.0[1]), (3, 10.0));
+        assert_eq!(
+            held.shapes,
+            vec![HeldShape { demand: one_gpu, replicas: 2 }, HeldShape { demand: eight_cpus, replicas: 1 }]
+        );
+        let mut nearly = eight_cpus;
+        nearly.0[6] += 1e-12;
+        held.adjust(&nearly, -1);
+        assert_eq!((held.replicas, held.capacity.0[0]), (2, 2.0));
+        assert_eq!(held.shapes, vec![HeldShape { demand: one_gpu, replicas: 2 }], "an emptied shape goes");
     }
 }

@@ -95,6 +95,10 @@ pub struct CandidateCenter {
     pub price: i64,
     /// Free capacity from `metrics` (all zero without a report).
     pub free: ResourceAmounts,
+    /// How many replicas of the scored demand the center's nodes hold, each on one node, for a
+    /// center that reports its nodes ([`crate::schedule::nodes::NodePool::room`]); strategy (b)
+    /// counts the smaller of this and what the totals hold.
+    pub node_room: Option<f64>,
 }
 
 impl CandidateCenter {
@@ -102,7 +106,7 @@ impl CandidateCenter {
         let center = center.into();
         let price = spec.center_prices.get(&center.ai_center_id).copied().unwrap_or(spec.price);
         let free = metrics.as_ref().map(free_capacity).unwrap_or_default();
-        CandidateCenter { center, metrics, price, free }
+        CandidateCenter { center, metrics, price, free, node_room: None }
     }
 
     pub fn id(&self) -> &str {

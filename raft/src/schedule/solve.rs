@@ -34,7 +34,7 @@ use crate::schedule::strategy::{normalize, raw, Strategy};
 
 mod cycle_cache;
 
-use cycle_cache::{strategy_slot, Class, ClassKey, Ledger, Verdict, CLASS_LIMIT, FIXED_STRATEGIES};
+use cycle_cache::{strategy_slot, Class, ClassKey, Ledger, Taken, Verdict, CLASS_LIMIT, FIXED_STRATEGIES};
 
 /// The cycle's decision for one job: the placement command's own type, so a cycle's output
 /// goes into a `Place` batch as it is.
@@ -63,14 +63,15 @@ struct Cycle<'a> {
 impl<'a> Cycle<'a> {
     fn new(catalog: &'a Catalog, config: &'a SolverConfig) -> Cycle<'a> {
         let centers: Vec<&CenterState> = catalog.centers.values().collect();
-        let positions = catalog.centers.keys().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let positions: HashMap<&str, usize> =
+            catalog.centers.keys().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
         Cycle {
             catalog,
             config,
             siblings: vec![0; centers.len()],
+            ledger: Ledger::new(catalog, &positions, &config.assumed),
             centers,
             positions,
-            ledger: Ledger::new(catalog),
             class_ids: HashMap::new(),
             classes: Vec::new(),
             #[cfg(test)]
@@ -156,6 +157,19 @@ pub fn first_blocked(decisions: &[JobDecision]) -> Option<(String, PolicyMode)> 
         .iter()
         .find(|d| d.explain.outcome != DecisionOutcome::Placed)
         .map(|d| (d.job_id.clone(), d.explain.policy))
+}
+
+/// What `decisions` place, replica by replica: `(center id, demand)`, for a cycle that must
+/// assume them before they apply ([`SolverConfig::assumed`]).
+pub fn placed_demands(catalog: &Catalog, queue: &[Job], decisions: &[JobDecision]) -> Vec<(String, Capacity)> {
+    let mut placed = Vec::new();
+    for (job, decision) in queue.iter().zip(decisions) {
+        for (task, centers) in job.tasks.iter().zip(&decision.placements) {
+            let (Some(centers), Some(spec)) = (centers, catalog.specs.get(&task.resource_spec_id)) else { continue };
+            placed.extend(centers.iter().map(|center| (center.clone(), spec.capacity)));
+        }
+    }
+    placed
 }
 
 /// Decides every job of `queue` (in order) against `catalog`.
@@ -248,7 +262,7 @@ fn decide_job(cycle: &mut Cycle, job: &Job, policy: &Policy) -> JobDecision {
     let mut explains: Vec<Option<TaskExplain>> = vec![None; job.tasks.len()];
     let mut blocked: Option<String> = None;
     for group in groups(job) {
-        let mut taken: Vec<(usize, Capacity)> = Vec::new();
+        let mut taken: Vec<Taken> = Vec::new();
         let mut group_failure = None;
         let mut chosen = Vec::new();
         for &index in &group {
@@ -264,8 +278,8 @@ fn decide_job(cycle: &mut Cycle, job: &Job, policy: &Policy) -> JobDecision {
         }
         match group_failure {
             Some(reason) => {
-                for (center, demand) in taken.iter().rev() {
-                    cycle.ledger.give_back(*center, demand);
+                for taken in taken.iter().rev() {
+                    cycle.ledger.give_back(taken);
                 }
                 for (index, _) in &chosen {
                     if let Some(explain) = explains[*index].as_mut() {
@@ -343,7 +357,7 @@ fn decide_task<'a>(
     job: &Job,
     index: usize,
     policy: &Policy,
-    taken: &mut Vec<(usize, Capacity)>,
+    taken: &mut Vec<Taken>,
 ) -> (TaskExplain, Vec<String>, Option<String>) {
     let task = &job.tasks[index];
     let mut explain = TaskExplain {
@@ -400,8 +414,7 @@ fn decide_task<'a>(
                 Some(format!("task '{}' replica {replica}: no feasible center ({})", task.name, summary.join(", ")));
             break;
         };
-        cycle.ledger.take(position, &spec.capacity);
-        taken.push((position, spec.capacity));
+        taken.push(cycle.ledger.take(position, &spec.capacity));
         cycle.siblings[position] += 1;
         sibling_positions.push(position);
         let winner = cycle.id(position).to_string();
@@ -480,16 +493,17 @@ fn decide_replica(cycle: &Cycle, input: &ReplicaInput) -> (ReplicaExplain, Optio
                 }
                 rejection.code
             }
-            Verdict::Open { position, fixed } => match cycle.ledger.free[*position].shortfall(&spec.capacity) {
+            Verdict::Open { position, fixed } => match cycle.ledger.shortfall(*position, &spec.capacity) {
                 None => {
                     candidates.push((*position, fixed));
                     continue;
                 }
                 Some(shortfall) => {
+                    let code = shortfall.code();
                     if explain.rejections.len() < EXPLAIN_LIMIT {
                         explain.rejections.push(capacity_rejection(cycle.centers[*position], shortfall));
                     }
-                    RejectCode::InsufficientCapacity
+                    code
                 }
             },
         };
@@ -538,7 +552,8 @@ fn decide_replica(cycle: &Cycle, input: &ReplicaInput) -> (ReplicaExplain, Optio
                         .map(|(p, _)| {
                             let mut free = cycle.ledger.free[*p];
                             (0..siblings(*p)).for_each(|_| free.add(&spec.capacity));
-                            Some(replicas_fitting(&demanded, |kind| free.amount(kind), f64::from(siblings(*p))))
+                            let room = cycle.ledger.nodes[*p].as_ref().and_then(|nodes| nodes.room(&spec.capacity));
+                            Some(replicas_fitting(&demanded, |kind| free.amount(kind), f64::from(siblings(*p)), room))
                         })
                         .collect()
                 }

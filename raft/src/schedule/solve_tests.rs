@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jcs_api::model::{
-    Center, CenterMetrics, CreateTask, CreateTrainJob, Dataset, DecisionOutcome, Image, Job, PolicyMode, QosTarget,
-    ResourceSpec,
+    Center, CenterMetrics, CreateTask, CreateTrainJob, Dataset, DecisionOutcome, Image, Job, NodeFree, PolicyMode,
+    QosTarget, ResourceSpec,
 };
 use proptest::prelude::*;
 use proptest::strategy::Strategy;
@@ -116,6 +116,36 @@ fn job_with(id: &str, replicas: &[i64], edit: impl FnOnce(&mut CreateTrainJob)) 
     Job::from_request(id.into(), &request, None, NOW)
 }
 
+/// `replicas` of spec `g1` (1 GPU, 1 CPU) held in flight.
+fn held(replicas: i64) -> InFlight {
+    let mut in_flight = InFlight::default();
+    (0..replicas).for_each(|_| in_flight.adjust(&Capacity([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]), 1));
+    in_flight
+}
+
+/// A center's `gpus` as nodes: `0` not reported (the totals decide), `1` one node with them
+/// all, `2` a node per GPU where every other node has no CPU left (so only half of them can
+/// take a replica of `g1`).
+fn nodes_of(gpus: i64, split: u8) -> Vec<NodeFree> {
+    let node = |count, cpu_free, gpu_free| NodeFree {
+        count,
+        cpu_free,
+        gpu_free,
+        memory_free: 1_000_000,
+        ..NodeFree::default()
+    };
+    match split {
+        0 => Vec::new(),
+        1 => vec![node(1, 64, gpus)],
+        _ => [node((gpus + 1) / 2, 1, 1), node(gpus / 2, 0, 1)].into_iter().filter(|n| n.count > 0).collect(),
+    }
+}
+
+/// How many replicas of `g1` the nodes can hold (one GPU and one CPU each, on one node).
+fn node_room(nodes: &[NodeFree]) -> i64 {
+    nodes.iter().map(|n| n.count * n.gpu_free.min(n.cpu_free)).sum()
+}
+
 fn job(id: &str, replicas: i64) -> Job {
     job_with(id, &[replicas], |_| {})
 }
@@ -177,13 +207,30 @@ fn every_filter_rejects_with_its_code() {
 #[test]
 fn in_flight_capacity_is_deducted_and_counts_as_load() {
     let mut world = World::new(&[("a", 1), ("b", 1)]);
-    let one_gpu = InFlight { capacity: Capacity([0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]), replicas: 1 };
-    world.in_flight = BTreeMap::from([("a".to_string(), one_gpu)]);
+    world.in_flight = BTreeMap::from([("a".to_string(), held(1))]);
     let decisions = world.solve(&[job("j1", 1), job("j2", 1)]);
     assert_eq!(placed(&decisions[0]), vec![vec!["b".to_string()]], "a's only GPU is in flight");
     assert_eq!(decisions[1].explain.outcome, DecisionOutcome::Pending);
     let detail = &decisions[1].explain.tasks[0].replicas[0].rejections[0].detail;
     assert!(detail.contains("1 in flight"), "{detail}");
+}
+
+#[test]
+fn a_batch_still_in_flight_is_assumed_before_the_cycle() {
+    let world = World::new(&[("a", 3), ("b", 0)]);
+    let first = world.solve(&[job("j1", 2)]);
+    let assumed = placed_demands(&world.catalog(), &[job("j1", 2)], &first);
+    assert_eq!(assumed.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["a", "a"]);
+    let next = SolverConfig { assumed, ..config() };
+    let decisions = solve(&world.catalog(), &[job("j2", 2), job("j3", 1)], &next);
+    assert_eq!(decisions[0].explain.outcome, DecisionOutcome::Pending, "j1 holds two of a's three GPUs");
+    assert_eq!(placed(&decisions[1]), vec![vec!["a".to_string()]]);
+    let gone =
+        SolverConfig { assumed: vec![("gone".into(), Capacity([0.0, 9.0, 0.0, 0.0, 0.0, 0.0, 0.0]))], ..config() };
+    assert_eq!(
+        placed(&solve(&world.catalog(), &[job("j2", 2)], &gone)[0]),
+        vec![vec!["a".to_string(), "a".to_string()]]
+    );
 }
 
 #[test]
@@ -341,8 +388,9 @@ fn reference_replica<'a>(cycle: &Cycle<'a>, input: &ReplicaInput<'a, '_>) -> (Re
     let mut candidates = Vec::new();
     for center_id in considered {
         let Some(&position) = cycle.positions.get(center_id.as_str()) else { continue };
-        let (state, free) = (cycle.centers[position], &cycle.ledger.free[position]);
-        match check(state, free, input.needs, &task_needs, cycle.config) {
+        let (state, free, nodes) =
+            (cycle.centers[position], &cycle.ledger.free[position], cycle.ledger.nodes[position].as_ref());
+        match check(state, free, nodes, input.needs, &task_needs, cycle.config) {
             Ok(()) => {
                 let siblings = context.siblings_at(center_id);
                 let mut scoring_free = *free;
@@ -353,6 +401,7 @@ fn reference_replica<'a>(cycle: &Cycle<'a>, input: &ReplicaInput<'a, '_>) -> (Re
                 }
                 let mut candidate = CandidateCenter::new(state.center.clone(), metrics, &spec.spec);
                 candidate.free = scoring_free.to_amounts();
+                candidate.node_room = nodes.and_then(|nodes| nodes.room(&spec.capacity));
                 candidates.push(candidate);
             }
             Err(rejection) => {
@@ -397,16 +446,18 @@ fn solve_reference(catalog: &Catalog, queue: &[Job], config: &SolverConfig) -> V
 }
 
 fn arb_world() -> impl Strategy<Value = (World, Vec<Job>)> {
-    let centers = proptest::collection::vec((0i64..5, 0i64..3), 1..6);
+    let centers = proptest::collection::vec((0i64..5, 0i64..3, 0u8..3), 1..6);
     let jobs =
         proptest::collection::vec((proptest::collection::vec(1i64..4, 1..3), any::<bool>(), any::<bool>()), 1..8);
     (centers, jobs).prop_map(|(capacity, jobs)| {
-        let named: Vec<(String, i64)> = capacity.iter().enumerate().map(|(i, (n, _))| (format!("c{i}"), *n)).collect();
+        let named: Vec<(String, i64)> = capacity.iter().enumerate().map(|(i, (n, ..))| (format!("c{i}"), *n)).collect();
         let refs: Vec<(&str, i64)> = named.iter().map(|(id, n)| (id.as_str(), *n)).collect();
         let mut world = World::new(&refs);
-        for (i, (_, held)) in capacity.iter().enumerate().filter(|(_, (_, held))| *held > 0) {
-            let held_gpus = Capacity([0.0, *held as f64, 0.0, 0.0, 0.0, 0.0, 0.0]);
-            world.in_flight.insert(format!("c{i}"), InFlight { capacity: held_gpus, replicas: *held });
+        for (i, (gpus, in_flight, split)) in capacity.iter().enumerate() {
+            if *in_flight > 0 {
+                world.in_flight.insert(format!("c{i}"), held(*in_flight));
+            }
+            world = world.edit(&format!("c{i}"), |_, m| m.as_mut().unwrap().node_free = nodes_of(*gpus, *split));
         }
         let jobs = jobs
             .into_iter()
@@ -431,9 +482,14 @@ proptest! {
             *used.entry(center).or_default() += 1;
         }
         for (center, metrics) in &world.centers {
+            let metrics = metrics.as_ref().unwrap();
             let held = world.in_flight.get(&center.ai_center_id).map_or(0, |f| f.replicas);
-            let free = metrics.as_ref().unwrap().gpu_free - held;
-            prop_assert!(used.get(&center.ai_center_id).copied().unwrap_or(0) <= free.max(0));
+            let used = used.get(&center.ai_center_id).copied().unwrap_or(0);
+            prop_assert!(used <= (metrics.gpu_free - held).max(0), "beyond the totals at {}", center.ai_center_id);
+            if !metrics.node_free.is_empty() {
+                let room = node_room(&metrics.node_free);
+                prop_assert!(used + held.min(room) <= room, "beyond its nodes at {}", center.ai_center_id);
+            }
         }
     }
 
@@ -475,7 +531,7 @@ proptest! {
 /// (twin jobs alike but for theirs), gang and multi-replica tasks.
 fn arb_varied_world() -> impl Strategy<Value = (World, Vec<Job>)> {
     let center = (
-        (0i64..5, 0i64..3, 0u8..12, 0i32..4, 0u8..4, 0u8..3, 0i64..5),
+        (0i64..5, 0i64..3, 0u8..12, 0i32..4, 0u8..4, 0u8..3, 0i64..5, 0u8..3),
         (0u32..4, 0u32..40, 1u32..30, 0u32..600, 0i64..40, any::<bool>(), any::<bool>()),
     );
     let task = (1i64..4, 0u8..2, any::<bool>(), prop::option::of(prop::collection::vec(0usize..8, 1..3)));
@@ -494,14 +550,17 @@ fn arb_varied_world() -> impl Strategy<Value = (World, Vec<Job>)> {
             let refs: Vec<(&str, i64)> = ids.iter().zip(&centers).map(|(id, ((n, ..), _))| (id.as_str(), *n)).collect();
             let mut world = World::new(&refs);
             let mut offered: Vec<&str> = vec!["ghost"];
-            for (i, ((_, held, state, grade, site, region, running), net)) in centers.iter().enumerate() {
+            for (i, ((gpus, in_flight, state, grade, site, region, running, split), net)) in centers.iter().enumerate()
+            {
                 let (bandwidth, latency, speed, watts, price, has_image, offers_big) = *net;
                 let id = &ids[i];
-                if *held > 0 {
-                    let held_gpus = Capacity([0.0, *held as f64, 0.0, 0.0, 0.0, 0.0, 0.0]);
-                    world.in_flight.insert(id.clone(), InFlight { capacity: held_gpus, replicas: *held });
+                if *in_flight > 0 {
+                    world.in_flight.insert(id.clone(), held(*in_flight));
                 }
                 world = world.edit(id, |c, m| {
+                    if let Some(m) = m.as_mut() {
+                        m.node_free = nodes_of(*gpus, *split);
+                    }
                     c.security_grade = *grade;
                     c.network.site = if *site == 0 { String::new() } else { format!("s{site}") };
                     c.region = format!("r{region}");
@@ -602,3 +661,6 @@ proptest! {
 
 #[path = "solve_tests_regions.rs"]
 mod regions;
+
+#[path = "solve_tests_nodes.rs"]
+mod nodes;

@@ -3,7 +3,8 @@
 
 use jcs_api::model::{Center, CenterMetrics, Job, ObjectKind, ResourceSpec};
 
-use super::problem::Catalog;
+use super::nodes::NodePool;
+use super::problem::{Catalog, SpecInfo};
 use super::snapshot::{CandidateCenter, Snapshot};
 use crate::apply::ledger;
 use crate::kv::{get_json, KvRead, StoreError};
@@ -49,6 +50,7 @@ impl CatalogCache {
                     for id in tables::METRICS_CHANGES.changed_since(kv, m)? {
                         if let Some(state) = self.catalog.centers.get_mut(&id) {
                             state.metrics = get_json(kv, &tables::metrics_key(&id))?;
+                            state.refresh_nodes();
                         }
                     }
                 }
@@ -56,6 +58,7 @@ impl CatalogCache {
                     for id in tables::LEDGER_CHANGES.changed_since(kv, l)? {
                         if let Some(state) = self.catalog.centers.get_mut(&id) {
                             state.in_flight = ledger::center_totals(kv, &id)?;
+                            state.refresh_nodes();
                         }
                     }
                 }
@@ -63,6 +66,11 @@ impl CatalogCache {
         }
         self.generations = Some((objects, metrics, ledger));
         Ok(&self.catalog)
+    }
+
+    /// The catalog as the last [`CatalogCache::load`] left it.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 }
 
@@ -83,12 +91,16 @@ pub fn load_queue(kv: &(impl KvRead + ?Sized), after: Option<&str>, limit: usize
 /// other center is still known by location, for data and sibling affinity.
 pub fn snapshot_for_spec(kv: &(impl KvRead + ?Sized), spec: &ResourceSpec) -> Result<Snapshot, StoreError> {
     let offered = spec.centers();
+    let demand = SpecInfo::new(spec.clone()).capacity;
     let centers: Vec<Center> = tables::all(kv, ObjectKind::Center)?;
     let mut candidates = Vec::new();
     for center in &centers {
         if offered.contains(&center.ai_center_id) {
             let metrics: Option<CenterMetrics> = get_json(kv, &tables::metrics_key(&center.ai_center_id))?;
-            candidates.push(CandidateCenter::new(center.clone(), metrics, spec));
+            let nodes = metrics.as_ref().and_then(|m| NodePool::from_report(&m.node_free));
+            let mut candidate = CandidateCenter::new(center.clone(), metrics, spec);
+            candidate.node_room = nodes.and_then(|nodes| nodes.room(&demand));
+            candidates.push(candidate);
         }
     }
     Ok(centers.iter().fold(Snapshot::new(candidates), |snapshot, center| snapshot.with_location_of(center)))
@@ -159,6 +171,10 @@ mod tests {
             ["b", "a", "c"],
             "one note per center, its latest"
         );
+        apply(&mut kv, &Command::DeleteCenter { id: "b".into() }, 9).unwrap().unwrap();
+        assert_eq!(tables::METRICS_CHANGES.changed_since(&kv, 0).unwrap(), ["a", "c"], "a deleted center's note goes");
+        assert_eq!(kv.get(&tables::METRICS_CHANGES.latest_key("b")).unwrap(), None);
+        assert_eq!(*cache.load(&kv).unwrap(), load_catalog(&kv).unwrap(), "after the deletion");
     }
 
     #[test]
@@ -174,6 +190,9 @@ mod tests {
             demand: jcs_api::quantity::ResourceAmounts { gpu, ..Default::default() },
             placed_at: 1,
         };
+        // Center c reports its nodes: the cached pool must follow its in-flight replicas.
+        let nodes = serde_json::from_value(json!({"gpu_free": 8, "node_free": [{"count": 2, "gpu_free": 4}]})).unwrap();
+        apply(&mut kv, &Command::ReportMetrics { center_id: "c".into(), metrics: nodes }, 1).unwrap().unwrap();
         cache.load(&kv).unwrap();
         ledger::hold(&mut kv, &entry("a", "j1", 1.0)).unwrap();
         ledger::hold(&mut kv, &entry("b", "j2", 2.0)).unwrap();
@@ -186,6 +205,9 @@ mod tests {
         assert_eq!(cached, load_catalog(&kv).unwrap(), "after holds and releases");
         assert_eq!(cached.centers["c"].in_flight.replicas, 2);
         assert_eq!(cached.centers["a"].in_flight.replicas, 0);
+        let pool = cached.centers["c"].nodes.as_ref().expect("c reports its nodes");
+        let gpus = |n: f64| crate::schedule::problem::Capacity([0.0, n, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert!(pool.fits(&gpus(3.0)) && !pool.fits(&gpus(4.0)), "j3 and j4 took a node each: {pool:?}");
         assert_eq!(
             tables::LEDGER_CHANGES.changed_since(&kv, 2).unwrap(),
             ["a", "c", "b"],

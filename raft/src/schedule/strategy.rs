@@ -111,12 +111,18 @@ pub fn normalize(raw: &[Option<f64>], higher_is_better: bool) -> Vec<u32> {
     // Halved first, so that even a range spanning all of f64 stays finite.
     let (low, high) = (min / 2.0, max / 2.0);
     let span = high - low;
+    // Multiplying by the scale is cheaper than dividing by the span, unless the span is so
+    // small that the scale overflows.
+    let scale = 100.0 / span;
+    let percent = |from_worst: f64| if scale.is_finite() { from_worst * scale } else { from_worst / span * 100.0 };
     raw.iter()
         .map(|value| match value {
             Some(v) if v.is_finite() && max == min => 100,
             Some(v) if v.is_finite() => {
                 let from_worst = if higher_is_better { v / 2.0 - low } else { high - v / 2.0 };
-                (from_worst / span * 100.0).round().clamp(0.0, 100.0) as u32
+                // Rounded half up by truncation (the score is never negative once clamped):
+                // `f64::round` is a library call, and this runs per candidate per strategy.
+                (percent(from_worst).clamp(0.0, 100.0) + 0.5) as u32
             }
             _ => 0,
         })

@@ -4,43 +4,72 @@
 //! candidate set. Everything here lives for one cycle.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use jcs_api::model::Rejection;
 
+use crate::schedule::filter::{shortfall, Shortfall};
+use crate::schedule::nodes::{NodeHold, NodePool};
 use crate::schedule::problem::{Capacity, Catalog};
 use crate::schedule::strategy::{normalize, Strategy};
 
 /// Capacity and workload left at each center as the cycle goes, by the center's position in
-/// the catalog (id order).
+/// the catalog (id order); for centers that report their nodes, what each node has left.
 pub(super) struct Ledger {
     pub(super) free: Vec<Capacity>,
     pub(super) load: Vec<i64>,
+    pub(super) nodes: Vec<Option<NodePool>>,
+}
+
+/// One replica's deduction, for [`Ledger::give_back`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Taken {
+    center: usize,
+    demand: Capacity,
+    node: Option<NodeHold>,
 }
 
 impl Ledger {
-    pub(super) fn new(catalog: &Catalog) -> Ledger {
-        let (free, load) = catalog
-            .centers
-            .values()
-            .map(|state| {
-                let mut capacity = state.metrics.as_ref().map(Capacity::free_in).unwrap_or_default();
-                capacity.sub(&state.in_flight.capacity);
-                let running = state.metrics.as_ref().map_or(0, |m| m.running_task_num);
-                (capacity, running.saturating_add(state.in_flight.replicas))
-            })
-            .unzip();
-        Ledger { free, load }
+    /// The ledger at the cycle's start: reported free capacity less in flight, and less the
+    /// `assumed` placements of a batch not yet applied (centers gone since are skipped).
+    pub(super) fn new(catalog: &Catalog, positions: &HashMap<&str, usize>, assumed: &[(String, Capacity)]) -> Ledger {
+        let mut ledger = Ledger { free: Vec::new(), load: Vec::new(), nodes: Vec::new() };
+        for state in catalog.centers.values() {
+            let mut capacity = state.metrics.as_ref().map(Capacity::free_in).unwrap_or_default();
+            capacity.sub(&state.in_flight.capacity);
+            let running = state.metrics.as_ref().map_or(0, |m| m.running_task_num);
+            ledger.free.push(capacity);
+            ledger.load.push(running.saturating_add(state.in_flight.replicas));
+            ledger.nodes.push(state.nodes.clone());
+        }
+        for (center, demand) in assumed {
+            if let Some(&position) = positions.get(center.as_str()) {
+                ledger.take(position, demand);
+            }
+        }
+        ledger
     }
 
-    pub(super) fn take(&mut self, center: usize, demand: &Capacity) {
+    /// Why one more replica of `demand` does not fit at `center`, if it does not.
+    pub(super) fn shortfall(&self, center: usize, demand: &Capacity) -> Option<Shortfall<'_>> {
+        shortfall(&self.free[center], self.nodes[center].as_ref(), demand)
+    }
+
+    pub(super) fn take(&mut self, center: usize, demand: &Capacity) -> Taken {
         self.free[center].sub(demand);
         self.load[center] += 1;
+        let node = self.nodes[center].as_mut().and_then(|pool| pool.hold(demand));
+        Taken { center, demand: *demand, node }
     }
 
-    pub(super) fn give_back(&mut self, center: usize, demand: &Capacity) {
-        self.free[center].add(demand);
-        self.load[center] -= 1;
+    /// Undoes a [`Ledger::take`]; takes are given back last first.
+    pub(super) fn give_back(&mut self, taken: &Taken) {
+        self.free[taken.center].add(&taken.demand);
+        self.load[taken.center] -= 1;
+        if let (Some(pool), Some(hold)) = (self.nodes[taken.center].as_mut(), taken.node) {
+            pool.undo(hold);
+        }
     }
 }
 
