@@ -135,6 +135,10 @@ impl Committer {
         let (mut commands, mut replies): (Vec<Command>, Vec<Reply>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         for round in 0..2 {
+            (commands, replies) = drop_abandoned(commands, replies);
+            if commands.is_empty() {
+                return;
+            }
             let leader = self.leader();
             if leader.as_ref().is_some_and(|(id, _)| *id == self.raft.metrics().borrow().id) {
                 return deliver(replies, self.commit_here(commands).await);
@@ -210,6 +214,19 @@ impl Committer {
     }
 }
 
+/// Drops the commands whose caller has stopped waiting (its deadline passed while the command
+/// queued, or while no leader was known): the caller was answered that the outcome is unknown,
+/// and a write that commits long after that answer, under another leader, is one nobody is
+/// waiting for. A command already handed to Raft is not recalled.
+fn drop_abandoned(commands: Vec<Command>, replies: Vec<Reply>) -> (Vec<Command>, Vec<Reply>) {
+    let before = commands.len();
+    let kept: (Vec<Command>, Vec<Reply>) = commands.into_iter().zip(replies).filter(|(_, r)| !r.to.is_closed()).unzip();
+    if kept.0.len() < before {
+        metrics::counter!("jcs_proposer_abandoned_commands_total").increment((before - kept.0.len()) as u64);
+    }
+    kept
+}
+
 /// Hands each reply its result (or the batch's common failure).
 fn deliver(replies: Vec<Reply>, results: Result<Vec<Result<CommandResult, ProposeError>>, ProposeError>) {
     match results {
@@ -227,5 +244,27 @@ fn deliver(replies: Vec<Reply>, results: Result<Vec<Result<CommandResult, Propos
                 let _ = reply.to.send(Err(err.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(id: &str) -> (Command, Reply, oneshot::Receiver<Result<CommandResult, ProposeError>>) {
+        let (to, rx) = oneshot::channel();
+        (Command::DeleteCenter { id: id.into() }, Reply { may_forward: true, to }, rx)
+    }
+
+    #[test]
+    fn commands_whose_caller_stopped_waiting_are_not_sent() {
+        let (a, reply_a, _waiting) = pending("a");
+        let (b, reply_b, gave_up) = pending("b");
+        drop(gave_up);
+        let (commands, replies) = drop_abandoned(vec![a, b], vec![reply_a, reply_b]);
+        assert_eq!(commands.len(), 1);
+        assert!(matches!(&commands[0], Command::DeleteCenter { id } if id == "a"));
+        assert_eq!(replies.len(), 1);
+        assert!(!replies[0].to.is_closed());
     }
 }
