@@ -18,11 +18,13 @@
 //! run first registers N bench centers (each with an image, a large monitoring report, and the
 //! spec `bench-gpu` offered at all of them) and submits to those: A.1 then answers after the
 //! scheduler placed the job, so the latency is the scheduling time T of §6.7 seen by a client,
-//! and `placed/s` is the throughput R. `--rate` paces submissions (open loop) instead of
-//! sending as fast as answers come back. With `--sim` the bench centers are simulated platforms
-//! (`sim` adapter): jobs are really dispatched, and the run then waits for every measured job's
-//! last replica to be submitted and reports the standard's T (`dispatchedAt - createdAt`, both
-//! stamped in the replicated state) and the dispatch rate ([`dispatch`]).
+//! and `placed/s` is the throughput R. The run then also reads T and R from the jobs'
+//! replicated timestamps (`placedAt - createdAt`, [`stamps`]), which do not depend on how the
+//! clients wait (see there for measuring R over a backlog). `--rate` paces submissions (open
+//! loop) instead of sending as fast as answers come back. With `--sim` the bench centers are
+//! simulated platforms (`sim` adapter): jobs are really dispatched, and the run also waits for
+//! every measured job's last replica to be submitted and reports the standard's T
+//! (`dispatchedAt - createdAt`) and the dispatch rate.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -40,10 +42,11 @@ use serde::Serialize;
 
 use super::client::{self, Client};
 use super::ClientOpts;
+use stamps::Milestone;
 
-mod dispatch;
 mod etcd;
 mod failover;
+mod stamps;
 
 /// Highest latency the histogram tells apart, in microseconds (above the client's timeout).
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -240,8 +243,9 @@ struct Report {
     submissions_per_second: f64,
     placed_per_second: f64,
     latency_ms: Latency,
-    /// With `--sim`: submission to dispatch, from the jobs' replicated timestamps.
-    dispatch: Option<dispatch::Figures>,
+    /// With `--centers`: submission to placement (and with `--sim`, to dispatch), from the
+    /// jobs' replicated timestamps.
+    stamps: Vec<stamps::Figures>,
 }
 
 #[derive(Serialize)]
@@ -296,8 +300,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
 
     let mut report = report(&args.client.server, &submit, &measured, elapsed);
-    if submit.sim {
-        report.dispatch = Some(dispatch::measure(&client, &measured_user(tag), measured.succeeded).await?);
+    if submit.centers.is_some() {
+        let milestones: &[Milestone] =
+            if submit.sim { &[Milestone::Placed, Milestone::Dispatched] } else { &[Milestone::Placed] };
+        for &milestone in milestones {
+            report.stamps.push(stamps::measure(&client, &measured_user(tag), measured.succeeded, milestone).await?);
+        }
     }
     super::show(args.client.output, &report, render)?;
     if report.failed > 0 {
@@ -425,7 +433,7 @@ fn report(server: &str, submit: &SubmitArgs, tally: &Tally, elapsed: Duration) -
         elapsed_seconds: seconds,
         submissions_per_second: per_second(tally.succeeded),
         placed_per_second: per_second(tally.placed),
-        dispatch: None,
+        stamps: Vec::new(),
         latency_ms: Latency::of(&tally.latency_us),
     }
 }
@@ -450,7 +458,7 @@ fn render(r: &Report) -> String {
         format!("errors: {} of {} ({})", r.failed, r.jobs, summary(&r.errors)),
     ]
     .into_iter()
-    .chain(r.dispatch.as_ref().map(dispatch::render))
+    .chain(r.stamps.iter().map(stamps::render))
     .chain([format!("reproduce: {}", r.command)])
     .collect::<Vec<_>>()
     .join("\n")
