@@ -46,6 +46,8 @@ struct Reply {
     /// Whether this node may forward the command to the leader (not for commands a follower
     /// forwarded here: one hop only).
     may_forward: bool,
+    /// When the caller stops waiting: a forwarded batch may take no longer than its latest.
+    deadline: tokio::time::Instant,
     to: oneshot::Sender<Result<CommandResult, ProposeError>>,
 }
 
@@ -90,7 +92,8 @@ impl Proposer {
 
     async fn enqueue(&self, command: Command, may_forward: bool) -> Result<CommandResult, ProposeError> {
         let (to, result) = oneshot::channel();
-        let send = self.queue.send(Pending { command, reply: Reply { may_forward, to } });
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let send = self.queue.send(Pending { command, reply: Reply { may_forward, deadline, to } });
         let outcome = tokio::time::timeout(self.timeout, async {
             send.await.map_err(|_| ProposeError::Fatal("proposer stopped".into()))?;
             result.await.map_err(|_| ProposeError::Fatal("proposer dropped the write".into()))?
@@ -153,7 +156,12 @@ impl Committer {
                 return;
             }
             match leader {
-                Some(leader) => return deliver(replies, self.forward(leader, commands).await),
+                Some(leader) => {
+                    // No longer than the last caller waits: past that, the leader would commit
+                    // writes nobody is waiting for (as with commands dropped before sending).
+                    let within = longest_wait(&replies);
+                    return deliver(replies, self.forward(leader, commands, within).await);
+                }
                 // An election is under way: wait for its outcome once, then try again.
                 None if round == 0 => {
                     let _ = self
@@ -200,10 +208,11 @@ impl Committer {
         &self,
         leader: (NodeId, NodeInfo),
         commands: Vec<Command>,
+        within: Duration,
     ) -> Result<Vec<Result<CommandResult, ProposeError>>, ProposeError> {
         metrics::counter!("jcs_proposer_forwarded_commands_total").increment(commands.len() as u64);
         let request = PeerRequest::Commands(commands);
-        match self.peers.forward(&leader.1.raft_addr, &request, self.settings.timeout).await {
+        match self.peers.forward(&leader.1.raft_addr, &request, within).await {
             Ok(PeerReply::Results(results)) => Ok(results),
             Ok(other) => Err(ProposeError::Fatal(format!("the leader answered a forwarded write with {other:?}"))),
             Err(e) => {
@@ -225,6 +234,12 @@ fn drop_abandoned(commands: Vec<Command>, replies: Vec<Reply>) -> (Vec<Command>,
         metrics::counter!("jcs_proposer_abandoned_commands_total").increment((before - kept.0.len()) as u64);
     }
     kept
+}
+
+/// How much longer the last of `replies`' callers waits.
+fn longest_wait(replies: &[Reply]) -> Duration {
+    let latest = replies.iter().map(|r| r.deadline).max();
+    latest.map_or(Duration::ZERO, |at| at.saturating_duration_since(tokio::time::Instant::now()))
 }
 
 /// Hands each reply its result (or the batch's common failure).
@@ -251,9 +266,27 @@ fn deliver(replies: Vec<Reply>, results: Result<Vec<Result<CommandResult, Propos
 mod tests {
     use super::*;
 
-    fn pending(id: &str) -> (Command, Reply, oneshot::Receiver<Result<CommandResult, ProposeError>>) {
+    fn pending_for(
+        id: &str,
+        wait: Duration,
+    ) -> (Command, Reply, oneshot::Receiver<Result<CommandResult, ProposeError>>) {
         let (to, rx) = oneshot::channel();
-        (Command::DeleteCenter { id: id.into() }, Reply { may_forward: true, to }, rx)
+        let deadline = tokio::time::Instant::now() + wait;
+        (Command::DeleteCenter { id: id.into() }, Reply { may_forward: true, deadline, to }, rx)
+    }
+
+    fn pending(id: &str) -> (Command, Reply, oneshot::Receiver<Result<CommandResult, ProposeError>>) {
+        pending_for(id, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn a_forwarded_batch_takes_no_longer_than_its_last_caller_waits() {
+        let replies: Vec<Reply> = [1, 30, 2].map(|s| pending_for("c", Duration::from_secs(s)).1).into();
+        let wait = longest_wait(&replies);
+        assert!(wait <= Duration::from_secs(30) && wait > Duration::from_secs(29), "{wait:?}");
+        let gone: Vec<Reply> = vec![pending_for("c", Duration::ZERO).1];
+        assert_eq!(longest_wait(&gone), Duration::ZERO);
+        assert_eq!(longest_wait(&[]), Duration::ZERO);
     }
 
     #[test]

@@ -401,8 +401,8 @@ async fn a_leader_cut_off_stops_acknowledging_and_catches_up_after_healing() {
         cluster.call(old, "POST", "/openapi/v1/trainjob", Some(&sim_job("healed"))).await.0 == 200
     })
     .await;
-    // Nothing diverged: every node holds the same jobs (read one node after another, so waited
-    // for), and none of the writes the cut-off node refused was committed later: those it had
+    // Nothing diverged: every node holds the same jobs (the nodes' lists are read concurrently,
+    // not at one instant, so agreement is waited for), and none of the writes the cut-off node refused was committed later: those it had
     // not yet handed to Raft were dropped once their callers stopped waiting.
     eventually("every node holds the same jobs", || async {
         let jobs: Vec<BTreeMap<String, Value>> =
