@@ -12,7 +12,7 @@
 
 use jcs_api::model::NodeFree;
 
-use crate::schedule::problem::Capacity;
+use crate::schedule::problem::{amount_fits, Capacity, ROUNDING};
 
 /// The per-node device kinds, as [`Capacity`] slots: cpu, gpu, npu, mlu, memory. Storage and
 /// user-defined resources are pooled at the center (shared file systems, licences).
@@ -45,7 +45,7 @@ fn node_demand(demand: &Capacity) -> [f64; NODE_SLOTS] {
 }
 
 fn holds(free: &[f64; NODE_SLOTS], demand: &[f64; NODE_SLOTS]) -> bool {
-    free.iter().zip(demand).all(|(free, wanted)| *wanted <= 0.0 || *wanted <= free + 1e-9)
+    free.iter().zip(demand).all(|(free, wanted)| amount_fits(*free, *wanted))
 }
 
 /// Best fit's preference: the least left on the node, accelerators first, then CPUs, memory.
@@ -89,7 +89,7 @@ impl NodePool {
             (0..NODE_SLOTS)
                 .filter(|&slot| wanted[slot] > 0.0)
                 // Truncation is the floor here (nothing is negative), without a library call.
-                .map(|slot| ((free[slot] + 1e-9) / wanted[slot]) as i64 as f64)
+                .map(|slot| ((free[slot] + ROUNDING) / wanted[slot]) as i64 as f64)
                 .fold(f64::INFINITY, f64::min)
         };
         Some(

@@ -72,6 +72,16 @@ impl InFlight {
     }
 }
 
+/// The slack for rounding when amounts are compared (quantities parsed from text, sums and
+/// differences of floats).
+pub const ROUNDING: f64 = 1e-9;
+
+/// Whether `wanted` of one kind fits in `free` (wanting none always fits): the one rule for
+/// centers' totals and single nodes alike.
+pub fn amount_fits(free: f64, wanted: f64) -> bool {
+    wanted <= 0.0 || wanted <= free + ROUNDING
+}
+
 /// The names of [`Capacity`]'s slots, for explanations.
 pub const CAPACITY_KINDS: [&str; 7] = ["cpu", "gpu", "npu", "mlu", "memory", "storage", "user_define"];
 
@@ -110,23 +120,18 @@ impl Capacity {
     /// Whether two amounts are the same up to rounding (a demand that went through JSON and
     /// back may differ in its last bit).
     pub fn same_as(&self, other: &Capacity) -> bool {
-        self.0.iter().zip(&other.0).all(|(a, b)| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0))
+        self.0.iter().zip(&other.0).all(|(a, b)| (a - b).abs() <= ROUNDING * a.abs().max(b.abs()).max(1.0))
     }
 
     /// Whether `demand` fits in what is here: [`Capacity::shortfall`] is `None` (checked for
     /// every candidate of every replica, so without building the answer).
     pub fn covers(&self, demand: &Capacity) -> bool {
-        self.0
-            .iter()
-            .zip(&demand.0)
-            .fold(true, |fits, (here, wanted)| fits & (*wanted <= 0.0 || *wanted <= here + 1e-9))
+        self.0.iter().zip(&demand.0).fold(true, |fits, (here, wanted)| fits & amount_fits(*here, *wanted))
     }
 
     /// The first kind where `demand` exceeds what is here: `(kind, needed, available)`.
     pub fn shortfall(&self, demand: &Capacity) -> Option<(&'static str, f64, f64)> {
-        (0..7)
-            .find(|&i| demand.0[i] > 0.0 && demand.0[i] > self.0[i] + 1e-9)
-            .map(|i| (CAPACITY_KINDS[i], demand.0[i], self.0[i]))
+        (0..7).find(|&i| !amount_fits(self.0[i], demand.0[i])).map(|i| (CAPACITY_KINDS[i], demand.0[i], self.0[i]))
     }
 
     /// As [`ResourceAmounts`] (user-defined pooled under `user_define`), for the strategies.
@@ -185,10 +190,16 @@ pub struct SpecInfo {
 
 impl SpecInfo {
     pub fn new(spec: ResourceSpec) -> SpecInfo {
-        let demand = ResourceAmounts::from_quantities(&spec.resource_quantity).unwrap_or_default();
+        let demand = demand_of(&spec);
         let offered = spec.centers();
         SpecInfo { capacity: Capacity::of_demand(&demand), demand, offered, spec }
     }
+}
+
+/// What one replica of `spec` asks for (nothing, for a quantity that does not parse: the API
+/// refuses those before they are stored).
+pub fn demand_of(spec: &ResourceSpec) -> ResourceAmounts {
+    ResourceAmounts::from_quantities(&spec.resource_quantity).unwrap_or_default()
 }
 
 /// The consistent read a cycle decides over.

@@ -4,7 +4,7 @@
 use jcs_api::model::{Center, CenterMetrics, Job, ObjectKind, ResourceSpec};
 
 use super::nodes::NodePool;
-use super::problem::{Catalog, SpecInfo};
+use super::problem::{demand_of, Capacity, Catalog};
 use super::snapshot::{CandidateCenter, Snapshot};
 use crate::apply::ledger;
 use crate::kv::{get_json, KvRead, StoreError};
@@ -91,7 +91,7 @@ pub fn load_queue(kv: &(impl KvRead + ?Sized), after: Option<&str>, limit: usize
 /// other center is still known by location, for data and sibling affinity.
 pub fn snapshot_for_spec(kv: &(impl KvRead + ?Sized), spec: &ResourceSpec) -> Result<Snapshot, StoreError> {
     let offered = spec.centers();
-    let demand = SpecInfo::new(spec.clone()).capacity;
+    let demand = Capacity::of_demand(&demand_of(spec));
     let centers: Vec<Center> = tables::all(kv, ObjectKind::Center)?;
     let mut candidates = Vec::new();
     for center in &centers {
