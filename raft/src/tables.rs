@@ -11,7 +11,8 @@
 //! | `j/{job}` | `Job` (job ids sort in submission order) |
 //! | `x/{status}/{job}` | empty: the status index (`x/pending/` is the queue) |
 //! | `k/{idempotency key}` | job id |
-//! | `q/{job}` | empty: the scheduling queue — jobs with a task still unplaced, in order |
+//! | `q/{job}` | empty: the scheduling queue — jobs with a task still unplaced, in order — above its floor |
+//! | `qh/{job}` | empty: the queue's held part, at or below its floor: jobs a placement batch passed over (see `apply::queue`) |
 //! | `e/{job}` | `Explain`: the job's latest scheduling decision |
 //! | `l/{center}/{job}/{task}/{replica}` | `LedgerEntry`: placed, not yet confirmed |
 //! | `lt/{placed_at}/{center}/{job}/{task}/{replica}` | empty: the ledger by age, for expiry |
@@ -32,7 +33,7 @@
 //! | `lx/{generation}/{center}` | empty: the center whose ledger totals changed last at this ledger generation |
 //! | `lxc/{center}` | the ledger generation of the center's latest totals change |
 //! | `meta/ledger_gen` | bumped by every change to a center's ledger totals |
-//! | `meta/queue_floor` | a key below every `q/` key: the queue is read from there (see `apply::queue`) |
+//! | `meta/queue_floor` | the `q/` key of the highest job a placement batch placed: the queue is `qh/`, then `q/` above it (see `apply::queue`) |
 
 use std::ops::ControlFlow;
 
@@ -88,6 +89,7 @@ impl ChangeNotes {
 
 pub const OWNER_PREFIX: &[u8] = b"oe/";
 pub const QUEUE_PREFIX: &[u8] = b"q/";
+pub const QUEUE_HELD_PREFIX: &[u8] = b"qh/";
 pub const LEDGER_PREFIX: &[u8] = b"l/";
 pub const EVENT_SEQ_KEY: &[u8] = b"meta/event_seq";
 pub const CATALOG_GEN_KEY: &[u8] = b"meta/catalog_gen";
@@ -222,6 +224,10 @@ pub fn queue_key(job_id: &str) -> Vec<u8> {
     format!("q/{job_id}").into_bytes()
 }
 
+pub fn held_queue_key(job_id: &str) -> Vec<u8> {
+    format!("qh/{job_id}").into_bytes()
+}
+
 pub fn explain_key(job_id: &str) -> Vec<u8> {
     format!("e/{job_id}").into_bytes()
 }
@@ -263,27 +269,34 @@ pub fn keyed_values_under<K, T: DeserializeOwned>(
     failure.map_or(Ok(out), Err)
 }
 
-/// The first `limit` queued job ids, in queue order, after job `after` when given.
+/// The first `limit` queued job ids, in queue order, after job `after` when given: the held
+/// part, then the rest from the floor up (so placed jobs' tombstones below it are never stepped
+/// over).
 pub fn queued_job_ids(
     kv: &(impl KvRead + ?Sized),
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
     let mut ids = Vec::new();
-    let mut visit = |k: &[u8], _: &[u8]| {
-        ids.push(String::from_utf8_lossy(&k[QUEUE_PREFIX.len()..]).into_owned());
+    let floor = kv.get(QUEUE_FLOOR_KEY)?;
+    for (prefix, start) in
+        [(QUEUE_HELD_PREFIX, after.map(held_queue_key)), (QUEUE_PREFIX, after.map(queue_key).max(floor))]
+    {
         if ids.len() >= limit {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
+            break;
         }
-    };
-    // Start after the floor (below every queued key) or `after`, whichever is higher: placed
-    // jobs' tombstones below it are never stepped over.
-    let after = after.map(queue_key).max(kv.get(QUEUE_FLOOR_KEY)?);
-    match after {
-        Some(after) => kv.scan_after(QUEUE_PREFIX, &after, &mut visit)?,
-        None => kv.scan(QUEUE_PREFIX, &mut visit)?,
+        let mut visit = |k: &[u8], _: &[u8]| {
+            ids.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+            if ids.len() >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        match start {
+            Some(start) => kv.scan_after(prefix, &start, &mut visit)?,
+            None => kv.scan(prefix, &mut visit)?,
+        }
     }
     Ok(ids)
 }

@@ -343,7 +343,7 @@ pub fn stop_job(kv: &mut impl Kv, job_id: &str, reason: &str, at_ms: i64) -> Res
 /// Ends every unfinished replica of a job that is over, and releases the job's queue entry and
 /// ledger holds.
 fn end_replicas(kv: &mut impl Kv, job: &mut Job, reason: &str, at_ms: i64) -> Result<(), StoreError> {
-    queue::dequeue(kv, &job.id);
+    queue::dequeue(kv, &job.id)?;
     ledger::release_job(kv, job)?;
     for t in 0..job.tasks.len() {
         end_task(kv, job, t, reason, at_ms)?;

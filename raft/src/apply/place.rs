@@ -34,7 +34,9 @@ pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<Com
             skipped.push(decision.job_id.clone());
         }
     }
-    queue::raise_floor(kv)?;
+    if let Some(highest) = applied.iter().max() {
+        queue::raise_floor(kv, highest)?;
+    }
     put_json(kv, SCHED_FENCE_KEY.to_vec(), &SchedulerFence { term: batch.term, version: fence.version + 1 });
     Ok(Ok(Outcome::Placed { applied, skipped }))
 }
@@ -95,7 +97,7 @@ fn apply_decision(
     job.updated_at = at_ms;
     if job.is_placed() {
         job.placed_at = Some(at_ms);
-        queue::dequeue(kv, &job.id);
+        queue::dequeue(kv, &job.id)?;
     }
     put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
     put_json(kv, explain_key(&job.id), &decision.explain);

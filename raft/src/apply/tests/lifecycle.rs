@@ -174,7 +174,7 @@ fn a_center_fault_reschedules_the_whole_task_without_spending_a_retry() {
         .replicas
         .iter()
         .all(|r| r.phase == ReplicaPhase::Unplaced && r.retries == 0 && r.attempt == 1));
-    assert_eq!(count_under(&kv, "q/"), 1, "back in the scheduling queue");
+    assert_eq!(queue_len(&kv), 1, "back in the scheduling queue");
     // The healthy replica of the old placement is stopped.
     assert_eq!(tables::stop_orders(&kv, "c1").unwrap().len(), 2);
     assert_eq!(events(&kv), vec![EventKind::Rescheduled]);

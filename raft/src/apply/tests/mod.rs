@@ -165,6 +165,11 @@ fn job_seq(kv: &MemKv) -> Option<u64> {
     get_json(kv, tables::JOB_SEQ_KEY).expect("decodes")
 }
 
+/// How many jobs the scheduling queue holds (both of its parts).
+fn queue_len(kv: &MemKv) -> usize {
+    tables::queued_job_ids(kv, None, usize::MAX).expect("queue").len()
+}
+
 fn count_under(kv: &MemKv, prefix: &str) -> usize {
     kv.map.keys().filter(|k| k.starts_with(prefix.as_bytes())).count()
 }
@@ -285,6 +290,7 @@ fn check_invariants(kv: &MemKv) -> Result<(), String> {
         }
     }
     check_work_lists(kv, &jobs)?;
+    check_queue(kv, &jobs)?;
     let seq = job_seq(kv).unwrap_or(0);
     if jobs.len() as u64 > seq || jobs.keys().any(|id| *id > tables::job_id(seq)) {
         return fail(format!("job sequence {seq} is behind the jobs {:?}", jobs.keys()));
@@ -295,6 +301,27 @@ fn check_invariants(kv: &MemKv) -> Result<(), String> {
             Some(job) if job.idempotency_key.as_deref() == Some(key.as_str()) => {}
             _ => return fail(format!("idempotency key {key} names job {id} which does not carry it")),
         }
+    }
+    Ok(())
+}
+
+/// The queue holds exactly the unfinished jobs with a task still unplaced, each under one key:
+/// in the held part at or below the floor, or above it.
+fn check_queue(kv: &MemKv, jobs: &BTreeMap<String, Job>) -> Result<(), String> {
+    let expected: BTreeSet<String> =
+        jobs.values().filter(|j| !j.status.is_final() && !j.is_placed()).map(|j| j.id.clone()).collect();
+    let held: Vec<String> = entries(kv, "qh/").into_iter().map(|(k, _)| k).collect();
+    let above: Vec<String> = entries(kv, "q/").into_iter().map(|(k, _)| k).collect();
+    let floor = kv.get(tables::QUEUE_FLOOR_KEY).unwrap().unwrap_or_default();
+    if let Some(job) = held.iter().find(|j| tables::queue_key(j) > floor) {
+        return Err(format!("held job {job} is above the floor"));
+    }
+    if let Some(job) = above.iter().find(|j| tables::queue_key(j) <= floor) {
+        return Err(format!("queued job {job} is at or below the floor, outside the held part"));
+    }
+    let queued: BTreeSet<String> = held.iter().chain(&above).cloned().collect();
+    if queued.len() != held.len() + above.len() || queued != expected {
+        return Err(format!("queue holds {held:?} + {above:?}, expected {expected:?}"));
     }
     Ok(())
 }

@@ -47,13 +47,13 @@ fn in_flight(kv: &MemKv, center: &str) -> i64 {
 fn a_placement_sets_centers_writes_the_ledger_and_leaves_the_queue() {
     let mut kv = catalog();
     let job = submitted(&mut kv, job_request("img1", "s1", 2));
-    assert_eq!(count_under(&kv, "q/"), 1);
+    assert_eq!(queue_len(&kv), 1);
     let outcome = ok_at(&mut kv, batch(3, 0, vec![placed_on(&job.id, &["c1", "c1"])]), T1);
     assert_eq!(outcome, Outcome::Placed { applied: vec![job.id.clone()], skipped: vec![] });
     let stored: Job = stored(&kv, JOB, &job.id).unwrap();
     assert_eq!(stored.tasks[0].center_ids, vec!["c1", "c1"]);
     assert_eq!((stored.placed_at, stored.status), (Some(T1), RunState::Pending));
-    assert_eq!(count_under(&kv, "q/"), 0);
+    assert_eq!(queue_len(&kv), 0);
     assert_eq!(ledger(&kv).len(), 2);
     assert_eq!(ledger(&kv)[0].demand.gpu, 1.0);
     assert_eq!(in_flight(&kv, "c1"), 2);
@@ -107,7 +107,7 @@ fn a_pending_decision_records_the_reason_and_keeps_the_job_queued() {
     ok(&mut kv, batch(1, 0, vec![decision]));
     let stored: Job = stored(&kv, JOB, &job.id).unwrap();
     assert_eq!(stored.status_reason, "task 't0' replica 0: no feasible center");
-    assert_eq!(count_under(&kv, "q/"), 1);
+    assert_eq!(queue_len(&kv), 1);
 }
 
 #[test]
