@@ -185,7 +185,7 @@ impl Committer {
     ) -> Result<Vec<Result<CommandResult, ProposeError>>, ProposeError> {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let started = std::time::Instant::now();
-        let outcome = self.raft.client_write(Proposal { at_ms, commands }).await;
+        let outcome = self.raft.client_write(Proposal { at_ms, commands: commands.into() }).await;
         metrics::histogram!("jcs_proposer_commit_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(response) => Ok(response.data.results.into_iter().map(Ok).collect()),

@@ -2,6 +2,8 @@
 //! Raft and applied by [`crate::apply`]. Commands carry everything apply needs (the proposer's
 //! clock included), so applying the same log gives the same state on every node.
 
+use std::sync::Arc;
+
 use jcs_api::model::{
     Center, CenterMetrics, CreateTrainJob, Dataset, EventKind, Explain, Image, Job, ObjectKind, ReplicaKey,
     ReplicaReport, ResourceSpec,
@@ -155,7 +157,9 @@ impl PlacementDecision {
 pub struct Proposal {
     /// Unix ms at the proposer; used for every timestamp the commands set.
     pub at_ms: i64,
-    pub commands: Vec<Command>,
+    /// Shared, not copied, when openraft clones the entry (the log keeps the newest entries
+    /// decoded and hands out clones).
+    pub commands: Arc<[Command]>,
 }
 
 impl std::fmt::Display for Proposal {

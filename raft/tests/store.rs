@@ -63,7 +63,7 @@ fn catalog_and_job() -> Proposal {
             idempotency_key: Some("key-1".into()),
         },
     ];
-    Proposal { at_ms: 1_700_000_000_000, commands }
+    Proposal { at_ms: 1_700_000_000_000, commands: commands.into() }
 }
 
 /// Like openraft's, the log starts at index 0.
@@ -164,7 +164,8 @@ async fn applied_job_survives_reopen() {
 async fn a_refused_command_is_a_result_not_an_error() {
     let dir = TempDir::new().unwrap();
     let (_log, mut sm, reader) = open(dir.path());
-    let stop = Proposal { at_ms: 1, commands: vec![Command::StopJob { job_id: "job-x".into(), reason: "no".into() }] };
+    let stop =
+        Proposal { at_ms: 1, commands: vec![Command::StopJob { job_id: "job-x".into(), reason: "no".into() }].into() };
     let results = sm.apply([entry(1, EntryPayload::Normal(stop))]).await.unwrap();
     assert!(results[0].results[0].is_err());
     assert_eq!(reader.last_applied_index(), Some(1));
@@ -206,7 +207,8 @@ async fn snapshot_installs_identical_state() {
                 center: serde_json::from_value(json!({"ai_center_id": "stale", "name": "Stale", "region": "west"}))
                     .unwrap(),
                 mode: WriteMode::Create,
-            }],
+            }]
+            .into(),
         };
         follower.apply([entry(1, EntryPayload::Normal(other))]).await.unwrap();
         let mut received = follower.begin_receiving_snapshot().await.unwrap();

@@ -14,12 +14,14 @@ use super::db::{
     decode_json, encode_json, log_key, Db, DbError, CF_LOG, CF_RAFT_META, COMMITTED_KEY, LAST_PURGED_KEY, VOTE_KEY,
 };
 use super::flusher::Flusher;
+use super::recent::RecentEntries;
 use crate::{NodeId, TypeConfig};
 
 /// Reads the log; cheap to clone, shared with openraft's replication tasks.
 #[derive(Clone)]
 pub struct LogReader {
     db: Db,
+    recent: RecentEntries,
 }
 
 /// The log store openraft drives. Owns the flusher thread; dropping the store stops it.
@@ -32,7 +34,7 @@ impl LogStore {
     pub(crate) fn new(db: Db) -> io::Result<Self> {
         let flush_db = db.clone();
         let flusher = Flusher::spawn(move || flush_db.sync_wal().map_err(io::Error::other))?;
-        Ok(LogStore { reader: LogReader { db }, flusher })
+        Ok(LogStore { reader: LogReader { db, recent: RecentEntries::default() }, flusher })
     }
 
     fn db(&self) -> &Db {
@@ -70,6 +72,9 @@ impl LogReader {
     }
 
     fn entries(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry<TypeConfig>>, DbError> {
+        if let Some(recent) = self.recent.get(start, end) {
+            return Ok(recent);
+        }
         let mut opts = ReadOptions::default();
         if let Some(end) = end {
             opts.set_iterate_upper_bound(log_key(end));
@@ -153,16 +158,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<_> = entries.into_iter().collect();
         let write = || -> Result<(), DbError> {
             let cf = self.db().cf(CF_LOG)?;
             let mut batch = WriteBatch::default();
-            for entry in entries {
+            for entry in &entries {
                 let key = log_key(entry.log_id.index);
-                batch.put_cf(cf, key, encode_json(CF_LOG, &key, &entry)?);
+                batch.put_cf(cf, key, encode_json(CF_LOG, &key, entry)?);
             }
             self.db().write(batch, false)
         };
         write().map_err(|e| StorageIOError::write_logs(&e))?;
+        self.reader.recent.appended(&entries);
         self.flusher
             .submit(Box::new(move |result| callback.log_io_completed(result)))
             .map_err(|e| StorageIOError::write_logs(&e).into())
@@ -178,7 +185,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.delete_cf(cf, log_key(u64::MAX));
             self.db().write(batch, true)
         };
-        write().map_err(|e| StorageIOError::write_logs(&e).into())
+        write().map_err(|e| StorageIOError::write_logs(&e))?;
+        self.reader.recent.truncated(log_id.index);
+        Ok(())
     }
 
     /// Deletes the entries and records `last_purged_log_id` in one batch, so the log state
@@ -196,6 +205,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             );
             self.db().write(batch, true)
         };
-        write().map_err(|e| StorageIOError::write_logs(&e).into())
+        write().map_err(|e| StorageIOError::write_logs(&e))?;
+        self.reader.recent.purged(log_id.index);
+        Ok(())
     }
 }

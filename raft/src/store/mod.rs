@@ -2,7 +2,8 @@
 //! pointers, and the applied state, plus a snapshot file.
 //!
 //! * [`open`] — opens everything under a node's data directory.
-//! * [`LogStore`] / [`LogReader`] — openraft's log storage, with group-committed appends.
+//! * [`LogStore`] / [`LogReader`] — openraft's log storage, with group-committed appends and
+//!   the newest entries kept decoded (`recent`).
 //! * [`StateMachine`] / [`SnapshotBuilder`] — openraft's state machine over [`crate::apply`].
 //! * [`StateReader`] — concurrent reads of the applied state for the API.
 //!
@@ -13,6 +14,7 @@ mod db;
 mod flusher;
 mod log_store;
 mod reader;
+mod recent;
 mod snapshot;
 mod state_machine;
 
