@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use crate::centers::{self, Adapters};
 use crate::cluster::{self, membership, Cluster};
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Shared};
 use crate::peer::{Fault, Liveness, Network, Peers};
 use crate::proposer::{Proposer, ProposerSettings};
 use crate::scheduler::{Kicks, Scheduler, Settings};
@@ -164,7 +164,7 @@ impl Node {
             orders,
             stopped.clone(),
         ));
-        let state = AppState {
+        let state = AppState::new(Shared {
             adapters,
             raft: raft.clone(),
             proposer: proposer.clone(),
@@ -175,7 +175,7 @@ impl Node {
             prometheus: prometheus(),
             ready_index,
             placement_wait: Duration::from_millis(config.placement_wait_ms),
-        };
+        });
         let app = http::router(state, config.max_body_bytes);
         let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
         tracing::info!(node_id = config.node_id, %http_addr, %raft_addr, data_dir = %config.data_dir.display(), "jcs node serving");

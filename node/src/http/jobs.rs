@@ -70,7 +70,9 @@ async fn create_job(
 /// leader the cycle that decides the job wakes the wait; on a follower (whose scheduler idles),
 /// or once the leader steps down, each applied entry is a moment to look for the decision.
 async fn await_placement(state: &AppState, job: Job) -> Result<Job, HttpError> {
-    if decided(&job) {
+    // A node told not to wait answers at the submission's commit: the scheduler was kicked by
+    // the write, and the job is as the submission left it.
+    if decided(&job) || state.placement_wait.is_zero() {
         return Ok(job);
     }
     let deadline = tokio::time::Instant::now() + state.placement_wait;

@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use self::error::HttpError;
 pub use self::jobs::IDEMPOTENCY_HEADER;
-pub use self::state::AppState;
+pub use self::state::{AppState, Shared};
 
 #[derive(OpenApi)]
 #[openapi(info(

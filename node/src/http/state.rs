@@ -2,6 +2,9 @@
 //! path's consistency rule: linearizable by default (a ReadIndex round through the leader, see
 //! [`crate::cluster`]), or `?consistency=stale` from this node's applied state.
 
+use std::ops::Deref;
+use std::sync::Arc;
+
 use jcs_api::{ApiError, ErrorCode};
 use jcs_raft::command::{Command, Outcome};
 use jcs_raft::store::StateReader;
@@ -14,8 +17,25 @@ use super::error::HttpError;
 use crate::proposer::Proposer;
 use crate::scheduler::Scheduler;
 
+/// What handlers share, behind one reference count: axum clones the state for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     /// The adapters of the centers this node drives (for logs).
     pub adapters: crate::centers::Adapters,
     pub raft: Raft,
