@@ -25,8 +25,8 @@ pub struct RecentEntries {
 
 impl RecentEntries {
     fn lock(&self) -> MutexGuard<'_, VecDeque<Entry<TypeConfig>>> {
-        // A panic while holding the lock cannot leave the deque half-changed in a way that
-        // matters more than losing the cache, and the reads below re-check contiguity.
+        // Nothing below panics while holding the lock, so a poisoned one (a panic elsewhere in
+        // the thread that held it) still guards a consistent deque.
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
