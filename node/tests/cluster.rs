@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::eventually;
 use common::procs::ProcCluster;
+use common::{eventually, eventually_explained};
 use jcs_node::cli::client::Client;
 
 /// A job for the big simulated center [`add_sim_center`] registers: it runs for a second.
@@ -446,12 +446,22 @@ async fn members_join_and_leave_and_restart_one_by_one_under_load() {
             me.is_some_and(|me| me["role"] == "voter")
         })
         .await;
-        let metrics = cluster.client.get(format!("{}/metrics", cluster.base(joiner))).send().await.unwrap();
-        let metrics = metrics.text().await.unwrap();
-        let installed = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("jcs_raft_snapshots_installed_total ")?.trim().parse::<f64>().ok());
-        assert!(installed >= Some(1.0), "caught up by a streamed snapshot:\n{metrics}");
+        // Its log and membership arrive before the snapshot's install returns (the state is
+        // written in the background): the count is waited for.
+        let installed = || async {
+            let metrics = cluster.client.get(format!("{}/metrics", cluster.base(joiner))).send().await.unwrap();
+            let metrics = metrics.text().await.unwrap();
+            let installed = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("jcs_raft_snapshots_installed_total ")?.trim().parse::<f64>().ok());
+            (installed >= Some(1.0), metrics)
+        };
+        eventually_explained(
+            "caught up by a streamed snapshot",
+            || async { installed().await.0 },
+            || async { installed().await.1 },
+        )
+        .await;
         let (code, answer) = cluster.call(joiner, "DELETE", &format!("/admin/cluster/members/{leaving}"), None).await;
         assert_eq!(code, 200, "{answer}");
         eventually("the removal reaches every member", || async {

@@ -11,9 +11,25 @@ use serde_json::Value;
 
 use super::eventually;
 
-/// A free loopback port (bound and released: good enough for tests).
+/// Ports handed to test nodes: below Linux's ephemeral range (32768 and up), so that no
+/// outgoing connection of a test running beside this one takes a port between the moment it is
+/// found free and the moment the node binds it (an OS-assigned port is from that range).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free loopback port for a node process to bind: the next in [`TEST_PORTS`] that binds now,
+/// from a start that differs per test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 pub struct ProcNode {
