@@ -169,7 +169,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.db().write(batch, false)
         };
         write().map_err(|e| StorageIOError::write_logs(&e))?;
-        self.reader.recent.appended(&entries);
+        self.reader.recent.appended(entries);
         self.flusher
             .submit(Box::new(move |result| callback.log_io_completed(result)))
             .map_err(|e| StorageIOError::write_logs(&e).into())

@@ -30,14 +30,14 @@ impl RecentEntries {
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records appended entries (in index order).
-    pub fn appended(&self, appended: &[Entry<TypeConfig>]) {
+    /// Keeps appended entries (in index order).
+    pub fn appended(&self, appended: Vec<Entry<TypeConfig>>) {
         let mut entries = self.lock();
         for entry in appended {
             if entries.back().is_some_and(|last| last.log_id.index + 1 != entry.log_id.index) {
                 entries.clear();
             }
-            entries.push_back(entry.clone());
+            entries.push_back(entry);
             if entries.len() > RECENT_ENTRIES {
                 entries.pop_front();
             }
@@ -98,7 +98,7 @@ mod tests {
     fn serves_a_suffix_of_the_log_and_nothing_before_it() {
         let cache = RecentEntries::default();
         assert_eq!(indexes(cache.get(1, None)), None, "empty");
-        cache.appended(&[entry(1, 5), entry(1, 6), entry(1, 7)]);
+        cache.appended(vec![entry(1, 5), entry(1, 6), entry(1, 7)]);
         assert_eq!(indexes(cache.get(6, Some(8))), Some(vec![(1, 6), (1, 7)]));
         assert_eq!(indexes(cache.get(6, Some(7))), Some(vec![(1, 6)]));
         assert_eq!(indexes(cache.get(8, None)), Some(vec![]), "nothing past the last entry");
@@ -108,14 +108,14 @@ mod tests {
     #[test]
     fn follows_truncation_purge_and_gaps() {
         let cache = RecentEntries::default();
-        cache.appended(&[entry(1, 1), entry(1, 2), entry(1, 3)]);
+        cache.appended(vec![entry(1, 1), entry(1, 2), entry(1, 3)]);
         cache.truncated(2);
-        cache.appended(&[entry(2, 2)]);
+        cache.appended(vec![entry(2, 2)]);
         assert_eq!(indexes(cache.get(1, None)), Some(vec![(1, 1), (2, 2)]), "the new leader's entry replaces the old");
         cache.purged(1);
         assert_eq!(indexes(cache.get(1, None)), None);
         assert_eq!(indexes(cache.get(2, None)), Some(vec![(2, 2)]));
-        cache.appended(&[entry(3, 10)]);
+        cache.appended(vec![entry(3, 10)]);
         assert_eq!(indexes(cache.get(2, None)), None, "a gap (a snapshot installed) starts over");
         assert_eq!(indexes(cache.get(10, None)), Some(vec![(3, 10)]));
     }
@@ -124,7 +124,7 @@ mod tests {
     fn keeps_only_the_newest() {
         let cache = RecentEntries::default();
         let all: Vec<_> = (1..=RECENT_ENTRIES as u64 + 10).map(|i| entry(1, i)).collect();
-        cache.appended(&all);
+        cache.appended(all);
         assert_eq!(cache.get(10, None), None);
         assert_eq!(cache.get(11, None).map(|e| e.len()), Some(RECENT_ENTRIES));
     }
