@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use crate::schedule::snapshot::{JobContext, Snapshot};
-use crate::schedule::strategy::{normalize, raw, Strategy};
+use crate::schedule::strategy::{raw_and_scores, Strategy};
 
 /// How much each strategy counts. A strategy not listed counts 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,8 +104,7 @@ pub fn score_table(
         .into_iter()
         .filter(|s| weights.get(*s) > 0)
         .map(|s| {
-            let raw = raw(s, job, snapshot);
-            let normalized = normalize(&raw, s.higher_is_better());
+            let (raw, normalized) = raw_and_scores(s, job, snapshot);
             (s, raw, normalized)
         })
         .collect();

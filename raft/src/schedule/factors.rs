@@ -17,7 +17,12 @@ fn workload(job: &JobContext, candidate: &CandidateCenter) -> Option<i64> {
 
 /// (a) Tasks running at each candidate; lower is better.
 pub fn workload_per_candidate(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<f64>> {
-    snapshot.candidates.iter().map(|c| workload(job, c).map(|n| n as f64)).collect()
+    workloads(job, snapshot).into_iter().map(|n| n.map(|n| n as f64)).collect()
+}
+
+/// The workload of each candidate, as the integers (a) and (h) are normalized over.
+pub fn workloads(job: &JobContext, snapshot: &Snapshot) -> Vec<Option<i64>> {
+    snapshot.candidates.iter().map(|c| workload(job, c)).collect()
 }
 
 /// (b) How many more replicas fit at each candidate: the smallest ratio of free capacity (less
@@ -162,10 +167,23 @@ impl LoadSums {
         let reporting = loads.clone().count() as i128;
         let sum = loads.clone().fold(0i128, |acc, x| acc.saturating_add(x));
         let sum_of_squares = loads.fold(0i128, |acc, x| acc.saturating_add(x.saturating_mul(x)));
+        LoadSums::from_sums(reporting, sum, sum_of_squares)
+    }
+
+    fn from_sums(reporting: i128, sum: i128, sum_of_squares: i128) -> LoadSums {
         let narrow =
             (|| Some((i64::try_from(reporting).ok()?, i64::try_from(sum).ok()?, i64::try_from(sum_of_squares).ok()?)))(
             );
         LoadSums { reporting, sum, sum_of_squares, narrow, denominator: (reporting * reporting) as f64 }
+    }
+
+    /// The sums after one load changed from `old` to `new`: the same as [`LoadSums::of`] the
+    /// new loads as long as no sum saturated, which loads below 2³¹ in magnitude (and fewer
+    /// than 2³² of them) guarantee.
+    pub fn replaced(&self, old: i64, new: i64) -> LoadSums {
+        let (old, new) = (i128::from(old), i128::from(new));
+        let sum = self.sum - old + new;
+        LoadSums::from_sums(self.reporting, sum, self.sum_of_squares - old * old + new * new)
     }
 
     /// (h) for a candidate of workload `x`: minus the variance if the replica went there.

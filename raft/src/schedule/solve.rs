@@ -11,30 +11,35 @@
 //! filters that do not read capacity, and the factors that read neither capacity nor workload,
 //! are evaluated once per cycle for each job class (spec, image, grade, data, QoS, duration,
 //! data policy, user region) and kept by center; a replica then reads only free capacity and
-//! workload afresh and re-normalizes over the cached raw factors, so its decision is exactly the
-//! one the per-replica filter-and-score of [`crate::schedule::filter::check`] and
-//! [`crate::schedule::evaluate::score_table`] gives (a property test holds the two equal).
+//! workload afresh and re-normalizes over the cached raw factors. A replica with no pin and no
+//! sibling re-reads them only at the centers changed since its class's last such replica
+//! ([`board`]). Its decision is exactly the one the per-replica filter-and-score of
+//! [`crate::schedule::filter::check`] and [`crate::schedule::evaluate::score_table`] gives (a
+//! property test holds the two equal).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jcs_api::model::{
-    CenterScore, Dataset, DecisionOutcome, Explain, Image, Job, MigrationPlan, PolicyMode, RejectCode, Rejection,
-    ReplicaExplain, ScoreTable, Task, TaskExplain, EXPLAIN_LIMIT,
+    Dataset, DecisionOutcome, Explain, Image, Job, MigrationPlan, PolicyMode, RejectCode, Rejection, ReplicaExplain,
+    ScoreTable, Task, TaskExplain,
 };
 
 use crate::command::PlacementDecision;
-use crate::schedule::factors::{closeness_to, demanded_kinds, replicas_fitting, LoadSums};
-use crate::schedule::filter::{capacity_rejection, check_fixed, JobNeeds, TaskNeeds};
+use crate::schedule::filter::{check_fixed, JobNeeds, TaskNeeds};
 use crate::schedule::migration::rank_sources;
 use crate::schedule::policy::{resolve, Policy};
 use crate::schedule::problem::{Capacity, Catalog, CenterState, SolverConfig, SpecInfo};
-use crate::schedule::snapshot::{CandidateCenter, DataLocation, JobContext, Location, Snapshot, DEFAULT_DURATION_SECS};
-use crate::schedule::strategy::{normalize, raw, Strategy};
+use crate::schedule::snapshot::{CandidateCenter, DataLocation, JobContext, Snapshot, DEFAULT_DURATION_SECS};
+use crate::schedule::strategy::{raw, Strategy};
 
+mod board;
 mod cycle_cache;
 
-use cycle_cache::{strategy_slot, Class, ClassKey, Ledger, Taken, Verdict, CLASS_LIMIT, FIXED_STRATEGIES};
+use board::Board;
+use cycle_cache::{
+    strategy_slot, Class, ClassKey, Ledger, Taken, Verdict, CLASS_LIMIT, FIXED_SCORE_SLOTS, FIXED_STRATEGIES,
+};
 
 /// The cycle's decision for one job: the placement command's own type, so a cycle's output
 /// goes into a `Place` batch as it is.
@@ -145,7 +150,7 @@ impl<'a> Cycle<'a> {
                 }
             }
         }
-        self.classes.push(Class { verdicts, fixed_scores: RefCell::new(Vec::new()) });
+        self.classes.push(Class { verdicts, fixed_scores: RefCell::new(Vec::new()), boards: RefCell::new(Vec::new()) });
         self.class_ids.insert(key, self.classes.len() - 1);
         self.classes.len() - 1
     }
@@ -469,158 +474,32 @@ fn skipped_counts(cycle: &Cycle, input: &ReplicaInput, considered: usize) -> Rep
 }
 
 /// Filters and scores one replica from its class's cached verdicts and fixed factors; only free
-/// capacity and workload (which the cycle's placements change) are read afresh.
+/// capacity and workload (which the cycle's placements change) are read afresh, and a replica
+/// with no pin and no sibling only where they changed since its class's last such replica.
 fn decide_replica(cycle: &Cycle, input: &ReplicaInput) -> (ReplicaExplain, Option<usize>) {
     let class = &cycle.classes[input.class];
-    let spec = input.spec;
-    let pin = input.task.pinned_center(input.replica);
-    let considered = match pin {
-        Some(pin) => spec.offered.iter().filter(|c| *c == pin).count(),
-        None => spec.offered.len(),
-    };
-    let mut explain = skipped_counts(cycle, input, considered);
-    let mut counts: Vec<(RejectCode, u32)> = Vec::new();
-    let mut candidates: Vec<(usize, &[Option<f64>; 9])> = Vec::new();
-    for (id, verdict) in spec.offered.iter().zip(&class.verdicts) {
-        if pin.is_some_and(|pin| pin != id) {
-            continue;
-        }
-        let code = match verdict {
-            Verdict::Unknown => continue,
-            Verdict::Rejected(rejection) => {
-                if explain.rejections.len() < EXPLAIN_LIMIT {
-                    explain.rejections.push(rejection.clone());
-                }
-                rejection.code
-            }
-            Verdict::Open { position, fixed } => match cycle.ledger.shortfall(*position, &spec.capacity) {
-                None => {
-                    candidates.push((*position, fixed));
-                    continue;
-                }
-                Some(shortfall) => {
-                    let code = shortfall.code();
-                    if explain.rejections.len() < EXPLAIN_LIMIT {
-                        explain.rejections.push(capacity_rejection(cycle.centers[*position], shortfall));
-                    }
-                    code
-                }
-            },
-        };
-        match counts.iter_mut().find(|(c, _)| *c == code) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((code, 1)),
-        }
-    }
-    for (code, n) in counts {
-        *explain.rejected_count.entry(code.as_str().to_string()).or_default() += n;
-    }
-    explain.feasible = candidates.len() as u32;
-    if candidates.is_empty() {
-        return (explain, None);
-    }
-
-    // Raw factors: the fixed ones from the class, the rest from the ledger. Strategies count
-    // this task's own earlier replicas as siblings, so they see capacity and load as they were
-    // before them.
-    let siblings = |position: usize| cycle.siblings[position];
-    let workload = |position: usize| {
-        let siblings = i64::from(siblings(position));
-        (cycle.ledger.load[position] - siblings).saturating_add(siblings)
-    };
-    let weighted: Vec<(Strategy, u32)> =
+    let weights: Vec<(Strategy, u32)> =
         Strategy::ALL.into_iter().map(|s| (s, input.policy.weights.get(s))).filter(|(_, w)| *w > 0).collect();
-    let alone = input.sibling_positions.is_empty();
-    let reads_ledger = |s: Strategy| {
-        matches!(s, Strategy::LeastWorkload | Strategy::MostFreeCapacity | Strategy::LoadFairness)
-            || (s == Strategy::DataAffinity && !alone)
-    };
-    let (fresh_weights, fixed_weights): (Vec<_>, Vec<_>) = weighted.iter().partition(|(s, _)| reads_ledger(*s));
-    let fixed = class.fixed_scores(&fixed_weights, &candidates);
-    // Per strategy: its weight, raw factors and normalized scores over the candidates.
-    type StrategyScores = (Strategy, u32, Vec<Option<f64>>, Vec<u32>);
-    let per_strategy: Vec<StrategyScores> = fresh_weights
-        .iter()
-        .map(|&(strategy, weight)| {
-            let slot = strategy_slot(strategy);
-            let raw: Vec<Option<f64>> = match strategy {
-                Strategy::LeastWorkload => candidates.iter().map(|(p, _)| Some(workload(*p) as f64)).collect(),
-                Strategy::MostFreeCapacity => {
-                    let demanded = demanded_kinds(&spec.demand);
-                    candidates
-                        .iter()
-                        .map(|(p, _)| {
-                            let mut free = cycle.ledger.free[*p];
-                            (0..siblings(*p)).for_each(|_| free.add(&spec.capacity));
-                            let room = cycle.ledger.nodes[*p].as_ref().and_then(|nodes| nodes.room(&spec.capacity));
-                            Some(replicas_fitting(&demanded, |kind| free.amount(kind), f64::from(siblings(*p)), room))
-                        })
-                        .collect()
-                }
-                Strategy::LoadFairness => {
-                    let sums = LoadSums::of(candidates.iter().map(|(p, _)| i128::from(workload(*p))));
-                    candidates.iter().map(|(p, _)| Some(sums.negative_variance_after(workload(*p).into()))).collect()
-                }
-                Strategy::DataAffinity if !input.sibling_positions.is_empty() => {
-                    let placed: Vec<(&str, Location)> = input
-                        .sibling_positions
-                        .iter()
-                        .map(|&s| (cycle.id(s), Location::of(&cycle.centers[s].center)))
-                        .collect();
-                    candidates
-                        .iter()
-                        .map(|(p, fixed)| {
-                            let center = &cycle.centers[*p].center;
-                            let sum: f64 = placed.iter().map(|(id, at)| closeness_to(center, id, Some(at))).sum();
-                            fixed[slot].map(|data_part| data_part + sum / placed.len() as f64)
-                        })
-                        .collect()
-                }
-                _ => candidates.iter().map(|(_, fixed)| fixed[slot]).collect(),
-            };
-            let normalized = normalize(&raw, strategy.higher_is_better());
-            (strategy, weight, raw, normalized)
-        })
-        .collect();
-
-    // Totals by the weighted sum, then the best EXPLAIN_LIMIT, equal totals in id order.
-    let total_weight: u64 = weighted.iter().map(|(_, w)| u64::from(*w)).sum();
-    let mut ranked: Vec<(u32, usize)> = (0..candidates.len())
-        .map(|i| {
-            if total_weight == 0 {
-                return (0, i);
-            }
-            let fresh: u64 = per_strategy.iter().map(|(_, w, _, n)| u64::from(*w) * u64::from(n[i].min(100))).sum();
-            let sum = fixed.partial[i] + fresh;
-            (u32::try_from((sum + total_weight / 2) / total_weight).unwrap_or(100), i)
-        })
-        .collect();
-    let order =
-        |a: &(u32, usize), b: &(u32, usize)| b.0.cmp(&a.0).then_with(|| candidates[a.1].0.cmp(&candidates[b.1].0));
-    if ranked.len() > EXPLAIN_LIMIT {
-        ranked.select_nth_unstable_by(EXPLAIN_LIMIT - 1, order);
-        ranked.truncate(EXPLAIN_LIMIT);
+    if input.task.pinned_center(input.replica).is_some() || !input.sibling_positions.is_empty() {
+        return Board::build(cycle, class, input, weights).decide(cycle, class, input.replica);
     }
-    ranked.sort_by(order);
-    let weights: Vec<u32> = weighted.iter().map(|&(_, weight)| weight).collect();
-    let centers = ranked
-        .iter()
-        .map(|&(total, i)| {
-            let columns = weighted.iter().map(|&(strategy, _)| match per_strategy.iter().find(|f| f.0 == strategy) {
-                Some((_, _, raw, normalized)) => (raw[i], normalized[i]),
-                None => {
-                    let k = fixed.weights.iter().position(|f| f.0 == strategy).unwrap_or(0);
-                    (candidates[i].1[strategy_slot(strategy)], fixed.normalized[k][i])
-                }
-            });
-            CenterScore::new(cycle.id(candidates[i].0), total, columns, &weights)
-        })
-        .collect();
-    let algorithms = weighted.iter().map(|&(strategy, _)| strategy.id().to_string()).collect();
-    explain.scores = ScoreTable { algorithms, weights, centers };
-    let winner = ranked.first().map(|&(_, i)| candidates[i].0);
-    explain.winner = winner.map(|p| cycle.id(p).to_string());
-    (explain, winner)
+    let mut boards = class.boards.borrow_mut();
+    let index = match boards.iter().position(|board| board.weights == weights) {
+        Some(index) => {
+            if !boards[index].sync(cycle, input.spec) {
+                boards[index] = Board::build(cycle, class, input, weights);
+            }
+            index
+        }
+        None => {
+            if boards.len() >= FIXED_SCORE_SLOTS {
+                boards.remove(0);
+            }
+            boards.push(Board::build(cycle, class, input, weights));
+            boards.len() - 1
+        }
+    };
+    boards[index].decide(cycle, class, input.replica)
 }
 
 #[cfg(test)]

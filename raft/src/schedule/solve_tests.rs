@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jcs_api::model::{
-    Center, CenterMetrics, CreateTask, CreateTrainJob, Dataset, DecisionOutcome, Image, Job, NodeFree, PolicyMode,
-    QosTarget, ResourceSpec,
+    Center, CenterMetrics, CenterScore, CreateTask, CreateTrainJob, Dataset, DecisionOutcome, Image, Job, NodeFree,
+    PolicyMode, QosTarget, ResourceSpec, EXPLAIN_LIMIT,
 };
 use proptest::prelude::*;
 use proptest::strategy::Strategy;
@@ -17,6 +17,7 @@ use super::*;
 use crate::schedule::fixtures::arb_links;
 use crate::schedule::links::RegionLinks;
 use crate::schedule::problem::{Capacity, InFlight};
+use crate::schedule::strategy::Strategy as Scoring;
 
 const NOW: i64 = 1_000_000;
 
@@ -527,9 +528,9 @@ proptest! {
 }
 
 /// A varied catalog (every filter can reject, factors differ, a second spec and image, data,
-/// links between regions) and a queue mixing policies, weights, pins, data, QoS, user regions
-/// (twin jobs alike but for theirs), gang and multi-replica tasks.
-fn arb_varied_world() -> impl Strategy<Value = (World, Vec<Job>)> {
+/// links between regions) and a queue of `jobs` mixing policies, weights, pins, data, QoS, user
+/// regions (twin jobs alike but for theirs), gang and multi-replica tasks.
+fn arb_varied_world(jobs: std::ops::Range<usize>) -> impl Strategy<Value = (World, Vec<Job>)> {
     let center = (
         (0i64..5, 0i64..3, 0u8..12, 0i32..4, 0u8..4, 0u8..3, 0i64..5, 0u8..3),
         (0u32..4, 0u32..40, 1u32..30, 0u32..600, 0i64..40, any::<bool>(), any::<bool>()),
@@ -544,7 +545,7 @@ fn arb_varied_world() -> impl Strategy<Value = (World, Vec<Job>)> {
         (prop::option::of(0u8..4), any::<bool>()),
     );
     let data = (prop::collection::vec(0usize..8, 1..3), 0i64..30_000, any::<bool>());
-    (prop::collection::vec(center, 1..9), prop::collection::vec(job, 1..8), data, arb_links()).prop_map(
+    (prop::collection::vec(center, 1..9), prop::collection::vec(job, jobs), data, arb_links()).prop_map(
         |(centers, mut jobs, (holders, size_mb, private), links)| {
             let ids: Vec<String> = (0..centers.len()).map(|i| format!("c{i}")).collect();
             let refs: Vec<(&str, i64)> = ids.iter().zip(&centers).map(|(id, ((n, ..), _))| (id.as_str(), *n)).collect();
@@ -643,11 +644,68 @@ fn arb_varied_world() -> impl Strategy<Value = (World, Vec<Job>)> {
     )
 }
 
+/// Long queues over roomy centers: a class's boards are brought up to date many times, over
+/// ranges that hold and ranges that move, takes and gang give-backs under other weights and
+/// policies, pins, and centers that run out of room late.
+fn arb_long_queue() -> impl Strategy<Value = (World, Vec<Job>)> {
+    let center = (4i64..40, 0i64..6, 0i64..3, 0u8..3, 0i64..30);
+    let job = (
+        prop::collection::vec(1i64..3, 1..3),
+        0usize..PolicyMode::ALL.len(),
+        any::<bool>(),
+        prop::option::weighted(0.1, 0usize..12),
+        prop::option::weighted(0.3, (0usize..Scoring::ALL.len(), 0u32..30)),
+    );
+    (prop::collection::vec(center, 2..12), prop::collection::vec(job, 8..60)).prop_map(|(centers, jobs)| {
+        let ids: Vec<String> = (0..centers.len()).map(|i| format!("c{i}")).collect();
+        let refs: Vec<(&str, i64)> = ids.iter().zip(&centers).map(|(id, c)| (id.as_str(), c.0)).collect();
+        let mut world = World::new(&refs);
+        for (id, &(gpus, running, in_flight, split, price)) in ids.iter().zip(&centers) {
+            if in_flight > 0 {
+                world.in_flight.insert(id.clone(), held(in_flight));
+            }
+            world.specs[0].center_prices.insert(id.clone(), price);
+            world = world.edit(id, |_, m| {
+                let m = m.as_mut().unwrap();
+                m.running_task_num = running;
+                m.node_free = nodes_of(gpus, split);
+            });
+        }
+        let jobs = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (replicas, mode, loose, pin, weight))| {
+                job_with(&format!("j{i}"), &replicas, |r| {
+                    r.policy = Some(PolicyMode::ALL[mode]);
+                    r.tasks[0].gang = loose.then_some(false);
+                    r.tasks[0].center_ids = pin.map(|p| format!("c{p}")).into_iter().collect();
+                    if let Some((strategy, weight)) = weight {
+                        r.weights.insert(Scoring::ALL[strategy].id().into(), weight);
+                    }
+                })
+            })
+            .collect();
+        (world, jobs)
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
     #[test]
-    fn cached_decisions_equal_the_per_replica_reference((world, jobs) in arb_varied_world()) {
+    fn cached_decisions_equal_the_per_replica_reference((world, jobs) in arb_varied_world(1..8)) {
+        let (catalog, config) = (world.catalog(), world.config());
+        prop_assert_eq!(solve(&catalog, &jobs, &config), solve_reference(&catalog, &jobs, &config));
+    }
+
+    #[test]
+    fn boards_over_long_varied_queues_equal_the_per_replica_reference((world, jobs) in arb_varied_world(8..40)) {
+        let (catalog, config) = (world.catalog(), world.config());
+        prop_assert_eq!(solve(&catalog, &jobs, &config), solve_reference(&catalog, &jobs, &config));
+    }
+
+    #[test]
+    fn boards_over_long_queues_equal_the_per_replica_reference((world, jobs) in arb_long_queue()) {
         let (catalog, config) = (world.catalog(), world.config());
         prop_assert_eq!(solve(&catalog, &jobs, &config), solve_reference(&catalog, &jobs, &config));
     }

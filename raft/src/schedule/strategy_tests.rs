@@ -216,6 +216,27 @@ fn normalize_handles_ties_gaps_and_direction() {
 }
 
 #[test]
+fn loads_are_normalized_exactly_rounding_half_up() {
+    assert_eq!(normalize_loads(&[Some(0), Some(1), Some(2)]), vec![100, 50, 0]);
+    assert_eq!(normalize_loads(&[Some(7), Some(7), None]), vec![100, 100, 0]);
+    // 100 × 199 / 200 = 99.5 and 100 × 1 / 200 = 0.5: both round up.
+    assert_eq!(normalize_loads(&[Some(0), Some(1), Some(199), Some(200)]), vec![100, 100, 1, 0]);
+    assert_eq!(normalize_loads(&[Some(i64::MIN), Some(0), Some(i64::MAX)]), vec![100, 50, 0]);
+    assert_eq!(normalize_loads(&[None]), vec![0]);
+}
+
+#[test]
+fn fairness_scores_as_workload_does_and_shows_the_variance() {
+    let snapshot = Snapshot::new(vec![running("a", 4), running("b", 0), running("c", 3)]);
+    let job = gpu_job();
+    let (raw, scores) = raw_and_scores(Strategy::LoadFairness, &job, &snapshot);
+    assert_eq!(scores, score(Strategy::LeastWorkload, &job, &snapshot));
+    assert_eq!(scores, vec![0, 100, 25]);
+    // Loads 4, 0, 3 (sum 7, squares 25); one more at `b`: n²·variance = 3 × 26 - 8² = 14.
+    assert_eq!(raw[1], Some(-14.0 / 9.0));
+}
+
+#[test]
 fn ids_are_stable_and_round_trip() {
     let ids: Vec<_> = Strategy::ALL.iter().map(|s| s.id()).collect();
     assert_eq!(ids[0], "least_workload");
@@ -245,6 +266,35 @@ proptest! {
                 prop_assert_eq!(normalized[index], 100, "{} {:?}", strategy, raws);
             }
             prop_assert_eq!(&normalized, &score(strategy, &job, &snapshot));
+        }
+    }
+
+    /// A range that says it still holds after one value changed scores every value as the
+    /// range of the new values does.
+    #[test]
+    fn a_range_that_holds_scores_as_a_fresh_one(
+        values in prop::collection::vec(prop::option::of(-4i32..8), 1..12),
+        at in any::<prop::sample::Index>(),
+        new in prop::option::of(-4i32..8),
+        halves in any::<bool>(),
+        higher_is_better in any::<bool>(),
+    ) {
+        let scale = if halves { 0.5 } else { 3.0 };
+        let mut raw: Vec<Option<f64>> = values.iter().map(|v| v.map(|v| f64::from(v) * scale)).collect();
+        let i = at.index(raw.len());
+        let new = new.map(|v| f64::from(v) * scale);
+        if let Some(range) = MinMax::of(&raw).filter(|range| range.holds_after(raw[i], new)) {
+            raw[i] = new;
+            let kept: Vec<u32> = raw.iter().map(|v| range.score(*v, higher_is_better)).collect();
+            prop_assert_eq!(kept, normalize(&raw, higher_is_better));
+        }
+        let mut loads: Vec<Option<i64>> = values.iter().map(|v| Some(i64::from(v.unwrap_or(0)))).collect();
+        let new = i64::from(new.map_or(0, |v| (v / scale) as i32));
+        let range = LoadRange::of(loads.iter().flatten().copied()).unwrap();
+        if range.holds_after(loads[i].unwrap(), new) {
+            loads[i] = Some(new);
+            let kept: Vec<u32> = loads.iter().flatten().map(|load| range.score(*load)).collect();
+            prop_assert_eq!(kept, normalize_loads(&loads));
         }
     }
 

@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use jcs_api::model::Rejection;
 
+use super::board::Board;
 use crate::schedule::filter::{shortfall, Shortfall};
 use crate::schedule::nodes::{NodeHold, NodePool};
 use crate::schedule::problem::{Capacity, Catalog};
@@ -20,6 +21,9 @@ pub(super) struct Ledger {
     pub(super) free: Vec<Capacity>,
     pub(super) load: Vec<i64>,
     pub(super) nodes: Vec<Option<NodePool>>,
+    /// The position of every take and give-back, in order: a [`super::board::Board`] re-reads
+    /// the centers changed since it was last used.
+    pub(super) changed: Vec<usize>,
 }
 
 /// One replica's deduction, for [`Ledger::give_back`].
@@ -34,7 +38,7 @@ impl Ledger {
     /// The ledger at the cycle's start: reported free capacity less in flight, and less the
     /// `assumed` placements of a batch not yet applied (centers gone since are skipped).
     pub(super) fn new(catalog: &Catalog, positions: &HashMap<&str, usize>, assumed: &[(String, Capacity)]) -> Ledger {
-        let mut ledger = Ledger { free: Vec::new(), load: Vec::new(), nodes: Vec::new() };
+        let mut ledger = Ledger { free: Vec::new(), load: Vec::new(), nodes: Vec::new(), changed: Vec::new() };
         for state in catalog.centers.values() {
             let mut capacity = state.metrics.as_ref().map(Capacity::free_in).unwrap_or_default();
             capacity.sub(&state.in_flight.capacity);
@@ -59,6 +63,7 @@ impl Ledger {
     pub(super) fn take(&mut self, center: usize, demand: &Capacity) -> Taken {
         self.free[center].sub(demand);
         self.load[center] += 1;
+        self.changed.push(center);
         let node = self.nodes[center].as_mut().and_then(|pool| pool.hold(demand));
         Taken { center, demand: *demand, node }
     }
@@ -67,6 +72,7 @@ impl Ledger {
     pub(super) fn give_back(&mut self, taken: &Taken) {
         self.free[taken.center].add(&taken.demand);
         self.load[taken.center] -= 1;
+        self.changed.push(taken.center);
         if let (Some(pool), Some(hold)) = (self.nodes[taken.center].as_mut(), taken.node) {
             pool.undo(hold);
         }
@@ -118,6 +124,9 @@ pub(super) struct Class {
     pub(super) verdicts: Vec<Verdict>,
     /// The fixed strategies' scores over the last few candidate sets and weights seen.
     pub(super) fixed_scores: RefCell<Vec<Rc<FixedScores>>>,
+    /// The boards of the class's replicas with no pin and no sibling, one per weight profile
+    /// (the last [`FIXED_SCORE_SLOTS`] seen).
+    pub(super) boards: RefCell<Vec<Board>>,
 }
 
 /// Fixed strategies normalized over one candidate set: they stay valid until a center of the
@@ -133,6 +142,13 @@ pub(super) struct FixedScores {
     pub(super) partial: Vec<u64>,
 }
 
+impl FixedScores {
+    /// Scores over no candidates.
+    pub(super) fn none(weights: Vec<(Strategy, u32)>) -> FixedScores {
+        FixedScores { normalized: vec![Vec::new(); weights.len()], weights, positions: Vec::new(), partial: Vec::new() }
+    }
+}
+
 /// How many classes a cycle keeps at once (each holds a verdict per center of its spec), so a
 /// queue of all-different jobs cannot grow the cache without bound (small in tests, so that the
 /// property tests flush it too).
@@ -141,7 +157,19 @@ pub(super) const CLASS_LIMIT: usize = if cfg!(test) { 3 } else { 64 };
 /// How many candidate sets and weight profiles a class keeps scores for.
 pub(super) const FIXED_SCORE_SLOTS: usize = 4;
 
+/// The factors of a center not open to a class: none.
+const NO_FACTORS: [Option<f64>; 9] = [None; 9];
+
 impl Class {
+    /// The raw factors of [`FIXED_STRATEGIES`] at the spec's `index`-th center (none unless it
+    /// is open to the class).
+    pub(super) fn factors(&self, index: usize) -> &[Option<f64>; 9] {
+        match self.verdicts.get(index) {
+            Some(Verdict::Open { fixed, .. }) => fixed,
+            _ => &NO_FACTORS,
+        }
+    }
+
     /// The fixed strategies' scores over `candidates` (computed again only when the candidate
     /// set or the weights changed).
     pub(super) fn fixed_scores(
