@@ -10,7 +10,9 @@ use mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 
 /// The request path allocates a lot of small, short-lived buffers (JSON, headers, batches);
-/// mimalloc serves them markedly cheaper than glibc's allocator under many threads.
+/// mimalloc serves them markedly cheaper than glibc's allocator under many threads. It is built
+/// without transparent huge pages (`no_thp`): with them, the memory it frees and takes back is
+/// faulted in and zeroed 2 MiB at a time (12% of the node's CPU under load).
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
