@@ -158,6 +158,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let entries: Vec<_> = entries.into_iter().collect();
         let write = || -> Result<(), DbError> {
             let cf = self.db().cf(CF_LOG)?;
@@ -170,6 +171,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         write().map_err(|e| StorageIOError::write_logs(&e))?;
         self.reader.recent.appended(entries);
+        metrics::histogram!("jcs_raft_log_append_seconds").record(started.elapsed().as_secs_f64());
         self.flusher
             .submit(Box::new(move |result| callback.log_io_completed(result)))
             .map_err(|e| StorageIOError::write_logs(&e).into())

@@ -104,6 +104,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut overlay = Overlay::new(&self.reader);
         let mut results = Vec::new();
         let mut last_applied = None;
@@ -127,6 +128,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         self.reader.set_last_applied(Some(last_applied));
         metrics::histogram!("jcs_raft_apply_batch").record(results.len() as f64);
+        metrics::histogram!("jcs_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         Ok(results)
     }
 
