@@ -141,13 +141,61 @@ pub struct PlacementDecision {
     /// Per task: one center per replica if placed by this decision; `None` when the task stays
     /// unplaced (or was placed by an earlier cycle).
     pub placements: Vec<Option<Vec<String>>>,
-    pub explain: Explain,
+    /// The explain record's one-line `reason`, which apply stores on the job. Absent from
+    /// entries written before it was carried apart; apply reads it from the record then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    pub explain: ExplainJson,
 }
 
 impl PlacementDecision {
+    /// Serializes `explain` once, here: the log entry and the stored record are its bytes.
+    pub fn new(job_id: String, placements: Vec<Option<Vec<String>>>, explain: &Explain) -> Self {
+        PlacementDecision {
+            job_id,
+            placements,
+            reason: Some(explain.reason.clone()),
+            explain: ExplainJson::of(explain),
+        }
+    }
+
     /// Whether this decision places at least one task.
     pub fn places_something(&self) -> bool {
         self.placements.iter().any(Option::is_some)
+    }
+
+    /// The explain record's one-line reason.
+    pub fn reason(&self) -> Result<String, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct ReasonOnly {
+            reason: String,
+        }
+        match &self.reason {
+            Some(reason) => Ok(reason.clone()),
+            None => serde_json::from_str::<ReasonOnly>(self.explain.0.get()).map(|r| r.reason),
+        }
+    }
+}
+
+/// An [`Explain`] record as JSON text. The scheduler serializes it once; appending the entry
+/// to the log, replicating it and applying it copy the text without parsing it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExplainJson(Box<serde_json::value::RawValue>);
+
+impl ExplainJson {
+    pub fn of(explain: &Explain) -> Self {
+        ExplainJson(serde_json::value::to_raw_value(explain).expect("explain records serialize"))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.get().as_bytes()
+    }
+}
+
+impl PartialEq for ExplainJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
     }
 }
 

@@ -13,11 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use jcs_api::model::{DecisionOutcome, Job, RejectCode};
-use jcs_raft::command::{Command, Outcome, PlacementBatch, PlacementDecision};
+use jcs_raft::command::{Command, Outcome, PlacementBatch};
 use jcs_raft::schedule::problem::Capacity;
 use jcs_raft::schedule::solve;
 use jcs_raft::schedule::solve::{first_blocked, placed_demands};
 use jcs_raft::schedule::state::{load_queue, CatalogCache};
+use jcs_raft::schedule::JobDecision;
 use jcs_raft::store::StateReader;
 use jcs_raft::tables::sched_fence;
 use tokio::task::JoinHandle;
@@ -53,8 +54,11 @@ pub(super) struct Plan {
     job_ids: Vec<String>,
     /// Creation times of the jobs placed, for the scheduling-time metric.
     placed_created_at: Vec<i64>,
-    /// The batch, when some decision is worth a write.
-    batch: Option<PlacementBatch>,
+    /// The decisions worth a write, if any: the batch to propose.
+    writes: Vec<JobDecision>,
+    /// The placement version the batch must find.
+    version: u64,
+    term: u64,
     assumed: Vec<(String, Capacity)>,
     /// Where a next cycle may resume after this one.
     resume: Option<Resume>,
@@ -64,7 +68,7 @@ pub(super) struct Plan {
 
 /// Whether a decision is worth a Raft write: it places something, or the job's pending reason
 /// changed. Unchanged pending jobs cost nothing per cycle.
-fn worth_writing(decision: &PlacementDecision, job: &Job) -> bool {
+fn worth_writing(decision: &JobDecision, job: &Job) -> bool {
     decision.places_something() || decision.explain.reason != job.status_reason
 }
 
@@ -109,7 +113,9 @@ pub(super) fn plan(
         return Ok(Plan {
             job_ids: Vec::new(),
             placed_created_at: Vec::new(),
-            batch: None,
+            writes: Vec::new(),
+            version,
+            term,
             assumed: Vec::new(),
             resume: from,
             started,
@@ -141,21 +147,17 @@ pub(super) fn plan(
     }
     metrics::histogram!("jcs_schedule_batch_jobs").record(queue.len() as f64);
     metrics::histogram!("jcs_schedule_solve_seconds").record(started.elapsed().as_secs_f64());
-    let places = writes.iter().any(PlacementDecision::places_something);
+    let places = writes.iter().any(JobDecision::places_something);
     // After this cycle, its own placements aside, nothing made room for the jobs it left
     // pending: the next cycle may start after them, at the version this one leaves.
     let resume = Resume { after: last, version: version + u64::from(!writes.is_empty()), epoch, blocked_ahead };
-    let batch = (!writes.is_empty()).then(|| PlacementBatch {
-        term,
-        snapshot_version: version,
-        ledger_ttl_ms: settings.ledger_ttl_ms,
-        decisions: writes,
-    });
     Ok(Plan {
         job_ids: queue.iter().map(|job| job.id.clone()).collect(),
         placed_created_at,
         decided: queue.len(),
-        batch,
+        writes,
+        version,
+        term,
         assumed: if places { placed } else { Vec::new() },
         resume: Some(resume),
         started,
@@ -165,21 +167,28 @@ pub(super) fn plan(
 /// Proposes a plan's batch, if it has one, in a task of its own; without a batch its jobs are
 /// decided at once. Returns the flight, or the resume mark when nothing is in flight.
 pub(super) fn launch(proposer: &Proposer, scheduler: &Scheduler, plan: Plan) -> Result<Flight, Option<Resume>> {
-    let Plan { job_ids, placed_created_at, batch, assumed, resume, started, .. } = plan;
-    // (A plan with a batch always has a mark: it decided jobs.)
-    let (batch, resume) = match (batch, resume) {
-        (Some(batch), Some(resume)) => (batch, resume),
-        (_, resume) => {
+    let Plan { job_ids, placed_created_at, writes, version, term, assumed, resume, started, .. } = plan;
+    // (A plan with writes always has a mark: it decided jobs.)
+    let resume = match resume {
+        Some(resume) if !writes.is_empty() => resume,
+        resume => {
             metrics::histogram!("jcs_schedule_cycle_seconds").record(started.elapsed().as_secs_f64());
             scheduler.waiters.decided(job_ids.iter().map(String::as_str));
             return Err(resume);
         }
     };
     let (proposer, scheduler) = (proposer.clone(), scheduler.clone());
-    let term = batch.term;
     let placed_on: BTreeSet<String> =
-        batch.decisions.iter().flat_map(|d| d.placements.iter().flatten().flatten().cloned()).collect();
+        writes.iter().flat_map(|d| d.placements.iter().flatten().flatten().cloned()).collect();
     let answered = tokio::spawn(async move {
+        // Serializing the explain records here, not in `plan`, leaves the scheduling loop free
+        // to plan the next cycle meanwhile.
+        let batch = PlacementBatch {
+            term,
+            snapshot_version: version,
+            ledger_ttl_ms: scheduler.settings.ledger_ttl_ms,
+            decisions: writes.into_iter().map(JobDecision::into_command).collect(),
+        };
         let proposed = Instant::now();
         let answer = proposer.propose_here(Command::Place(Box::new(batch))).await;
         metrics::histogram!("jcs_schedule_commit_seconds").record(proposed.elapsed().as_secs_f64());

@@ -33,17 +33,24 @@ fn totals_key(center: &str) -> Vec<u8> {
     format!("lc/{center}").into_bytes()
 }
 
-/// Adds `sign` × the entry to its center's totals.
-fn adjust_totals(kv: &mut impl Kv, entry: &LedgerEntry, sign: i64) -> Result<(), StoreError> {
-    let key = totals_key(&entry.center_id);
+/// Adds `sign` × one replica of each demand, in order, to `center`'s totals.
+fn adjust_totals(kv: &mut impl Kv, center: &str, demands: &[Capacity], sign: i64) -> Result<(), StoreError> {
+    let key = totals_key(center);
     let mut totals: InFlight = get_json(kv, &key)?.unwrap_or_default();
-    totals.adjust(&Capacity::of_demand(&entry.demand), sign);
+    for demand in demands {
+        totals.adjust(demand, sign);
+    }
     if totals.replicas <= 0 {
         kv.delete(key);
     } else {
         put_json(kv, key, &totals);
     }
-    crate::apply::note_change(kv, &tables::LEDGER_CHANGES, &entry.center_id)
+    crate::apply::note_change(kv, &tables::LEDGER_CHANGES, center)
+}
+
+fn write_entry(kv: &mut impl Kv, entry: &LedgerEntry) {
+    put_json(kv, entry_key(&entry.center_id, &entry.job_id, entry.task, entry.replica), entry);
+    kv.put(by_time_key(entry), Vec::new());
 }
 
 /// One center's in-flight totals.
@@ -53,9 +60,31 @@ pub fn center_totals(kv: &(impl KvRead + ?Sized), center: &str) -> Result<InFlig
 
 /// Records a placed replica.
 pub fn hold(kv: &mut impl Kv, entry: &LedgerEntry) -> Result<(), StoreError> {
-    put_json(kv, entry_key(&entry.center_id, &entry.job_id, entry.task, entry.replica), entry);
-    kv.put(by_time_key(entry), Vec::new());
-    adjust_totals(kv, entry, 1)
+    write_entry(kv, entry);
+    adjust_totals(kv, &entry.center_id, &[Capacity::of_demand(&entry.demand)], 1)
+}
+
+/// The replicas one placement batch holds. Each entry is written at once; each center's totals
+/// and change note once, by [`BatchHolds::finish`], however many replicas the batch put there.
+#[derive(Default)]
+pub struct BatchHolds {
+    by_center: BTreeMap<String, Vec<Capacity>>,
+}
+
+impl BatchHolds {
+    /// Records a placed replica; its center's totals wait for [`BatchHolds::finish`].
+    pub fn hold(&mut self, kv: &mut impl Kv, entry: &LedgerEntry) {
+        write_entry(kv, entry);
+        self.by_center.entry(entry.center_id.clone()).or_default().push(Capacity::of_demand(&entry.demand));
+    }
+
+    /// Adds the batch's replicas to their centers' totals.
+    pub fn finish(self, kv: &mut impl Kv) -> Result<(), StoreError> {
+        for (center, demands) in &self.by_center {
+            adjust_totals(kv, center, demands, 1)?;
+        }
+        Ok(())
+    }
 }
 
 /// Releases one replica's entry, if it is held.
@@ -64,7 +93,7 @@ pub fn release(kv: &mut impl Kv, center: &str, job: &str, task: u32, replica: u3
     let Some(entry) = get_json::<LedgerEntry>(kv, &key)? else { return Ok(()) };
     kv.delete(key);
     kv.delete(by_time_key(&entry));
-    adjust_totals(kv, &entry, -1)
+    adjust_totals(kv, &entry.center_id, &[Capacity::of_demand(&entry.demand)], -1)
 }
 
 /// Releases every entry of a job (stopped or finished).

@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 
-use jcs_api::model::{center_status, Center, Job, ObjectKind};
+use jcs_api::model::{center_status, Job, ObjectKind};
 use jcs_api::quantity::ResourceAmounts;
+use serde::Deserialize;
 
 use crate::apply::{ledger, lifecycle, queue};
 use crate::command::{CommandResult, Outcome, PlacementBatch, PlacementDecision, Refusal};
@@ -26,14 +27,16 @@ pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<Com
     ledger::release_placed_before(kv, at_ms.saturating_sub(batch.ledger_ttl_ms))?;
     let mut applied = Vec::new();
     let mut skipped = Vec::new();
-    let mut demands = HashMap::new();
+    let mut reads = BatchReads::default();
+    let mut holds = ledger::BatchHolds::default();
     for decision in &batch.decisions {
-        if apply_decision(kv, decision, at_ms, &mut demands)? {
+        if apply_decision(kv, decision, at_ms, &mut reads, &mut holds)? {
             applied.push(decision.job_id.clone());
         } else {
             skipped.push(decision.job_id.clone());
         }
     }
+    holds.finish(kv)?;
     if let Some(highest) = applied.iter().max() {
         queue::raise_floor(kv, highest)?;
     }
@@ -41,14 +44,50 @@ pub fn place(kv: &mut impl Kv, batch: &PlacementBatch, at_ms: i64) -> Result<Com
     Ok(Ok(Outcome::Placed { applied, skipped }))
 }
 
+/// What a batch reads over and over and never changes: each spec's demand (a spec offered by
+/// many centers is a large value to decode), each center's availability (only its status is
+/// decoded).
+#[derive(Default)]
+struct BatchReads {
+    demands: HashMap<String, ResourceAmounts>,
+    available: HashMap<String, bool>,
+}
+
+impl BatchReads {
+    fn demand(&mut self, kv: &impl Kv, spec_id: &str) -> Result<ResourceAmounts, StoreError> {
+        if let Some(demand) = self.demands.get(spec_id) {
+            return Ok(demand.clone());
+        }
+        let spec = get(kv, ObjectKind::ResourceSpec, spec_id)?.map(SpecInfo::new);
+        let demand = spec.map(|s| s.demand).unwrap_or_default();
+        self.demands.insert(spec_id.to_string(), demand.clone());
+        Ok(demand)
+    }
+
+    /// Whether the center exists and is not marked down.
+    fn available(&mut self, kv: &impl Kv, center_id: &str) -> Result<bool, StoreError> {
+        /// The one field of a center that a placement reads.
+        #[derive(Deserialize)]
+        struct Status {
+            status: Option<i32>,
+        }
+        if let Some(available) = self.available.get(center_id) {
+            return Ok(*available);
+        }
+        let status = get::<Status>(kv, ObjectKind::Center, center_id)?;
+        let available = status.is_some_and(|s| s.status != Some(center_status::UNAVAILABLE));
+        self.available.insert(center_id.to_string(), available);
+        Ok(available)
+    }
+}
+
 /// Applies one job's decision if it still fits the state; `false` when skipped.
-/// `demands` caches each spec's parsed demand over the batch (a spec offered by many centers is
-/// a large value to decode once per placement).
 fn apply_decision(
     kv: &mut impl Kv,
     decision: &PlacementDecision,
     at_ms: i64,
-    demands: &mut HashMap<String, ResourceAmounts>,
+    reads: &mut BatchReads,
+    holds: &mut ledger::BatchHolds,
 ) -> Result<bool, StoreError> {
     let Some(mut job) = get::<Job>(kv, ObjectKind::Job, &decision.job_id)? else { return Ok(false) };
     if job.status.is_final() || job.is_placed() || decision.placements.len() != job.tasks.len() {
@@ -61,24 +100,15 @@ fn apply_decision(
         }
         for center in centers {
             // Gone, or marked down since the snapshot: nothing would dispatch there.
-            match get::<Center>(kv, ObjectKind::Center, center)? {
-                Some(c) if c.status != center_status::UNAVAILABLE => {}
-                _ => return Ok(false),
+            if !reads.available(kv, center)? {
+                return Ok(false);
             }
         }
     }
     for (task_index, placement) in decision.placements.iter().enumerate() {
         let Some(centers) = placement else { continue };
         let task = &mut job.tasks[task_index];
-        let demand = match demands.get(&task.resource_spec_id) {
-            Some(demand) => demand.clone(),
-            None => {
-                let spec = get(kv, ObjectKind::ResourceSpec, &task.resource_spec_id)?.map(SpecInfo::new);
-                let demand = spec.map(|s| s.demand).unwrap_or_default();
-                demands.insert(task.resource_spec_id.clone(), demand.clone());
-                demand
-            }
-        };
+        let demand = reads.demand(kv, &task.resource_spec_id)?;
         for (replica, center) in centers.iter().enumerate() {
             let entry = LedgerEntry {
                 center_id: center.clone(),
@@ -88,18 +118,21 @@ fn apply_decision(
                 demand: demand.clone(),
                 placed_at: at_ms,
             };
-            ledger::hold(kv, &entry)?;
+            holds.hold(kv, &entry);
         }
         task.center_ids = centers.clone();
         lifecycle::order_dispatch(kv, &mut job, task_index, at_ms);
     }
-    job.status_reason = decision.explain.reason.clone();
+    job.status_reason = decision.reason().map_err(|e| StoreError::Corrupt {
+        key: format!("placement of {}", job.id),
+        reason: format!("undecodable explain record: {e}"),
+    })?;
     job.updated_at = at_ms;
     if job.is_placed() {
         job.placed_at = Some(at_ms);
         queue::dequeue(kv, &job.id)?;
     }
     put_json(kv, object_key(ObjectKind::Job, &job.id), &job);
-    put_json(kv, explain_key(&job.id), &decision.explain);
+    kv.put(explain_key(&job.id), decision.explain.as_bytes().to_vec());
     Ok(true)
 }

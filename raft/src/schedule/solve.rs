@@ -41,9 +41,27 @@ use cycle_cache::{
     strategy_slot, Class, ClassKey, Ledger, Taken, Verdict, CLASS_LIMIT, FIXED_SCORE_SLOTS, FIXED_STRATEGIES,
 };
 
-/// The cycle's decision for one job: the placement command's own type, so a cycle's output
-/// goes into a `Place` batch as it is.
-pub type JobDecision = PlacementDecision;
+/// The cycle's decision for one job, with its explain record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDecision {
+    pub job_id: String,
+    /// Per task: one center per replica if placed by this decision; `None` when the task stays
+    /// unplaced (or was placed by an earlier cycle).
+    pub placements: Vec<Option<Vec<String>>>,
+    pub explain: Explain,
+}
+
+impl JobDecision {
+    /// Whether this decision places at least one task.
+    pub fn places_something(&self) -> bool {
+        self.placements.iter().any(Option::is_some)
+    }
+
+    /// The decision as it goes into a `Place` batch (its explain record serialized).
+    pub fn into_command(self) -> PlacementDecision {
+        PlacementDecision::new(self.job_id, self.placements, &self.explain)
+    }
+}
 
 /// A test-only way to decide a replica (the straightforward reference computation).
 #[cfg(test)]

@@ -25,11 +25,11 @@ fn placed_job(tasks: usize, replicas: i64, retry: RetryPolicy, policy: StatusPol
     request.retry = Some(retry);
     request.status_policy = Some(policy);
     let job = submitted(&mut kv, request);
-    let decision = PlacementDecision {
-        job_id: job.id.clone(),
-        placements: vec![Some(vec!["c1".to_string(); replicas as usize]); tasks],
-        explain: placed_explain(&job.id),
-    };
+    let decision = PlacementDecision::new(
+        job.id.clone(),
+        vec![Some(vec!["c1".to_string(); replicas as usize]); tasks],
+        &placed_explain(&job.id),
+    );
     let batch = PlacementBatch { term: 1, snapshot_version: 0, ledger_ttl_ms: 600_000, decisions: vec![decision] };
     ok(&mut kv, Command::Place(Box::new(batch)));
     (kv, job.id)
@@ -304,7 +304,7 @@ proptest! {
                     let c = if on_c2 { "c2" } else { "c1" };
                     let placements = job.tasks.iter().map(|t| (!t.is_placed()).then(|| vec![c.to_string(); 2])).collect();
                     let version = tables::sched_fence(&kv).unwrap().version;
-                    let decision = PlacementDecision { job_id: id.clone(), placements, explain: placed_explain(&id) };
+                    let decision = PlacementDecision::new(id.clone(), placements, &placed_explain(&id));
                     Command::Place(Box::new(PlacementBatch { term: 1, snapshot_version: version, ledger_ttl_ms: 600_000, decisions: vec![decision] }))
                 }
             };
@@ -338,11 +338,7 @@ fn a_placement_on_a_center_marked_down_since_the_snapshot_is_skipped() {
     let down =
         Command::SetCenterHealth { center_id: "c1".into(), owner_epoch: 0, available: false, reason: "x".into() };
     ok(&mut kv, down);
-    let decision = PlacementDecision {
-        job_id: job.id.clone(),
-        placements: vec![Some(vec!["c1".into()])],
-        explain: placed_explain(&job.id),
-    };
+    let decision = PlacementDecision::new(job.id.clone(), vec![Some(vec!["c1".into()])], &placed_explain(&job.id));
     let batch = PlacementBatch { term: 1, snapshot_version: 0, ledger_ttl_ms: 600_000, decisions: vec![decision] };
     assert_eq!(
         ok(&mut kv, Command::Place(Box::new(batch))),

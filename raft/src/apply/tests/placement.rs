@@ -28,11 +28,11 @@ fn batch(term: u64, version: u64, decisions: Vec<PlacementDecision>) -> Command 
 }
 
 fn placed_on(job_id: &str, centers: &[&str]) -> PlacementDecision {
-    PlacementDecision {
-        job_id: job_id.into(),
-        placements: vec![Some(centers.iter().map(|c| c.to_string()).collect())],
-        explain: explain(job_id, DecisionOutcome::Placed, "placed"),
-    }
+    PlacementDecision::new(
+        job_id.into(),
+        vec![Some(centers.iter().map(|c| c.to_string()).collect())],
+        &explain(job_id, DecisionOutcome::Placed, "placed"),
+    )
 }
 
 fn ledger(kv: &MemKv) -> Vec<LedgerEntry> {
@@ -99,11 +99,11 @@ fn decisions_that_no_longer_fit_the_state_are_skipped() {
 fn a_pending_decision_records_the_reason_and_keeps_the_job_queued() {
     let mut kv = catalog();
     let job = submitted(&mut kv, job_request("img1", "s1", 1));
-    let decision = PlacementDecision {
-        job_id: job.id.clone(),
-        placements: vec![None],
-        explain: explain(&job.id, DecisionOutcome::Pending, "task 't0' replica 0: no feasible center"),
-    };
+    let decision = PlacementDecision::new(
+        job.id.clone(),
+        vec![None],
+        &explain(&job.id, DecisionOutcome::Pending, "task 't0' replica 0: no feasible center"),
+    );
     ok(&mut kv, batch(1, 0, vec![decision]));
     let stored: Job = stored(&kv, JOB, &job.id).unwrap();
     assert_eq!(stored.status_reason, "task 't0' replica 0: no feasible center");
@@ -164,4 +164,51 @@ fn a_center_report_confirming_a_replica_releases_its_entry() {
     bad.confirmed_replicas = vec!["job-1/zero/0".into()];
     let refusal = refused(&mut kv, Command::ReportMetrics { center_id: "c1".into(), metrics: bad });
     assert!(matches!(refusal, Refusal::Invalid(ref m) if m.starts_with("confirmed_replicas[0]")), "{refusal:?}");
+}
+
+#[test]
+fn a_decision_carries_its_explain_record_as_the_text_that_is_stored() {
+    let mut kv = catalog();
+    let job = submitted(&mut kv, job_request("img1", "s1", 1));
+    let record = explain(&job.id, DecisionOutcome::Placed, "placed: t0 → c1");
+    let decision = PlacementDecision::new(job.id.clone(), vec![Some(vec!["c1".into()])], &record);
+    let command = batch(1, 0, vec![decision]);
+    let entry = serde_json::to_string(&command).unwrap();
+    assert_eq!(serde_json::from_str::<Command>(&entry).unwrap(), command, "the log entry reads back as written");
+    ok(&mut kv, command);
+    assert_eq!(stored::<Job>(&kv, JOB, &job.id).unwrap().status_reason, "placed: t0 → c1");
+    let stored = kv.get(&tables::explain_key(&job.id)).unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Explain>(&stored).unwrap(), record);
+}
+
+#[test]
+fn an_entry_written_before_the_reason_was_carried_apart_applies_with_the_records_reason() {
+    let mut kv = catalog();
+    let job = submitted(&mut kv, job_request("img1", "s1", 1));
+    let record = explain(&job.id, DecisionOutcome::Pending, "task 't0' replica 0: no feasible center");
+    // As an older build wrote it: the record as an object, and no reason beside it.
+    let decision = serde_json::json!({"job_id": job.id, "placements": [null], "explain": record});
+    let entry = serde_json::json!({"Place": {"term": 1, "snapshot_version": 0, "ledger_ttl_ms": 60_000,
+        "decisions": [decision]}});
+    let command: Command = serde_json::from_str(&entry.to_string()).unwrap();
+    ok(&mut kv, command);
+    assert_eq!(stored::<Job>(&kv, JOB, &job.id).unwrap().status_reason, "task 't0' replica 0: no feasible center");
+    let stored = kv.get(&tables::explain_key(&job.id)).unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Explain>(&stored).unwrap(), record);
+}
+
+#[test]
+fn a_batch_adds_to_each_centers_totals_once_with_one_change_note() {
+    let mut kv = catalog();
+    let first = submitted(&mut kv, job_request("img1", "s1", 2));
+    let second = submitted(&mut kv, job_request("img1", "s1", 1));
+    let generation = |kv: &MemKv| tables::generation(kv, tables::LEDGER_CHANGES.generation).unwrap();
+    let before = generation(&kv);
+    let decisions = vec![placed_on(&first.id, &["c1", "c1"]), placed_on(&second.id, &["c1"])];
+    ok(&mut kv, batch(1, 0, decisions));
+    assert_eq!(in_flight(&kv, "c1"), 3);
+    assert_eq!(crate::apply::ledger::totals(&kv).unwrap()["c1"].capacity.0[1], 3.0, "three replicas of one GPU");
+    assert_eq!(ledger(&kv).len(), 3);
+    assert_eq!(generation(&kv), before + 1, "one note for c1, however many replicas went there");
+    assert_eq!(tables::LEDGER_CHANGES.changed_since(&kv, before).unwrap(), vec!["c1".to_string()]);
 }
