@@ -176,9 +176,14 @@ fn a_decision_carries_its_explain_record_as_the_text_that_is_stored() {
     let entry = serde_json::to_string(&command).unwrap();
     assert_eq!(serde_json::from_str::<Command>(&entry).unwrap(), command, "the log entry reads back as written");
     ok(&mut kv, command);
-    assert_eq!(stored::<Job>(&kv, JOB, &job.id).unwrap().status_reason, "placed: t0 → c1");
-    let stored = kv.get(&tables::explain_key(&job.id)).unwrap().unwrap();
-    assert_eq!(serde_json::from_slice::<Explain>(&stored).unwrap(), record);
+    assert_stored_as(&kv, &record);
+}
+
+/// The job holds the record's reason, and the state the record itself.
+fn assert_stored_as(kv: &MemKv, record: &Explain) {
+    assert_eq!(stored::<Job>(kv, JOB, &record.job_id).unwrap().status_reason, record.reason);
+    let text = kv.get(&tables::explain_key(&record.job_id)).unwrap().unwrap();
+    assert_eq!(&serde_json::from_slice::<Explain>(&text).unwrap(), record);
 }
 
 #[test]
@@ -192,9 +197,7 @@ fn an_entry_written_before_the_reason_was_carried_apart_applies_with_the_records
         "decisions": [decision]}});
     let command: Command = serde_json::from_str(&entry.to_string()).unwrap();
     ok(&mut kv, command);
-    assert_eq!(stored::<Job>(&kv, JOB, &job.id).unwrap().status_reason, "task 't0' replica 0: no feasible center");
-    let stored = kv.get(&tables::explain_key(&job.id)).unwrap().unwrap();
-    assert_eq!(serde_json::from_slice::<Explain>(&stored).unwrap(), record);
+    assert_stored_as(&kv, &record);
 }
 
 #[test]
