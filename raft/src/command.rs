@@ -178,7 +178,8 @@ impl PlacementDecision {
 }
 
 /// An [`Explain`] record as JSON text. The scheduler serializes it once; appending the entry
-/// to the log, replicating it and applying it copy the text without parsing it again.
+/// to the log, replicating it and applying it copy the text and never encode it again (a node
+/// that decodes the entry only checks where the text ends; it builds no `Explain`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ExplainJson(Box<serde_json::value::RawValue>);
