@@ -159,11 +159,6 @@ impl PlacementDecision {
         }
     }
 
-    /// Whether this decision places at least one task.
-    pub fn places_something(&self) -> bool {
-        self.placements.iter().any(Option::is_some)
-    }
-
     /// The explain record's one-line reason.
     pub fn reason(&self) -> Result<String, serde_json::Error> {
         #[derive(Deserialize)]
