@@ -17,12 +17,13 @@ mod common;
 
 use common::procs::free_port;
 
-fn spawn_node(dir: &Path, port: u16) -> Child {
+fn spawn_node(dir: &Path, port: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_jcs"))
         .args(["serve", "--demo", "--data-dir"])
         .arg(dir)
         .args(["--http", &format!("127.0.0.1:{port}"), "--raft", &format!("127.0.0.1:{}", free_port())])
         .args(["--log", "warn", "--poll-interval-ms", "100"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -67,11 +68,27 @@ async fn all_jobs(client: &reqwest::Client, base: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_jobs_survive_sigkill() {
+    acknowledged_jobs_survive_sigkill_of_a_node_with(&[]).await;
+}
+
+/// The same with a snapshot after every 20 entries and no log kept behind it: openraft purges
+/// the log as it goes, so what the node recovers must be the snapshots' and the state's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_jobs_survive_sigkill_after_snapshots_purged_the_log() {
+    let frequent_snapshots = ["--snapshot-after-logs", "20", "--logs-kept-after-snapshot", "0"];
+    let dir = acknowledged_jobs_survive_sigkill_of_a_node_with(&frequent_snapshots).await;
+    let snapshot = dir.path().join("snapshot").join("current");
+    assert!(snapshot.exists(), "no snapshot was built: the run did not test what it should");
+}
+
+/// Submits from 16 clients until 400 jobs are acknowledged, kills the node, restarts it and
+/// checks every acknowledged job; returns the node's data dir.
+async fn acknowledged_jobs_survive_sigkill_of_a_node_with(extra: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut child = spawn_node(dir.path(), port);
+    let mut child = spawn_node(dir.path(), port, extra);
     wait_ready(&client, &base).await;
 
     const CLIENTS: usize = 16;
@@ -115,7 +132,7 @@ async fn acknowledged_jobs_survive_sigkill() {
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn_node(dir.path(), port);
+    let mut child = spawn_node(dir.path(), port, extra);
     wait_ready(&client, &base).await;
     let jobs = all_jobs(&client, &base).await;
     let by_id: BTreeMap<String, &Value> = jobs.iter().map(|j| (j["jobId"].as_str().unwrap().to_string(), j)).collect();
@@ -136,6 +153,7 @@ async fn acknowledged_jobs_survive_sigkill() {
     assert_eq!(retry["data"]["jobId"], some_id.as_str());
     child.kill().unwrap();
     child.wait().unwrap();
+    dir
 }
 
 async fn job_info(client: &reqwest::Client, base: &str, id: &str) -> Value {
@@ -154,7 +172,7 @@ async fn running_replicas_survive_a_sigkill_of_the_node_and_are_not_started_twic
     let client = reqwest::Client::new();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn_node(dir.path(), port);
+    let mut child = spawn_node(dir.path(), port, &[]);
     wait_ready(&client, &base).await;
     let command = format!("echo $JCS_REPLICA_INDEX >> {}; sleep 2; echo finished", marker.display());
     let body = json!({"name": "survivor", "retry": {"maxRetries": 0}, "tasks": [{"name": "t", "command": command,
@@ -168,7 +186,7 @@ async fn running_replicas_survive_a_sigkill_of_the_node_and_are_not_started_twic
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn_node(dir.path(), port);
+    let mut child = spawn_node(dir.path(), port, &[]);
     wait_ready(&client, &base).await;
     let info = wait_job(&client, &base, &id, "completed", |j| j["status"] == "completed").await;
     assert_eq!(info["taskInfos"][0]["replicaStatus"], json!(["completed", "completed"]));
