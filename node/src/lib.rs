@@ -8,6 +8,7 @@
 //! * [`peer`] — the peer channel: Raft over gRPC, forwarded requests.
 //! * [`cluster`] — membership, forwarding, linearizable reads, center shards.
 //! * [`demo`] — the demo catalog.
+//! * [`logging`] — the node's log, with openraft's peer-down noise rate-limited.
 //! * [`cli`] — the command-line client and benchmark (`jcs center|spec|image|dataset|job|bench`).
 
 pub mod centers;
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod logging;
 pub mod node;
 pub mod peer;
 pub mod proposer;

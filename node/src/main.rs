@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use jcs_node::{cli, config, node};
+use jcs_node::{cli, config, logging, node};
 
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
-use tracing_subscriber::EnvFilter;
 
 /// The request path allocates a lot of small, short-lived buffers (JSON, headers, batches);
 /// mimalloc serves them markedly cheaper than glibc's allocator under many threads. It is built
@@ -33,11 +32,6 @@ enum Cmd {
     Client(cli::Command),
 }
 
-fn init_tracing(default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-}
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -56,13 +50,13 @@ async fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Cmd::Serve(args) => {
             let config = config::Config::load(&args)?;
-            init_tracing(&config.log);
+            logging::init(&config.log);
             let node = node::Node::start(config, shutdown_signal()).await?;
             node.wait().await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Up(args) => {
-            init_tracing("warn");
+            logging::init("warn");
             cli::up::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
