@@ -36,6 +36,10 @@ pub enum ProposeError {
     Fatal(String),
 }
 
+/// How many times one batch is sent (to a leader, or again to a new one) before its callers
+/// are told no leader took it.
+const MAX_ROUNDS: usize = 4;
+
 struct Pending {
     command: Command,
     reply: Reply,
@@ -133,18 +137,23 @@ async fn run(committer: Committer, mut rx: mpsc::Receiver<Pending>) {
 }
 
 impl Committer {
-    /// Commits the batch here if this node leads; else forwards what may be forwarded.
+    /// Commits the batch here if this node leads; else forwards what may be forwarded. A
+    /// forward is re-sent at once to a new leader when the one it went to loses the
+    /// leadership meanwhile (paused, cut off, dead): the forward's connection would only tell
+    /// much later. Every wait ends by the callers' deadline.
     async fn commit(&self, batch: Vec<Pending>) {
         let (mut commands, mut replies): (Vec<Command>, Vec<Reply>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-        for round in 0..2 {
+        let mut waited_for_leader = false;
+        for _ in 0..MAX_ROUNDS {
             (commands, replies) = drop_abandoned(commands, replies);
             if commands.is_empty() {
                 return;
             }
+            let within = longest_wait(&replies);
             let leader = self.leader();
             if leader.as_ref().is_some_and(|(id, _)| *id == self.raft.metrics().borrow().id) {
-                return deliver(replies, self.commit_here(commands).await);
+                return deliver(replies, self.commit_here(commands, within).await);
             }
             // Not the leader: refuse what must not travel further, forward the rest.
             let not_leader = ProposeError::NotLeader { leader: leader.clone() };
@@ -156,36 +165,52 @@ impl Committer {
                 return;
             }
             match leader {
-                Some(leader) => {
-                    // No longer than the last caller waits: past that, the leader would commit
-                    // writes nobody is waiting for (as with commands dropped before sending).
-                    let within = longest_wait(&replies);
-                    return deliver(replies, self.forward(leader, commands, within).await);
-                }
+                // No longer than the last caller waits: past that, the leader would commit
+                // writes nobody is waiting for (as with commands dropped before sending).
+                Some(leader) => match self.forward_while_it_leads(leader, &commands, within).await {
+                    Some(results) => return deliver(replies, results),
+                    None => {
+                        metrics::counter!("jcs_proposer_forwards_resent_total").increment(1);
+                        waited_for_leader = false;
+                    }
+                },
                 // An election is under way: wait for its outcome once, then try again.
-                None if round == 0 => {
-                    let _ = self
-                        .raft
-                        .wait(Some(self.settings.leader_wait))
-                        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
-                        .await;
+                None if !waited_for_leader => {
+                    waited_for_leader = true;
+                    let wait = self.settings.leader_wait.min(within);
+                    let _ =
+                        self.raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "a leader is elected").await;
                 }
                 None => return deliver(replies, Err(not_leader)),
             }
         }
+        deliver(replies, Err(ProposeError::NotLeader { leader: self.leader() }));
     }
 
     fn leader(&self) -> Option<(NodeId, NodeInfo)> {
         crate::cluster::known_leader(&self.raft)
     }
 
+    /// Proposes the batch to this node's Raft and waits for its results, at most `within`.
+    ///
+    /// The wait must be bounded: openraft 0.9 never answers a `client_write` whose entry a
+    /// snapshot install replaced (a cut-off leader that catches up by snapshot: only a
+    /// conflict truncation answers pending writes, and the install purges without one;
+    /// fixed upstream for 0.10). Unbounded, such a wait held its in-flight slot for good, and
+    /// once every slot was held nothing this node proposed ever reached Raft again.
     async fn commit_here(
         &self,
         commands: Vec<Command>,
+        within: Duration,
     ) -> Result<Vec<Result<CommandResult, ProposeError>>, ProposeError> {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let started = std::time::Instant::now();
-        let outcome = self.raft.client_write(Proposal { at_ms, commands: commands.into() }).await;
+        let write = self.raft.client_write(Proposal { at_ms, commands: commands.into() });
+        let Ok(outcome) = tokio::time::timeout(within, write).await else {
+            metrics::counter!("jcs_proposer_writes_unanswered_total").increment(1);
+            tracing::warn!(waited = ?within, "raft did not answer a write in time; its outcome is unknown");
+            return Err(ProposeError::Timeout(within));
+        };
         metrics::histogram!("jcs_proposer_commit_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(response) => Ok(response.data.results.into_iter().map(Ok).collect()),
@@ -199,6 +224,29 @@ impl Committer {
             Err(other) => {
                 tracing::error!(error = %other, "raft write failed");
                 Err(ProposeError::Fatal(other.to_string()))
+            }
+        }
+    }
+
+    /// Forwards the batch to `leader` unless this node learns first that `leader` no longer
+    /// leads: `None` then (the batch is to be sent again, to whoever leads now).
+    async fn forward_while_it_leads(
+        &self,
+        leader: (NodeId, NodeInfo),
+        commands: &[Command],
+        within: Duration,
+    ) -> Option<Result<Vec<Result<CommandResult, ProposeError>>, ProposeError>> {
+        let leader_id = leader.0;
+        let mut metrics = self.raft.metrics();
+        let deposed = async move {
+            // Ends when this node's view of the leader moves off `leader_id` (or Raft stops).
+            let _ = metrics.wait_for(|m| m.current_leader != Some(leader_id)).await;
+        };
+        tokio::select! {
+            results = self.forward(leader, commands.to_vec(), within) => Some(results),
+            () = deposed => {
+                tracing::info!(leader = leader_id, "the leader a write was forwarded to lost the leadership; sending it again");
+                None
             }
         }
     }

@@ -177,6 +177,16 @@ impl ProcCluster {
         }
     }
 
+    /// SIGSTOP (`paused`) or SIGCONT: the process freezes as in a long GC pause or a frozen
+    /// VM, its sockets open and silent.
+    pub fn pause(&self, id: u64, paused: bool) {
+        let child = self.node(id).child.lock().unwrap();
+        let pid = child.as_ref().expect("node runs").id() as i32;
+        let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal} to node {id}");
+    }
+
     /// Starts a stopped node again on its data dir and waits until it is ready.
     pub async fn restart(&self, id: u64) {
         self.start_again(id);

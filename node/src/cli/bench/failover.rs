@@ -1,15 +1,22 @@
 //! `jcs bench failover`: starts a local cluster (`jcs up`'s way: real processes on loopback),
-//! keeps clients submitting jobs through every node, and kills the leader with SIGKILL again and
-//! again. Each round measures, from the kill:
+//! keeps clients submitting jobs through every node, and takes the leader out again and again,
+//! in each of three ways (`--faults`):
+//! * **kill** — SIGKILL; the node is restarted on its data dir afterwards;
+//! * **pause** — SIGSTOP, as a long GC pause, a frozen VM or a swapped-out process would; it is
+//!   resumed (SIGCONT) afterwards and finds itself deposed;
+//! * **cut** — its peer traffic dropped both ways (the nodes run with `--fault-injection`,
+//!   `POST /admin/fault`); healed afterwards. It still answers its own clients meanwhile.
+//!
+//! Each round measures, from the fault:
 //! * **elected** — until a surviving node names a new leader (polled every 5 ms);
 //! * **first commit** — until a write through a survivor is acknowledged (a monitoring report
 //!   for a passive center, sent every 5 ms; acknowledged = committed on a majority);
-//! * **scheduling resumed** — until a job submitted after the kill is placed, by the job's
+//! * **scheduling resumed** — until a job submitted after the fault is placed, by the job's
 //!   replicated `placedAt` (the new leader's clock; same machine).
 //!
-//! The killed node is restarted on its data dir and caught up (it has applied what the others
-//! had when it came back) before the next round. Reported:
-//! p50/p99/max of each, and the load's acknowledged submissions and errors.
+//! The node is brought back and caught up (it has applied what the others had when it came
+//! back) before the next round. Reported per fault: p50/p99/max of each, and the load's
+//! acknowledged submissions and errors.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,11 +33,36 @@ use serde_json::{json, Value};
 use crate::cli::client::Client;
 use crate::cli::up::{stop_all, wait_ready, LocalCluster, Member};
 
+/// How a round takes the leader out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// SIGKILL, then a restart on the data dir.
+    Kill,
+    /// SIGSTOP, then SIGCONT.
+    Pause,
+    /// Peer traffic cut both ways, then healed.
+    Cut,
+}
+
+impl Fault {
+    fn describe(self) -> &'static str {
+        match self {
+            Fault::Kill => "leader kills (SIGKILL)",
+            Fault::Pause => "leader pauses (SIGSTOP)",
+            Fault::Cut => "leader cuts (peer traffic dropped)",
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct FailoverArgs {
-    /// Leader kills.
+    /// Rounds of each fault.
     #[arg(long, default_value_t = 20)]
     rounds: u32,
+    /// The faults to run, each for `--rounds` rounds.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Fault::Kill, Fault::Pause, Fault::Cut])]
+    faults: Vec<Fault>,
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     nodes: u16,
@@ -55,12 +87,19 @@ struct Figures {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Report {
-    command: String,
-    rounds: u32,
+struct FaultFigures {
+    fault: Fault,
     elected: Figures,
     first_commit: Figures,
     scheduling_resumed: Figures,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    command: String,
+    rounds: u32,
+    faults: Vec<FaultFigures>,
     load_acknowledged: u64,
     load_errors: u64,
 }
@@ -137,11 +176,29 @@ where
     }
 }
 
-/// One round: kill the leader, measure, restart it, wait until it has caught up.
+/// Sends the member a signal (SIGSTOP, SIGCONT).
+fn signal(member: &Member, signal: libc::c_int) -> anyhow::Result<()> {
+    let pid = member.child.id().context("the member has exited")?;
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    anyhow::ensure!(unsafe { libc::kill(pid as i32, signal) } == 0, "kill({pid}, {signal}) failed");
+    Ok(())
+}
+
+/// Cuts the member off from its peers, or heals it.
+async fn isolate(member: &Member, isolated: bool) -> anyhow::Result<()> {
+    let client = Client::new(&format!("http://{}", member.http), 1, 3)?;
+    let url = client.path_url(&["admin", "fault"], &[]);
+    client.send_json::<IgnoredAny>(Method::POST, url, &json!({ "isolated": isolated }), None).await?;
+    Ok(())
+}
+
+/// One round: take the leader out by `fault`, measure, bring it back, wait until it has caught
+/// up.
 async fn round(
     local: &LocalCluster,
     members: &mut [Member],
     ports: &[(u16, u16)],
+    fault: Fault,
     round: u32,
 ) -> anyhow::Result<(Duration, Duration, Duration)> {
     let all: Vec<String> = members.iter().map(|m| format!("http://{}", m.http)).collect();
@@ -153,8 +210,14 @@ async fn round(
     let victim = members.iter_mut().find(|m| m.id == leader).context("the leader is a member")?;
     let killed_at_ms = now_ms();
     let killed = Instant::now();
-    victim.child.start_kill()?;
-    victim.child.wait().await?;
+    match fault {
+        Fault::Kill => {
+            victim.child.start_kill()?;
+            victim.child.wait().await?;
+        }
+        Fault::Pause => signal(victim, libc::SIGSTOP)?,
+        Fault::Cut => isolate(victim, true).await?,
+    }
 
     let elected = until(killed, || async {
         let ready: Option<Value> = probe.get(probe.path_url(&["readyz"], &[])).await.ok();
@@ -190,8 +253,14 @@ async fn round(
     let ((elected, _), (committed, ()), scheduled) = tokio::join!(elected, committed, scheduled);
 
     let index = members.iter().position(|m| m.id == leader).expect("found above");
-    let (http, raft) = ports[index];
-    members[index] = local.spawn(leader, http, raft)?;
+    match fault {
+        Fault::Kill => {
+            let (http, raft) = ports[index];
+            members[index] = local.spawn(leader, http, raft)?;
+        }
+        Fault::Pause => signal(&members[index], libc::SIGCONT)?,
+        Fault::Cut => isolate(&members[index], false).await?,
+    }
     wait_ready(&all.join(",")).await?;
     caught_up(&all.join(","), leader).await?;
     Ok((elected, committed, scheduled))
@@ -236,7 +305,8 @@ pub async fn run(args: FailoverArgs, output: crate::cli::Output) -> anyhow::Resu
             .map(|(i, (_, raft))| format!("{}=127.0.0.1:{raft}", i + 1))
             .collect::<Vec<_>>()
             .join(","),
-        flags: args.serve_args.clone(),
+        // The cut is the fault switch's (`POST /admin/fault`).
+        flags: std::iter::once("--fault-injection".to_string()).chain(args.serve_args.iter().cloned()).collect(),
     };
     let mut members = Vec::new();
     for (i, (http, raft)) in ports.iter().enumerate() {
@@ -249,33 +319,41 @@ pub async fn run(args: FailoverArgs, output: crate::cli::Output) -> anyhow::Resu
         catalog(&client).await?;
         let (stop, acked, errors) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::default());
         start_load(&client, args.clients, stop.clone(), Arc::clone(&acked), Arc::clone(&errors));
-        let mut figures = [histogram(), histogram(), histogram()];
-        for n in 0..args.rounds {
-            let (elected, committed, scheduled) = round(&local, &mut members, &ports, n).await?;
-            for (histogram, took) in figures.iter_mut().zip([elected, committed, scheduled]) {
-                histogram.saturating_record(took.as_micros().max(1) as u64);
+        let mut faults = Vec::new();
+        for &fault in &args.faults {
+            let mut figures = [histogram(), histogram(), histogram()];
+            for n in 0..args.rounds {
+                let (elected, committed, scheduled) = round(&local, &mut members, &ports, fault, n).await?;
+                for (histogram, took) in figures.iter_mut().zip([elected, committed, scheduled]) {
+                    histogram.saturating_record(took.as_micros().max(1) as u64);
+                }
+                eprintln!(
+                    "{fault:?} round {}: elected {:.0} ms, first commit {:.0} ms, scheduling resumed {:.0} ms",
+                    n + 1,
+                    elected.as_secs_f64() * 1e3,
+                    committed.as_secs_f64() * 1e3,
+                    scheduled.as_secs_f64() * 1e3
+                );
             }
-            eprintln!(
-                "round {}: elected {:.0} ms, first commit {:.0} ms, scheduling resumed {:.0} ms",
-                n + 1,
-                elected.as_secs_f64() * 1e3,
-                committed.as_secs_f64() * 1e3,
-                scheduled.as_secs_f64() * 1e3
-            );
+            let [elected, first_commit, scheduling_resumed] = figures.map(|h| summarize(&h));
+            faults.push(FaultFigures { fault, elected, first_commit, scheduling_resumed });
         }
         stop.store(true, Ordering::Relaxed);
-        let [elected, first_commit, scheduling_resumed] = figures.map(|h| summarize(&h));
-        let mut command =
-            format!("jcs bench failover --rounds {} --nodes {} --clients {}", args.rounds, args.nodes, args.clients);
+        let names: Vec<String> = args.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect();
+        let mut command = format!(
+            "jcs bench failover --rounds {} --faults {} --nodes {} --clients {}",
+            args.rounds,
+            names.join(","),
+            args.nodes,
+            args.clients
+        );
         for flag in &args.serve_args {
             command.push_str(&format!(" --serve-arg={flag}"));
         }
         anyhow::Ok(Report {
             command,
             rounds: args.rounds,
-            elected,
-            first_commit,
-            scheduling_resumed,
+            faults,
             load_acknowledged: acked.load(Ordering::Relaxed),
             load_errors: errors.load(Ordering::Relaxed),
         })
@@ -301,13 +379,17 @@ fn render(r: &Report) -> String {
     let line = |what: &str, f: &Figures| {
         format!("{what:<26} p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms", f.p50_ms, f.p99_ms, f.max_ms)
     };
-    [
-        format!("{} leader kills (SIGKILL) under load", r.rounds),
-        line("kill → new leader", &r.elected),
-        line("kill → first commit", &r.first_commit),
-        line("kill → scheduling resumed", &r.scheduling_resumed),
-        format!("load: {} submissions acknowledged, {} failed after retries", r.load_acknowledged, r.load_errors),
-        format!("reproduce: {}", r.command),
-    ]
-    .join("\n")
+    let mut lines = Vec::new();
+    for fault in &r.faults {
+        lines.push(format!("{} {} under load", r.rounds, fault.fault.describe()));
+        lines.push(line("fault → new leader", &fault.elected));
+        lines.push(line("fault → first commit", &fault.first_commit));
+        lines.push(line("fault → scheduling resumed", &fault.scheduling_resumed));
+    }
+    lines.push(format!(
+        "load: {} submissions acknowledged, {} failed after retries",
+        r.load_acknowledged, r.load_errors
+    ));
+    lines.push(format!("reproduce: {}", r.command));
+    lines.join("\n")
 }
