@@ -40,7 +40,7 @@ async fn main() {
     let run = format!("bench-{}", std::process::id());
     config["job_name_prefix"] = run.clone().into();
     config["log_dir"] = cluster.dir.join("jobs").join(&run).display().to_string().into();
-    let ctx = AdapterContext { work_dir: cluster.dir.join("work") };
+    let ctx = AdapterContext::new(cluster.dir.join("work"), "bench");
     let adapter = SlurmCenter::new("bench", &config, &ctx).expect("config");
 
     let (mut submits, mut polls, mut resources) = (Vec::new(), Vec::new(), Vec::new());

@@ -206,6 +206,22 @@ pub trait Storage: Send + Sync {
 pub struct AdapterContext {
     /// A directory owned by this center's adapter on this node (working dirs, logs, state).
     pub work_dir: PathBuf,
+    /// The jcs cluster's id (replicated, made by its first leader). Every name an adapter
+    /// gives the center — native job names, directories — carries it, and an adapter never
+    /// adopts what another cluster left: two clusters pointed at one center (a cluster created
+    /// afresh after an earlier one) both start with `job-000000000001`.
+    pub cluster_id: String,
+}
+
+impl AdapterContext {
+    pub fn new(work_dir: impl Into<PathBuf>, cluster_id: impl Into<String>) -> Self {
+        AdapterContext { work_dir: work_dir.into(), cluster_id: cluster_id.into() }
+    }
+
+    /// `dir`'s part for this cluster: `dir/{cluster_id}`.
+    pub fn scoped(&self, dir: &std::path::Path) -> PathBuf {
+        dir.join(&self.cluster_id)
+    }
 }
 
 /// Builds the adapter a center's `adapter` field names.

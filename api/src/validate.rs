@@ -44,6 +44,24 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> Result<(), ApiErro
     Ok(())
 }
 
+/// The longest cluster id (`NameCluster`).
+pub const MAX_CLUSTER_ID_LEN: usize = 32;
+
+/// A cluster id: 1 to 32 lowercase letters and digits, so that it fits in any center's names
+/// (file names, Slurm job names) as it is.
+pub fn cluster_id(field: &str, value: &str) -> Result<(), ApiError> {
+    let fits = (1..=MAX_CLUSTER_ID_LEN).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if fits {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("'{value}' is not 1 to {MAX_CLUSTER_ID_LEN} lowercase letters and digits"),
+        ))
+    }
+}
+
 /// A network address `HOST:PORT` (a name or an IP, a port from 1 to 65535), at most 255
 /// characters: a cluster member's peer or REST address.
 pub fn host_port(field: &str, value: &str) -> Result<(), ApiError> {

@@ -197,3 +197,39 @@ async fn running_replicas_survive_a_sigkill_of_the_node_and_are_not_started_twic
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+fn local_job(name: &str, command: &str, spec: &str, image: &str, replicas: u32) -> Value {
+    json!({"name": name, "retry": {"maxRetries": 0}, "tasks": [{"name": "t", "command": command, "imageId": image,
+        "resourceSpecId": spec, "replicaNumber": replicas, "centerIDs": ["hunan-univ"]}]})
+}
+
+/// Two clusters, one after the other, on fresh data dirs but sharing the centers' work dirs
+/// (`--demo-shared-dir`): both call their first job `job-000000000001`, and the second must run
+/// its own, not take the first cluster's finished replica for it.
+#[tokio::test]
+async fn a_cluster_created_afresh_never_adopts_an_earlier_clusters_replicas() {
+    let shared = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut logs = Vec::new();
+    for name in ["first-cluster", "second-cluster"] {
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let shared_dir = shared.path().display().to_string();
+        let mut child = spawn_node(data.path(), port, &["--demo-shared-dir", &shared_dir]);
+        wait_ready(&client, &base).await;
+        let body = local_job(name, &format!("echo ran in the {name}"), "cpu-4c8g", "pytorch-hunan-univ", 1);
+        let created = envelope(client.post(format!("{base}/openapi/v1/trainjob")).json(&body)).await;
+        let id = created["data"]["jobId"].as_str().unwrap().to_string();
+        assert_eq!(id, "job-000000000001", "{created}");
+        let info =
+            wait_job(&client, &base, &id, "final", |j| j["status"] == "completed" || j["status"] == "failed").await;
+        assert_eq!(info["status"], "completed", "{info:#}");
+        let log = client.get(format!("{base}/openapi/v1/logs/{id}/0/0")).send().await.unwrap().text().await.unwrap();
+        logs.push(log);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(logs[0].contains("ran in the first-cluster"), "{logs:?}");
+    assert!(logs[1].contains("ran in the second-cluster"), "the second cluster ran its own job: {logs:?}");
+}

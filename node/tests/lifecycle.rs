@@ -22,8 +22,13 @@ fn local_job(name: &str, commands: &[&str], replicas: u32, retry: Value) -> Valu
     json!({"name": name, "tasks": tasks, "retry": retry})
 }
 
+/// The local center's replica directories of this node's cluster (`replicas/{cluster id}`).
 fn local_center_dir(node: &TestNode) -> PathBuf {
-    node.dir.path().join("centers").join("hunan-univ").join("replicas")
+    let replicas = node.dir.path().join("centers").join("hunan-univ").join("replicas");
+    let mut clusters =
+        std::fs::read_dir(&replicas).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or(Vec::new());
+    assert!(clusters.len() <= 1, "one cluster's replicas: {clusters:?}");
+    clusters.pop().unwrap_or(replicas)
 }
 
 /// Processes of the local center still alive (by their recorded pid).

@@ -22,12 +22,21 @@ fn script() -> std::path::PathBuf {
 /// `slurm-1c` (1 CPU, 256 MiB) and image `shell-slurm`. Jobs are named with a prefix of this
 /// node's own, and their output goes to a directory of its own.
 async fn node_with_slurm(test: &str) -> Option<(TestNode, LocalSlurm)> {
+    node_with_slurm_named(test, None).await
+}
+
+/// [`node_with_slurm`], with the jobs' name prefix and log directory given (`naming`) rather
+/// than the node's own.
+async fn node_with_slurm_named(test: &str, naming: Option<(&str, &Path)>) -> Option<(TestNode, LocalSlurm)> {
     let cluster = local_cluster::for_tests(&script(), test)?;
     let node = TestNode::start().await;
     let mut config = cluster.center_config();
     let nonce = node.dir.path().file_name().unwrap().to_string_lossy().replace('.', "");
-    config["job_name_prefix"] = json!(format!("jcs-test-{nonce}"));
-    config["log_dir"] = json!(cluster.dir.join("jobs").join(&nonce));
+    let own_log_dir = cluster.dir.join("jobs").join(&nonce);
+    let own_prefix = format!("jcs-test-{nonce}");
+    let (prefix, log_dir) = naming.unwrap_or((&own_prefix, &own_log_dir));
+    config["job_name_prefix"] = json!(prefix);
+    config["log_dir"] = json!(log_dir);
     config["request_timeout_ms"] = json!(2000);
     let center = json!({"ai_center_id": CENTER, "name": "Slurm HPC", "region": "hunan",
         "adapter": {"kind": "slurm", "endpoint": cluster.url, "config": config}, "security_grade": 3});
@@ -151,4 +160,26 @@ async fn slurm_controller_killed_makes_the_center_unavailable_until_it_returns()
     let id = submit(&node, slurm_job("after", "echo back", 1, json!({"maxRetries": 0}))).await;
     wait_status(&node, &cluster, &id, "completed").await;
     node.stop().await;
+}
+
+/// Two jcs clusters, one after the other, against the same Slurm with the same job name prefix
+/// and log directory (as the demo's `--demo-slurm` does): both call their first job
+/// `job-000000000001`, and the second must run its own rather than find the first's Slurm job
+/// and log under the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_a_cluster_created_afresh_never_adopts_an_earlier_clusters_jobs() {
+    let test = "slurm_a_cluster_created_afresh_never_adopts_an_earlier_clusters_jobs";
+    let shared_logs = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for name in ["first-cluster", "second-cluster"] {
+        let naming = Some(("jcs-shared", shared_logs.path()));
+        let Some((node, cluster)) = node_with_slurm_named(test, naming).await else { return };
+        let id = submit(&node, slurm_job(name, &format!("echo ran in the {name}"), 1, json!({"maxRetries": 0}))).await;
+        assert_eq!(id, "job-000000000001");
+        wait_status(&node, &cluster, &id, "completed").await;
+        runs.push((native_ids(&node, &id).await.remove(0), log_of(&node, &id, 0, 0).await));
+        node.stop().await;
+    }
+    assert_ne!(runs[0].0, runs[1].0, "the second cluster submitted its own Slurm job: {runs:?}");
+    assert!(runs[1].1.contains("ran in the second-cluster"), "{runs:?}");
 }

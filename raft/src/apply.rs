@@ -169,6 +169,16 @@ fn apply_checked(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<Comm
             Ok(Ok(Outcome::Recorded))
         }
         Command::AssignOwners { term, owners } => owners::assign(kv, *term, owners),
+        Command::NameCluster { cluster_id } => {
+            let named = match tables::cluster_id(kv)? {
+                Some(named) => named,
+                None => {
+                    put_json(kv, tables::CLUSTER_ID_KEY.to_vec(), cluster_id);
+                    cluster_id.clone()
+                }
+            };
+            Ok(Ok(Outcome::ClusterNamed { cluster_id: named }))
+        }
     }
 }
 
@@ -199,6 +209,7 @@ fn validate(command: &Command) -> Result<(), jcs_api::ApiError> {
             jcs_api::validate::optional_text("message", message, jcs_api::validate::MAX_DESC_LEN * 8)
         }
         Command::ReportReplicas { .. } | Command::StopsDone { .. } => Ok(()),
+        Command::NameCluster { cluster_id } => jcs_api::validate::cluster_id("cluster_id", cluster_id),
         Command::Place(_)
         | Command::AssignOwners { .. }
         | Command::DeleteCenter { .. }

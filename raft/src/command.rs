@@ -105,6 +105,13 @@ pub enum Command {
         term: u64,
         owners: std::collections::BTreeMap<String, u64>,
     },
+    /// Names the cluster once, at its first leader: the id scopes every name jcs gives a center
+    /// (idempotency keys, native job names, work directories), so that a cluster created
+    /// afresh never takes another cluster's submissions for its own. The first name committed
+    /// stays; later ones are no-ops.
+    NameCluster {
+        cluster_id: String,
+    },
 }
 
 impl Command {
@@ -242,6 +249,10 @@ pub enum Outcome {
     /// Owners assigned: the centers whose owner changed, with their new epoch.
     OwnersAssigned {
         changed: std::collections::BTreeMap<String, u64>,
+    },
+    /// The cluster's id as stored (the first one named).
+    ClusterNamed {
+        cluster_id: String,
     },
 }
 

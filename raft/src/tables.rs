@@ -33,6 +33,7 @@
 //! | `lx/{generation}/{center}` | empty: the center whose ledger totals changed last at this ledger generation |
 //! | `lxc/{center}` | the ledger generation of the center's latest totals change |
 //! | `meta/ledger_gen` | bumped by every change to a center's ledger totals |
+//! | `meta/cluster_id` | the cluster's id (`NameCluster`), in every name jcs gives a center |
 //! | `meta/queue_floor` | the `q/` key of the highest job a placement batch placed: the queue is `qh/`, then `q/` above it (see `apply::queue`) |
 
 use std::ops::ControlFlow;
@@ -46,6 +47,12 @@ pub const JOB_SEQ_KEY: &[u8] = b"meta/job_seq";
 pub const SCHED_FENCE_KEY: &[u8] = b"meta/sched_fence";
 pub const OWNER_TERM_KEY: &[u8] = b"meta/owner_term";
 pub const QUEUE_FLOOR_KEY: &[u8] = b"meta/queue_floor";
+pub const CLUSTER_ID_KEY: &[u8] = b"meta/cluster_id";
+
+/// The cluster's id, once its first leader has named it.
+pub fn cluster_id(kv: &impl KvRead) -> Result<Option<String>, StoreError> {
+    get_json(kv, CLUSTER_ID_KEY)
+}
 /// Notes of which centers changed since a generation, kept for what a scheduling cycle caches
 /// per center (monitoring reports, ledger totals): `{notes}{generation:020}/{center}` → empty,
 /// one note per center (its latest), and `{latest}{center}` → the generation of that note.

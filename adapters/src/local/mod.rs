@@ -69,7 +69,7 @@ fn default_stop_grace_ms() -> u64 {
 /// A center whose replicas are processes on this host.
 pub struct LocalCenter {
     id: String,
-    /// `work_dir/replicas`: one directory per replica.
+    /// `work_dir/replicas/{cluster_id}`: one directory per replica.
     replicas: PathBuf,
     images: Images,
     max_grace: Duration,
@@ -93,7 +93,8 @@ impl LocalCenter {
         let config: LocalConfig = config::parse("local", center_id, config)?;
         let capacity = config::capacity(center_id, &config.capacity)?;
         let work_dir = config.work_dir.clone().unwrap_or_else(|| ctx.work_dir.clone());
-        let replicas = work_dir.join("replicas");
+        // Each cluster has its own part of a shared work dir: it never adopts another's.
+        let replicas = ctx.scoped(&work_dir.join("replicas"));
         let unusable = |e: std::io::Error| {
             AdapterError::Config(format!("center '{center_id}': work dir {}: {e}", replicas.display()))
         };

@@ -14,7 +14,7 @@ use super::*;
 use crate::conformance::{self, state_of as state, wait_until};
 
 fn context(dir: &Path) -> AdapterContext {
-    AdapterContext { work_dir: dir.to_path_buf() }
+    AdapterContext::new(dir, "c0")
 }
 
 fn center(dir: &Path, config: serde_json::Value) -> LocalCenter {
@@ -268,4 +268,18 @@ async fn announces_the_exit_of_every_replica_it_started() {
     let announced = tokio::time::timeout(std::time::Duration::from_secs(10), exits.recv()).await;
     assert_eq!(announced.expect("announced in time").unwrap(), id);
     assert_eq!(state(&c, &id).await, NativeState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_cluster_never_adopts_another_clusters_replicas_in_a_shared_work_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let first =
+        LocalCenter::new("local1", &serde_json::Value::Null, &AdapterContext::new(dir.path(), "first")).unwrap();
+    let l = launch("job-000000000001", "exit 0", 1.0);
+    let id = first.submit(&l).await.unwrap();
+    wait_until(&first, &id, |s| *s == NativeState::Succeeded).await;
+    let second =
+        LocalCenter::new("local1", &serde_json::Value::Null, &AdapterContext::new(dir.path(), "second")).unwrap();
+    assert_eq!(second.find(&l.key).await.unwrap(), None, "the first cluster's replica is not the second's");
+    assert_eq!(state(&second, &id).await, NativeState::Missing);
 }

@@ -195,13 +195,17 @@ impl SimCenter {
         config.validate(center_id)?;
         let pool = Pool::new(center_id, config::capacity(center_id, &config.capacity)?);
         let unusable = |what: String| AdapterError::Config(format!("center '{center_id}': {what}"));
-        let work_dir = config.work_dir.clone().unwrap_or_else(|| ctx.work_dir.clone());
+        let platform_dir = config.work_dir.clone().unwrap_or_else(|| ctx.work_dir.clone());
+        // Each cluster keeps its own journal in a shared work dir: what another cluster
+        // submitted under the same keys is never taken for its own.
+        let work_dir = ctx.scoped(&platform_dir);
         std::fs::create_dir_all(&work_dir).map_err(|e| unusable(format!("work dir {}: {e}", work_dir.display())))?;
         let (journal, state) = Journal::open(&work_dir, pool).map_err(|e| unusable(e.to_string()))?;
         Ok(SimCenter {
             id: center_id.to_string(),
             images: Images::new(config.images.clone()),
-            outage: work_dir.join("OUTAGE"),
+            // An outage is the platform's, whichever cluster drives it.
+            outage: platform_dir.join("OUTAGE"),
             inner: Mutex::new(Inner { state, rng: Rng::new(config.seed), journal }),
             storage: MemStorage::default(),
             config,

@@ -13,7 +13,8 @@ use super::*;
 use crate::conformance::{self, state_of as state, wait_until};
 
 fn context(dir: &Path) -> AdapterContext {
-    AdapterContext { work_dir: dir.to_path_buf() }
+    // No cluster id: the platform's files are right in `dir`.
+    AdapterContext::new(dir, "")
 }
 
 fn sim(dir: &Path, config: serde_json::Value) -> SimCenter {
@@ -329,4 +330,17 @@ async fn instances_saving_into_one_work_dir_leave_the_last_writers_state() {
     let s = sim(dir.path(), config);
     assert_eq!(saved(&s), saved(&old), "the old instance saw another's line and saved its whole state");
     assert_eq!(s.find(&launch("new", "").key).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_cluster_finds_only_its_own_submissions_on_a_shared_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({"latency_ms": 0});
+    let first = SimCenter::new("s1", &config, &AdapterContext::new(dir.path(), "first")).unwrap();
+    let l = launch("job-000000000001", "sleep 1");
+    let key = l.key.clone();
+    let submitted = first.submit(&l).await.unwrap();
+    assert_eq!(first.find(&key).await.unwrap(), Some(submitted));
+    let second = SimCenter::new("s1", &config, &AdapterContext::new(dir.path(), "second")).unwrap();
+    assert_eq!(second.find(&key).await.unwrap(), None, "another cluster's job under the same key is not ours");
 }

@@ -36,8 +36,9 @@ pub struct SlurmConfig {
     /// job) and their nodes make up the center's resources. Default: `["jcs"]`.
     #[serde(default = "default_partitions")]
     pub partitions: Vec<String>,
-    /// Starts the name of every job this jcs cluster submits (`<prefix>.<replica key>`): give
-    /// each jcs cluster sharing a Slurm cluster (staging, production) its own. Default `jcs`.
+    /// Starts the name of every job this jcs cluster submits (`<prefix>.<cluster id>.<replica
+    /// key>`; the cluster id already tells jcs clusters apart, the prefix tells jcs's jobs from
+    /// others' to people reading `squeue`). Default `jcs`.
     #[serde(default = "default_job_name_prefix")]
     pub job_name_prefix: String,
     /// The account jobs are charged to; absent: the user's default account.

@@ -78,7 +78,7 @@ const NODES_MAX_AGE: Duration = Duration::from_secs(30);
 
 impl SlurmCenter {
     /// Reads the config; talks to nobody (the first poll finds out whether slurmrestd answers).
-    pub fn new(center_id: &str, config: &serde_json::Value, _ctx: &AdapterContext) -> Result<Self> {
+    pub fn new(center_id: &str, config: &serde_json::Value, ctx: &AdapterContext) -> Result<Self> {
         let config: SlurmConfig = adapter_config::parse("slurm", center_id, config)?;
         let misconfigured =
             |what: String| AdapterError::Config(format!("center '{center_id}': slurm adapter config: {what}"));
@@ -104,7 +104,9 @@ impl SlurmCenter {
         Ok(SlurmCenter {
             id: center_id.to_string(),
             rest,
-            prefix: config.job_name_prefix,
+            // The cluster's id in every job name (and so in every log file's name): a cluster
+            // never finds another cluster's jobs under its keys.
+            prefix: format!("{}.{}", config.job_name_prefix, ctx.cluster_id),
             partitions: config.partitions,
             account: config.account,
             remote_log_dir: config.remote_log_dir.unwrap_or_else(|| config.log_dir.clone()),

@@ -30,7 +30,7 @@ fn center(cluster: &LocalSlurm, extra: serde_json::Value) -> SlurmCenter {
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
         config[k] = v;
     }
-    let ctx = AdapterContext { work_dir: cluster.dir.join("work") };
+    let ctx = AdapterContext::new(cluster.dir.join("work"), "c0");
     SlurmCenter::new("slurm-test", &config, &ctx).expect("slurm center config")
 }
 
@@ -176,7 +176,7 @@ async fn slurm_refused_tokens_are_reported_and_a_refreshed_one_is_picked_up() {
     let mut config = cluster.center_config();
     config.as_object_mut().unwrap().remove("token_command");
     config["token_file"] = token_file.display().to_string().into();
-    let adapter = SlurmCenter::new("slurm-test", &config, &AdapterContext { work_dir: dir.path().into() }).unwrap();
+    let adapter = SlurmCenter::new("slurm-test", &config, &AdapterContext::new(dir.path(), "c0")).unwrap();
     let refused = adapter.resources().await;
     assert!(matches!(refused, Err(AdapterError::Unavailable(ref m)) if m.contains("token")), "{refused:?}");
     // An operator (or a cron job) writes a fresh token: the next refusal re-reads the file.
@@ -188,7 +188,7 @@ async fn slurm_refused_tokens_are_reported_and_a_refreshed_one_is_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slurm_config_mistakes_are_named() {
-    let ctx = AdapterContext { work_dir: std::env::temp_dir() };
+    let ctx = AdapterContext::new(std::env::temp_dir(), "c0");
     let dir = tempfile::tempdir().unwrap();
     let base = serde_json::json!({ "url": "http://127.0.0.1:1", "log_dir": dir.path() });
     let mut two_tokens = base.clone();

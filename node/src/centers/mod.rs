@@ -113,12 +113,17 @@ impl Adapters {
     }
 
     /// The adapter for `center`, built if there is none (a changed one is forgotten first).
-    fn ensure(&self, center: &Center, dir: &std::path::Path) -> Result<Arc<dyn Adapter>, jcs_adapters::AdapterError> {
+    fn ensure(
+        &self,
+        center: &Center,
+        dir: &std::path::Path,
+        cluster_id: &str,
+    ) -> Result<Arc<dyn Adapter>, jcs_adapters::AdapterError> {
         let mut map = self.inner.lock().expect("adapters lock");
         if let Some((_, adapter)) = map.get(&center.ai_center_id) {
             return Ok(adapter.clone());
         }
-        let context = AdapterContext { work_dir: dir.join(&center.ai_center_id) };
+        let context = AdapterContext::new(dir.join(&center.ai_center_id), cluster_id);
         let adapter = jcs_adapters::build(center, &context)?;
         let fingerprint = serde_json::to_value(&center.adapter).unwrap_or_default();
         map.insert(center.ai_center_id.clone(), (fingerprint, adapter.clone()));
@@ -221,13 +226,19 @@ async fn reconcile_workers(
     workers: &mut BTreeMap<String, Running>,
 ) {
     let read = tables::all::<Center>(&shared.reader, ObjectKind::Center)
-        .and_then(|centers| Ok((centers, ownership.owned(&shared.reader)?)));
-    let (centers, epochs) = match read {
+        .and_then(|centers| Ok((centers, ownership.owned(&shared.reader)?, tables::cluster_id(&shared.reader)?)));
+    let (centers, epochs, cluster_id) = match read {
         Ok(read) => read,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the centers and their owners");
             return;
         }
+    };
+    // Every name a worker gives its center carries the cluster's id: none is driven before
+    // the first leader has named the cluster.
+    let Some(cluster_id) = cluster_id else {
+        tracing::debug!("the cluster has no id yet: centers wait");
+        return;
     };
     // A center with no adapter is known only through monitoring written to the API.
     let owned: BTreeMap<String, (u64, Center)> = centers
@@ -254,7 +265,7 @@ async fn reconcile_workers(
         if workers.contains_key(&center_id) {
             continue;
         }
-        let adapter = match adapters.ensure(&center, &shared.settings.dir) {
+        let adapter = match adapters.ensure(&center, &shared.settings.dir, &cluster_id) {
             Ok(adapter) => adapter,
             Err(e) => {
                 tracing::warn!(center_id = %center_id, error = %e, "center has no usable adapter");

@@ -69,8 +69,9 @@ fn render(status: &ClusterStatus) -> String {
         .map(|s| format!("{}→{}#{}", s.center_id, s.node_id.map_or("-".to_string(), |n| n.to_string()), s.epoch))
         .collect();
     format!(
-        "{}\nleader {leader}, term {} (as seen by node {})\ncenter owners (center→node#epoch): {}",
+        "{}\ncluster {}, leader {leader}, term {} (as seen by node {})\ncenter owners (center→node#epoch): {}",
         super::table::rows(&status.members),
+        status.cluster_id.as_deref().unwrap_or("(not yet named)"),
         status.term,
         status.node_id,
         if shards.is_empty() { "none".to_string() } else { shards.join("  ") }

@@ -98,10 +98,26 @@ impl Cluster {
                 _ => leading_since.insert((m.current_term, tokio::time::Instant::now())).1,
             };
             let settled = since.elapsed() >= self.timing.owner_timeout;
+            if let Err(e) = self.name_cluster(&reader).await {
+                tracing::warn!(error = %e, "cannot name the cluster");
+                continue;
+            }
             if let Err(e) = self.reassign(&reader, m.id, m.current_term, settled).await {
                 tracing::warn!(error = %e, "cannot assign center owners");
             }
         }
+    }
+
+    /// Names a cluster that has no id yet (its first leader does, once). Center workers wait
+    /// for the id: every name they give a center carries it.
+    async fn name_cluster(&self, reader: &StateReader) -> anyhow::Result<()> {
+        if tables::cluster_id(reader)?.is_some() {
+            return Ok(());
+        }
+        let cluster_id = fresh_cluster_id();
+        let named = self.proposer.propose_here(Command::NameCluster { cluster_id }).await??;
+        tracing::info!(outcome = ?named, "cluster named");
+        Ok(())
     }
 
     async fn reassign(&self, reader: &StateReader, me: NodeId, term: u64, settled: bool) -> anyhow::Result<()> {
@@ -129,10 +145,30 @@ impl Cluster {
     }
 }
 
+/// A new cluster id: 16 hex digits from the process's random hasher keys (the OS's
+/// randomness), mixed with the time and the process id.
+fn fresh_cluster_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn fresh_cluster_ids_are_valid_and_differ() {
+        let (a, b) = (fresh_cluster_id(), fresh_cluster_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            jcs_api::validate::cluster_id("cluster_id", &id).unwrap();
+        }
+    }
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("center-{i}")).collect()

@@ -54,6 +54,9 @@ pub struct MemberStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
+    /// The cluster's id, made by its first leader; every name jcs gives a center carries it.
+    /// Absent until that leader has written it.
+    pub cluster_id: Option<String>,
     /// The node that answered.
     pub node_id: NodeId,
     pub leader: Option<NodeId>,
@@ -139,6 +142,7 @@ impl Cluster {
             }
         });
         let members = futures::future::join_all(asks).await;
-        Ok(ClusterStatus { node_id: me.node_id, leader: me.leader, term: me.term, members, shards })
+        let cluster_id = tables::cluster_id(reader)?;
+        Ok(ClusterStatus { cluster_id, node_id: me.node_id, leader: me.leader, term: me.term, members, shards })
     }
 }
