@@ -165,3 +165,33 @@ async fn a_center_that_stops_answering_turns_unavailable_and_its_jobs_move() {
     .await;
     node.stop().await;
 }
+
+/// Whether a process runs (a zombie does not count).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_stop_waiting_out_its_grace_holds_up_no_other_dispatch_to_the_center() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = jcs_node::config::Config { stop_grace_ms: 5_000, ..common::test_config(dir.path()) };
+    let node = TestNode::start_with(config, dir).await;
+    let pid_file = node.dir.path().join("stubborn.pid");
+    let stubborn = format!("echo $$ > {}; trap '' TERM; sleep 60", pid_file.display());
+    let a = submit(&node, local_job("stubborn", &[&stubborn], 1, json!({"maxRetries": 0}))).await;
+    wait_phase(&node, &a, "running").await;
+    node.wait_for("the stubborn replica wrote its pid", || async { pid_file.exists() }).await;
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let (status, stopped) = node.post(&format!("/openapi/v1/trainjob/{a}/stop"), json!({})).await;
+    assert_eq!(status, 200, "{stopped}");
+
+    // The stop now waits 5 s for SIGTERM to work before it sends SIGKILL. Meanwhile a job for
+    // the same center is dispatched, runs and completes.
+    let b = submit(&node, local_job("meanwhile", &["echo meanwhile"], 1, json!({"maxRetries": 0}))).await;
+    wait_status(&node, &b, "completed").await;
+    assert!(alive(pid), "the next job waited for the stop's grace period to end");
+    node.wait_for("the stubborn replica is killed once its grace is over", || async { !alive(pid) }).await;
+    node.stop().await;
+}

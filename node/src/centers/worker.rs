@@ -6,26 +6,43 @@
 //! failed — is *in doubt*: the worker asks the center for it by key before submitting.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
 use jcs_adapters::{Adapter, AdapterError, NativeId, NativeState};
 use jcs_api::model::{
     center_status, Center, CenterMetrics, EventKind, FailureCategory, ObjectKind, Observed, ReplicaKey, ReplicaReport,
 };
 use jcs_raft::command::{Command, Outcome, Refusal};
-use jcs_raft::tables::{self, DispatchOrder, OnCenter, WorkList};
-use tokio::sync::{broadcast, watch, Notify};
+use jcs_raft::tables::{self, DispatchOrder, OnCenter, StopOrder, WorkList};
+use tokio::sync::{broadcast, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
 
 use super::{launch, Shared};
 use crate::scheduler::now_ms;
 
-pub struct Worker {
+/// What the worker's stop and dispatch tasks share with it: the center, the owner's epoch and
+/// the way to write.
+struct CenterLink {
     center_id: String,
     epoch: u64,
     adapter: Arc<dyn Adapter>,
     shared: Shared,
+    images: launch::ImagesAt,
+    /// Set when a write was refused for a stale owner epoch: the center has a new owner, so
+    /// this worker submits nothing more and ends.
+    fenced: AtomicBool,
+}
+
+/// A stop or a dispatch that ended, and whether it succeeded.
+enum Done {
+    Stop { key: ReplicaKey, ok: bool },
+    Dispatch { key: ReplicaKey, ok: bool },
+}
+
+pub struct Worker {
+    link: Arc<CenterLink>,
     wake: Arc<Notify>,
     /// Keys to ask the center about before submitting.
     doubt: HashSet<ReplicaKey>,
@@ -36,23 +53,34 @@ pub struct Worker {
     over_committed: bool,
     /// What was last reported per replica attempt: only changes are written.
     observed: HashMap<ReplicaKey, Observed>,
-    images: launch::ImagesAt,
     /// When the earliest order held back by its retry backoff falls due.
     next_due: Option<tokio::time::Instant>,
     /// After a submit, find or stop failed, orders wait for the next poll rather than being
     /// retried at every wake-up.
     quiet_until: Option<tokio::time::Instant>,
-    /// Set when a write was refused for a stale owner epoch: the center has a new owner, so
-    /// this worker submits nothing more and ends.
-    fenced: std::sync::atomic::AtomicBool,
+    /// Stops and submissions under way. Each runs as a task of its own, at most
+    /// `dispatch_concurrency` of each kind at once, so that a slow one — a replica that ignores
+    /// SIGTERM for the whole grace period, a slow submit — holds up neither the others nor the
+    /// polls. Dropped with the worker: a new owner redoes what was cut short (in doubt).
+    tasks: JoinSet<Done>,
+    stopping: HashSet<ReplicaKey>,
+    dispatching: HashSet<ReplicaKey>,
+    stop_slots: Arc<Semaphore>,
+    dispatch_slots: Arc<Semaphore>,
 }
 
 impl Worker {
     pub fn new(center_id: String, epoch: u64, adapter: Arc<dyn Adapter>, shared: Shared, wake: Arc<Notify>) -> Self {
+        let concurrency = shared.settings.dispatch_concurrency.max(1);
         Worker {
-            epoch,
-            adapter,
-            shared,
+            link: Arc::new(CenterLink {
+                epoch,
+                adapter,
+                shared,
+                images: launch::ImagesAt::new(&center_id),
+                center_id,
+                fenced: AtomicBool::new(false),
+            }),
             wake,
             doubt: HashSet::new(),
             first_scan: true,
@@ -60,49 +88,242 @@ impl Worker {
             last_metrics: None,
             over_committed: false,
             observed: HashMap::new(),
-            images: launch::ImagesAt::new(&center_id),
-            center_id,
             next_due: None,
             quiet_until: None,
-            fenced: Default::default(),
+            tasks: JoinSet::new(),
+            stopping: HashSet::new(),
+            dispatching: HashSet::new(),
+            stop_slots: Arc::new(Semaphore::new(concurrency)),
+            dispatch_slots: Arc::new(Semaphore::new(concurrency)),
         }
-    }
-
-    fn fenced(&self) -> bool {
-        self.fenced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<()>) {
         let mut next_poll = tokio::time::Instant::now();
-        let mut announcements = self.adapter.events();
+        let mut announcements = self.link.adapter.events();
         loop {
             let far = tokio::time::Instant::now() + Duration::from_secs(3600);
-            let announced = tokio::select! {
-                _ = self.wake.notified() => false,
-                _ = tokio::time::sleep_until(next_poll) => false,
-                _ = tokio::time::sleep_until(self.next_due.unwrap_or(far)) => false,
-                () = next_announcement(&mut announcements) => true,
+            let mut announced = false;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(next_poll) => {}
+                _ = tokio::time::sleep_until(self.next_due.unwrap_or(far)) => {}
+                () = next_announcement(&mut announcements) => announced = true,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    // Bookkeeping only: the lists are read again at the next wake-up or poll,
+                    // not once per finished task.
+                    self.finished(done);
+                    if self.superseded() {
+                        return;
+                    }
+                    continue;
+                }
                 _ = stop.changed() => return,
-            };
+            }
             let now = tokio::time::Instant::now();
             let polled = now >= next_poll;
             if polled {
                 self.poll().await;
-                next_poll = tokio::time::Instant::now() + self.shared.settings.poll_interval;
+                next_poll = tokio::time::Instant::now() + self.link.shared.settings.poll_interval;
             } else if announced {
                 // A replica's state changed: read it now rather than at the next poll (a
                 // failure here is the next poll's to count).
                 let _ = self.poll_replicas().await;
             }
             if polled || self.quiet_until.is_none_or(|until| now >= until) {
-                let failed = self.carry_out_stops().await | self.dispatch_due().await;
-                self.quiet_until = failed.then(|| tokio::time::Instant::now() + self.shared.settings.poll_interval);
+                self.quiet_until = None;
+                self.start_stops();
+                self.start_dispatches();
             }
-            if self.fenced() {
-                tracing::info!(center_id = %self.center_id, owner_epoch = self.epoch, "center has a new owner; worker ends");
+            if self.superseded() {
                 return;
             }
         }
+    }
+
+    /// Whether the center has a new owner (a write of this worker was fenced): it then ends.
+    fn superseded(&self) -> bool {
+        let fenced = self.link.fenced();
+        if fenced {
+            tracing::info!(center_id = %self.link.center_id, owner_epoch = self.link.epoch, "center has a new owner; worker ends");
+        }
+        fenced
+    }
+
+    /// Books a stop or dispatch task's end: a failure leaves its key in doubt and quiets the
+    /// orders until the next poll.
+    fn finished(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        let (key, ok) = match done {
+            Ok(Done::Stop { key, ok }) => {
+                self.stopping.remove(&key);
+                (None, ok)
+            }
+            Ok(Done::Dispatch { key, ok }) => {
+                self.dispatching.remove(&key);
+                (Some(key), ok)
+            }
+            Err(e) => {
+                tracing::error!(center_id = %self.link.center_id, error = %e, "a stop or dispatch task failed");
+                return;
+            }
+        };
+        match key {
+            Some(key) if ok => {
+                self.doubt.remove(&key);
+            }
+            Some(key) => {
+                self.doubt.insert(key);
+            }
+            None => {}
+        }
+        if !ok {
+            self.quiet_until = Some(tokio::time::Instant::now() + self.link.shared.settings.poll_interval);
+        }
+    }
+
+    /// Monitoring and status, then the center's health verdict.
+    async fn poll(&mut self) {
+        self.link.images.forget();
+        let result = match self.link.adapter.resources().await {
+            Ok(report) => {
+                self.write_metrics(report).await;
+                self.poll_replicas().await
+            }
+            Err(e) => Err(e),
+        };
+        let link = &self.link;
+        let status = link.center().map(|c| c.status);
+        let available = status.map(|s| s == center_status::AVAILABLE);
+        match result {
+            Ok(()) => {
+                self.failed_polls = 0;
+                if status.is_some_and(|s| s != center_status::AVAILABLE) {
+                    link.set_health(true, "the center answers its polls".into()).await;
+                }
+            }
+            Err(e) => {
+                self.failed_polls += 1;
+                metrics::counter!("jcs_center_poll_failures_total", "center" => link.center_id.clone()).increment(1);
+                if self.failed_polls == 1 {
+                    link.event(EventKind::PollFailed, None, e.to_string()).await;
+                }
+                if self.failed_polls >= link.shared.settings.failed_polls_before_unavailable && available != Some(false)
+                {
+                    let why = format!("{} consecutive polls failed, last: {e}", self.failed_polls);
+                    link.set_health(false, why).await;
+                }
+            }
+        }
+    }
+
+    /// Writes Table 4 when it changed, or when the last write is getting old.
+    async fn write_metrics(&mut self, report: jcs_adapters::ResourceReport) {
+        let metrics = report.metrics;
+        let over = metrics.cpu_free < 0 || metrics.memory_free < 0 || metrics.gpu_free < 0;
+        if over && !self.over_committed {
+            self.link.event(EventKind::OverCommitted, None, format!("free capacity below zero: {metrics:?}")).await;
+        }
+        self.over_committed = over;
+        let unchanged = self
+            .last_metrics
+            .as_ref()
+            .is_some_and(|(last, at)| *last == metrics && at.elapsed() < self.link.shared.settings.metrics_refresh);
+        if unchanged {
+            return;
+        }
+        let command = Command::ReportMetrics { center_id: self.link.center_id.clone(), metrics: metrics.clone() };
+        if self.link.propose(command).await.is_some() {
+            self.last_metrics = Some((metrics, Instant::now()));
+            self.link.shared.scheduler.kicks.capacity_changed();
+        }
+    }
+
+    /// Asks the center about every replica it should have and reports what changed.
+    async fn poll_replicas(&mut self) -> Result<(), AdapterError> {
+        let link = &self.link;
+        let on: Vec<(String, u32, u32, OnCenter)> =
+            tables::work_list(&link.shared.reader, WorkList::OnCenter, &link.center_id).unwrap_or_default();
+        if on.is_empty() {
+            self.observed.clear();
+            return Ok(());
+        }
+        let ids: Vec<NativeId> = on.iter().map(|(.., o)| NativeId(o.native_id.clone())).collect();
+        let states = link.adapter.status(&ids).await?;
+        let mut reports = Vec::new();
+        let mut live = HashMap::new();
+        for ((job_id, task, replica, o), state) in on.into_iter().zip(states) {
+            let key = ReplicaKey { job_id, task, replica, attempt: o.attempt };
+            let observed = observe(state);
+            if self.observed.get(&key) != Some(&observed) {
+                reports.push(ReplicaReport { key: key.clone(), observed: observed.clone() });
+            }
+            live.insert(key, observed);
+        }
+        self.observed = live;
+        if !reports.is_empty() {
+            let finished = reports.iter().any(|r| matches!(r.observed, Observed::Completed | Observed::Failed { .. }));
+            let command =
+                Command::ReportReplicas { center_id: link.center_id.clone(), owner_epoch: link.epoch, reports };
+            if link.propose(command).await.is_none() {
+                self.observed.clear();
+            } else if finished {
+                link.shared.scheduler.kicks.capacity_changed();
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a task for every stop order not already under way.
+    fn start_stops(&mut self) {
+        let orders = tables::stop_orders(&self.link.shared.reader, &self.link.center_id).unwrap_or_default();
+        for (key, order) in orders {
+            if !self.stopping.insert(key.clone()) {
+                continue;
+            }
+            let (link, slots) = (self.link.clone(), self.stop_slots.clone());
+            self.tasks.spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else { return Done::Stop { key, ok: false } };
+                let ok = link.stop_one(&key, order).await;
+                Done::Stop { key, ok }
+            });
+        }
+    }
+
+    /// Starts a task for every due dispatch order not already under way.
+    fn start_dispatches(&mut self) {
+        let orders: Vec<(String, u32, u32, DispatchOrder)> =
+            tables::work_list(&self.link.shared.reader, WorkList::Dispatch, &self.link.center_id).unwrap_or_default();
+        let now = now_ms();
+        let mut next_due: Option<i64> = None;
+        for (job_id, task, replica, order) in orders {
+            let key = ReplicaKey { job_id, task, replica, attempt: order.attempt };
+            if self.first_scan {
+                self.doubt.insert(key.clone());
+            }
+            if order.not_before > now {
+                next_due = Some(next_due.map_or(order.not_before, |n| n.min(order.not_before)));
+                continue;
+            }
+            if !self.dispatching.insert(key.clone()) {
+                continue;
+            }
+            let in_doubt = self.doubt.contains(&key);
+            let (link, slots) = (self.link.clone(), self.dispatch_slots.clone());
+            self.tasks.spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else { return Done::Dispatch { key, ok: false } };
+                let ok = link.dispatch_one(&key, in_doubt).await;
+                Done::Dispatch { key, ok }
+            });
+        }
+        self.first_scan = false;
+        self.next_due =
+            next_due.map(|at| tokio::time::Instant::now() + Duration::from_millis((at - now).max(1) as u64));
+    }
+}
+
+impl CenterLink {
+    fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
     }
 
     async fn propose(&self, command: Command) -> Option<Outcome> {
@@ -110,7 +331,7 @@ impl Worker {
             Ok(Ok(outcome)) => Some(outcome),
             Ok(Err(refusal @ Refusal::StaleOwner { .. })) => {
                 tracing::debug!(center_id = %self.center_id, %refusal, "center write fenced");
-                self.fenced.store(true, std::sync::atomic::Ordering::Release);
+                self.fenced.store(true, Ordering::Release);
                 None
             }
             Ok(Err(refusal)) => {
@@ -134,40 +355,6 @@ impl Worker {
         tables::get(&self.shared.reader, ObjectKind::Center, &self.center_id).ok().flatten()
     }
 
-    /// Monitoring and status, then the center's health verdict.
-    async fn poll(&mut self) {
-        self.images.forget();
-        let result = match self.adapter.resources().await {
-            Ok(report) => {
-                self.write_metrics(report).await;
-                self.poll_replicas().await
-            }
-            Err(e) => Err(e),
-        };
-        let status = self.center().map(|c| c.status);
-        let available = status.map(|s| s == center_status::AVAILABLE);
-        match result {
-            Ok(()) => {
-                self.failed_polls = 0;
-                if status.is_some_and(|s| s != center_status::AVAILABLE) {
-                    self.set_health(true, "the center answers its polls".into()).await;
-                }
-            }
-            Err(e) => {
-                self.failed_polls += 1;
-                metrics::counter!("jcs_center_poll_failures_total", "center" => self.center_id.clone()).increment(1);
-                if self.failed_polls == 1 {
-                    self.event(EventKind::PollFailed, None, e.to_string()).await;
-                }
-                if self.failed_polls >= self.shared.settings.failed_polls_before_unavailable && available != Some(false)
-                {
-                    let why = format!("{} consecutive polls failed, last: {e}", self.failed_polls);
-                    self.set_health(false, why).await;
-                }
-            }
-        }
-    }
-
     async fn set_health(&self, available: bool, reason: String) {
         tracing::warn!(center_id = %self.center_id, available, %reason, "center health changes");
         let command =
@@ -177,143 +364,27 @@ impl Worker {
         }
     }
 
-    /// Writes Table 4 when it changed, or when the last write is getting old.
-    async fn write_metrics(&mut self, report: jcs_adapters::ResourceReport) {
-        let metrics = report.metrics;
-        let over = metrics.cpu_free < 0 || metrics.memory_free < 0 || metrics.gpu_free < 0;
-        if over && !self.over_committed {
-            self.event(EventKind::OverCommitted, None, format!("free capacity below zero: {metrics:?}")).await;
-        }
-        self.over_committed = over;
-        let unchanged = self
-            .last_metrics
-            .as_ref()
-            .is_some_and(|(last, at)| *last == metrics && at.elapsed() < self.shared.settings.metrics_refresh);
-        if unchanged {
-            return;
-        }
-        let command = Command::ReportMetrics { center_id: self.center_id.clone(), metrics: metrics.clone() };
-        if self.propose(command).await.is_some() {
-            self.last_metrics = Some((metrics, Instant::now()));
-            self.shared.scheduler.kicks.capacity_changed();
-        }
-    }
-
-    /// Asks the center about every replica it should have and reports what changed.
-    async fn poll_replicas(&mut self) -> Result<(), AdapterError> {
-        let on: Vec<(String, u32, u32, OnCenter)> =
-            tables::work_list(&self.shared.reader, WorkList::OnCenter, &self.center_id).unwrap_or_default();
-        if on.is_empty() {
-            self.observed.clear();
-            return Ok(());
-        }
-        let ids: Vec<NativeId> = on.iter().map(|(.., o)| NativeId(o.native_id.clone())).collect();
-        let states = self.adapter.status(&ids).await?;
-        let mut reports = Vec::new();
-        let mut live = HashMap::new();
-        for ((job_id, task, replica, o), state) in on.into_iter().zip(states) {
-            let key = ReplicaKey { job_id, task, replica, attempt: o.attempt };
-            let observed = observe(state);
-            if self.observed.get(&key) != Some(&observed) {
-                reports.push(ReplicaReport { key: key.clone(), observed: observed.clone() });
-            }
-            live.insert(key, observed);
-        }
-        self.observed = live;
-        if !reports.is_empty() {
-            let finished = reports.iter().any(|r| matches!(r.observed, Observed::Completed | Observed::Failed { .. }));
-            let command =
-                Command::ReportReplicas { center_id: self.center_id.clone(), owner_epoch: self.epoch, reports };
-            if self.propose(command).await.is_none() {
-                self.observed.clear();
-            } else if finished {
-                self.shared.scheduler.kicks.capacity_changed();
-            }
-        }
-        Ok(())
-    }
-
-    /// Carries out the center's stop orders; `true` when one failed (it stays for later). An
-    /// order without a native id is for a submit whose answer may have been lost: whatever the
-    /// center has under the key is stopped.
-    async fn carry_out_stops(&mut self) -> bool {
-        let orders = tables::stop_orders(&self.shared.reader, &self.center_id).unwrap_or_default();
-        if orders.is_empty() {
+    /// Carries out one stop order and records it; `false` when it failed (the order stays for
+    /// later). An order without a native id is for a submit whose answer may have been lost:
+    /// whatever the center has under the key is stopped.
+    async fn stop_one(&self, key: &ReplicaKey, order: StopOrder) -> bool {
+        let native = match order.native_id.as_str() {
+            "" => self.adapter.find(key).await,
+            id => Ok(Some(NativeId(id.to_string()))),
+        };
+        let stopped = match native {
+            Ok(Some(id)) => self.adapter.stop(&id, self.shared.settings.stop_grace).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &stopped {
+            tracing::warn!(center_id = %self.center_id, replica = %key, error = %e, "stop failed; will retry");
             return false;
         }
-        let grace = self.shared.settings.stop_grace;
-        let adapter = self.adapter.clone();
-        let results: Vec<(ReplicaKey, bool)> = stream::iter(orders)
-            .map(|(key, order)| {
-                let adapter = adapter.clone();
-                async move {
-                    let native = match order.native_id.as_str() {
-                        "" => adapter.find(&key).await,
-                        id => Ok(Some(NativeId(id.to_string()))),
-                    };
-                    let stopped = match native {
-                        Ok(Some(id)) => adapter.stop(&id, grace).await,
-                        Ok(None) => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = &stopped {
-                        tracing::warn!(replica = %key, error = %e, "stop failed; will retry");
-                    }
-                    (key, stopped.is_ok())
-                }
-            })
-            .buffer_unordered(self.shared.settings.dispatch_concurrency)
-            .collect()
-            .await;
-        let failed = results.iter().any(|(_, ok)| !ok);
-        let done: Vec<ReplicaKey> = results.into_iter().filter_map(|(key, ok)| ok.then_some(key)).collect();
-        if !done.is_empty() {
-            let command = Command::StopsDone { center_id: self.center_id.clone(), owner_epoch: self.epoch, keys: done };
-            self.propose(command).await;
-        }
-        failed
-    }
-
-    /// Submits every due dispatch order, a few at a time; `true` when one failed.
-    async fn dispatch_due(&mut self) -> bool {
-        let orders: Vec<(String, u32, u32, DispatchOrder)> =
-            tables::work_list(&self.shared.reader, WorkList::Dispatch, &self.center_id).unwrap_or_default();
-        let now = now_ms();
-        let mut due = Vec::new();
-        let mut next_due: Option<i64> = None;
-        for (job_id, task, replica, order) in orders {
-            let key = ReplicaKey { job_id, task, replica, attempt: order.attempt };
-            if self.first_scan {
-                self.doubt.insert(key.clone());
-            }
-            if order.not_before > now {
-                next_due = Some(next_due.map_or(order.not_before, |n| n.min(order.not_before)));
-                continue;
-            }
-            let in_doubt = self.doubt.contains(&key);
-            due.push((key, in_doubt));
-        }
-        self.first_scan = false;
-        self.next_due =
-            next_due.map(|at| tokio::time::Instant::now() + Duration::from_millis((at - now).max(1) as u64));
-        let this = &*self;
-        let results: Vec<(ReplicaKey, bool)> = stream::iter(due)
-            .map(|(key, in_doubt)| async move {
-                let ok = this.dispatch_one(&key, in_doubt).await;
-                (key, ok)
-            })
-            .buffer_unordered(self.shared.settings.dispatch_concurrency)
-            .collect()
-            .await;
-        let failed = results.iter().any(|(_, ok)| !ok);
-        for (key, ok) in results {
-            if ok {
-                self.doubt.remove(&key);
-            } else {
-                self.doubt.insert(key);
-            }
-        }
-        failed
+        let command =
+            Command::StopsDone { center_id: self.center_id.clone(), owner_epoch: self.epoch, keys: vec![key.clone()] };
+        self.propose(command).await;
+        true
     }
 
     /// Submits one replica attempt and records it; `false` leaves the key in doubt.
