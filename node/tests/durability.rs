@@ -198,9 +198,92 @@ async fn running_replicas_survive_a_sigkill_of_the_node_and_are_not_started_twic
     child.wait().unwrap();
 }
 
+/// Adds spec `one-cpu` (1 CPU, 1 GiB, offered by the local center `hunan-univ`) and image
+/// `tiny` there: sixteen replicas fit the center at once.
+async fn add_one_cpu_spec(client: &reqwest::Client, base: &str) {
+    let spec = json!({"resource_spec_id": "one-cpu", "resource_spec_name": "1 CPU", "price": 1,
+        "resource_quantity": {"cpu": "1", "memory": "1Gi"}, "computing_center_list": "hunan-univ"});
+    let image = json!({"image_id": "tiny", "name": "tiny", "ai_center_id": "hunan-univ", "resource_spec": "one-cpu"});
+    for (path, body) in [("resourcespecs", spec), ("images", image)] {
+        let created = envelope(client.post(format!("{base}/openapi/v1/{path}")).json(&body)).await;
+        assert_eq!(created["code"], "OK", "{created}");
+    }
+}
+
 fn local_job(name: &str, command: &str, spec: &str, image: &str, replicas: u32) -> Value {
     json!({"name": name, "retry": {"maxRetries": 0}, "tasks": [{"name": "t", "command": command, "imageId": image,
         "resourceSpecId": spec, "replicaNumber": replicas, "centerIDs": ["hunan-univ"]}]})
+}
+
+/// `kill -9` of the node right after A.1 answered for a 16-replica job, round after round (the
+/// kill falls at a different point of the starts each time), then a restart on the same data
+/// dir: every replica runs exactly once, as attempt 0. A start the kill cut short is the node's
+/// doubt, settled replica by replica — never a center fault that reschedules the task.
+#[tokio::test]
+async fn a_kill_during_a_many_replica_start_runs_every_replica_exactly_once() {
+    const ROUNDS: u64 = 6;
+    const REPLICAS: u32 = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("starts.log");
+    let client = reqwest::Client::new();
+    let mut base = String::new();
+    let mut child: Option<Child> = None;
+    let mut jobs = Vec::new();
+    for round in 0..ROUNDS {
+        if child.is_none() {
+            let port = free_port();
+            base = format!("http://127.0.0.1:{port}");
+            child = Some(spawn_node(dir.path(), port, &[]));
+            wait_ready(&client, &base).await;
+        }
+        if round == 0 {
+            add_one_cpu_spec(&client, &base).await;
+        }
+        // The center reports all its CPUs free (the last round's replicas have ended).
+        let metrics = format!("{base}/openapi/v1/centers/hunan-univ/metrics");
+        common::eventually("the local center reports 16 CPUs free", || async {
+            envelope(client.get(&metrics)).await["data"]["cpu_free"].as_f64() == Some(16.0)
+        })
+        .await;
+        let command = format!("echo $JCS_JOB_ID $JCS_REPLICA_INDEX $JCS_ATTEMPT >> {}; sleep 0.2", marker.display());
+        let body = local_job(&format!("burst-{round}"), &command, "one-cpu", "tiny", REPLICAS);
+        let created = envelope(client.post(format!("{base}/openapi/v1/trainjob")).json(&body)).await;
+        assert_eq!(created["code"], "OK", "{created}");
+        let id = created["data"]["jobId"].as_str().unwrap().to_string();
+        if created["data"]["taskInfos"][0]["centerIDs"][0] != "hunan-univ" {
+            let explain = envelope(client.get(format!("{base}/openapi/v1/trainjob/{id}/explain"))).await;
+            panic!("round {round}: not placed before the answer: {created}\n{explain:#}");
+        }
+        jobs.push(id);
+        tokio::time::sleep(Duration::from_millis(round * 4)).await;
+        let mut killed = child.take().unwrap();
+        killed.kill().expect("SIGKILL");
+        killed.wait().unwrap();
+
+        let port = free_port();
+        base = format!("http://127.0.0.1:{port}");
+        child = Some(spawn_node(dir.path(), port, &[]));
+        wait_ready(&client, &base).await;
+        let id = jobs.last().unwrap();
+        let info =
+            wait_job(&client, &base, id, "final", |j| j["status"] == "completed" || j["status"] == "failed").await;
+        assert_eq!(info["status"], "completed", "{info:#}");
+    }
+    let starts = std::fs::read_to_string(&marker).unwrap();
+    let mut runs: BTreeMap<(String, u32), Vec<u32>> = BTreeMap::new();
+    for line in starts.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        runs.entry((fields[0].to_string(), fields[1].parse().unwrap())).or_default().push(fields[2].parse().unwrap());
+    }
+    for id in &jobs {
+        for replica in 0..REPLICAS {
+            let attempts = runs.get(&(id.clone(), replica)).cloned().unwrap_or_default();
+            assert_eq!(attempts, vec![0], "{id} replica {replica} must run once, as attempt 0; all starts:\n{starts}");
+        }
+    }
+    let mut last = child.unwrap();
+    last.kill().unwrap();
+    last.wait().unwrap();
 }
 
 /// Two clusters, one after the other, on fresh data dirs but sharing the centers' work dirs

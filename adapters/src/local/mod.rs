@@ -183,7 +183,8 @@ fn staging_prefix() -> String {
 }
 
 /// Accounts the replicas a previous node left: running ones as running, queued ones in their
-/// submission order. A stop the previous node did not finish is finished with SIGKILL.
+/// submission order. A stop the previous node did not finish is finished with SIGKILL; a start
+/// it did not finish is settled replica by replica ([`ReplicaDir::resolve_interrupted_start`]).
 fn adopt(center: &str, replicas: &Path, pool: &mut Pool<ReplicaKey>) -> std::io::Result<()> {
     let mut queued = Vec::new();
     for entry in std::fs::read_dir(replicas)? {
@@ -199,6 +200,14 @@ fn adopt(center: &str, replicas: &Path, pool: &mut Pool<ReplicaKey>) -> std::io:
         let dir = ReplicaDir::new(replicas, &key);
         if dir.has_exit_code() {
             continue;
+        }
+        if dir.was_started() && dir.process().is_none() {
+            match dir.resolve_interrupted_start() {
+                Ok(outcome) => {
+                    tracing::info!(center, replica = %key, ?outcome, "settled a start the node's crash cut short")
+                }
+                Err(e) => tracing::warn!(center, replica = %key, error = %e, "cannot settle an interrupted start"),
+            }
         }
         match dir.process() {
             Some(process) if dir.is_stopped() && process.group_alive() => {

@@ -134,6 +134,19 @@ impl ProcessRecord {
     }
 }
 
+/// The live wrapper running in `work` — a process that leads its own group and whose working
+/// directory is `work` — if there is one. A start cut short by a crash of the node wrote no
+/// `pid` file; this is how the wrapper it may have spawned is found again.
+pub(super) fn find_wrapper_in(work: &Path) -> Option<ProcessRecord> {
+    let work = std::fs::canonicalize(work).ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = stat(pid).filter(|s| s.pgid == pid && is_live(s))?;
+        (std::fs::read_link(entry.path().join("cwd")).ok()? == work)
+            .then_some(ProcessRecord { pid, start_time: stat.start_time })
+    })
+}
+
 /// Any process (zombies included) is in group `pgid`.
 fn group_exists(pgid: i32) -> bool {
     // SAFETY: kill(2) with signal 0 only checks for existence and permission.

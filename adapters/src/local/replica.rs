@@ -9,7 +9,8 @@
 //! | `output.log`  | the wrapper           | the command's stdout and stderr                   |
 //! | `exit_code`   | the wrapper, at exit  | the command's exit status                         |
 //! | `stopped`     | stop, before signals  | a stop was ordered                                |
-//! | `start_error` | start, on failure     | why the wrapper could not be started              |
+//! | `start_error` | start, on failure     | why the wrapper could not be started (or, written |
+//! |               | by a restart          | by a restart, that it ran and vanished)           |
 
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,17 @@ const START_ERROR: &str = "start_error";
 struct LaunchRecord<L> {
     submitted_ns: u64,
     launch: L,
+}
+
+/// What became of a start the node's crash cut short.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum InterruptedStart {
+    /// Its wrapper runs: adopted.
+    Adopted(ProcessRecord),
+    /// It never ran: queued again.
+    NeverStarted,
+    /// It ran and is gone without an exit status.
+    Vanished,
 }
 
 pub(super) struct ReplicaDir {
@@ -122,14 +134,35 @@ impl ReplicaDir {
         let (log, exit_code) = (self.file(LOG), self.file(EXIT_CODE));
         let paths = process::Paths { work: &work, log: &log, exit_code: &exit_code };
         let record = process::spawn(paths, launch, on_exit)?;
-        let tmp = self.file("pid.tmp");
-        let written = std::fs::write(&tmp, record.render()).and_then(|()| std::fs::rename(&tmp, self.file(PID)));
-        if let Err(e) = written {
+        if let Err(e) = self.write_pid(&record) {
             // Untracked, it could never be stopped: better not to run it at all.
             record.kill();
             return Err(e);
         }
         Ok(record)
+    }
+
+    /// Settles a start that a crash of the node cut short (`work/` made, no `pid` written):
+    /// jcs's doubt, not the center's fault, so it is resolved for this replica alone. A wrapper
+    /// found running in `work/` is adopted (its `pid` written); one that never got as far as its
+    /// log never ran, and the replica goes back to queued (`work/` removed) to be started once;
+    /// one that wrote a log and is gone ended without an exit status.
+    pub(super) fn resolve_interrupted_start(&self) -> io::Result<InterruptedStart> {
+        if let Some(process) = process::find_wrapper_in(&self.file(WORK)) {
+            self.write_pid(&process)?;
+            return Ok(InterruptedStart::Adopted(process));
+        }
+        if self.file(LOG).exists() {
+            std::fs::write(self.file(START_ERROR), "the replica's process ended without an exit status")?;
+            return Ok(InterruptedStart::Vanished);
+        }
+        std::fs::remove_dir_all(self.file(WORK))?;
+        Ok(InterruptedStart::NeverStarted)
+    }
+
+    fn write_pid(&self, record: &ProcessRecord) -> io::Result<()> {
+        let tmp = self.file("pid.tmp");
+        std::fs::write(&tmp, record.render()).and_then(|()| std::fs::rename(&tmp, self.file(PID)))
     }
 
     pub(super) fn record_start_error(&self, error: &io::Error) {
@@ -155,7 +188,9 @@ impl ReplicaDir {
             Some(process) if process.is_alive() => NativeState::Running,
             // It may have ended between the two looks: read the files again.
             Some(_) => self.ended().unwrap_or_else(|| center_fault("process vanished")),
-            None if self.was_started() => self.ended().unwrap_or_else(|| center_fault("start interrupted")),
+            // A start under way in another instance on this work dir (a restarted node
+            // settles its own interrupted starts before it answers): not yet a process.
+            None if self.was_started() => self.ended().unwrap_or(NativeState::Queued),
             None if !self.file(LAUNCH).exists() => center_fault("incomplete submission record"),
             None => NativeState::Queued,
         }

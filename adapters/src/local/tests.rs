@@ -270,6 +270,78 @@ async fn announces_the_exit_of_every_replica_it_started() {
     assert_eq!(state(&c, &id).await, NativeState::Succeeded);
 }
 
+/// A launch that notes each start of its command in `starts` and then runs `then`.
+fn counted_launch(job: &str, starts: &Path, then: &str) -> ReplicaLaunch {
+    launch(job, &format!("echo started >> '{}'; {then}", starts.display()), 1.0)
+}
+
+fn starts_in(starts: &Path) -> usize {
+    std::fs::read_to_string(starts).map_or(0, |text| text.lines().count())
+}
+
+/// A submitted replica whose start the node's crash cut short right after `work/` was made.
+fn forge_interrupted_start(c: &LocalCenter, launch: &ReplicaLaunch) -> ReplicaDir {
+    let dir = c.dir(&launch.key);
+    assert!(dir.create(launch, &c.staging_dir()).unwrap());
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_start_cut_short_before_the_spawn_starts_that_replica_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    // The first instance holds no capacity (a slot for one): only the restart starts it.
+    let config = json!({"capacity": {"cpu": "1", "memory": "1Gi"}});
+    let c = center(dir.path(), config.clone());
+    let l = counted_launch("never", &starts, "exit 0");
+    forge_interrupted_start(&c, &l);
+    drop(c);
+    let c = center(dir.path(), config);
+    let id = NativeId(l.key.to_string());
+    wait_until(&c, &id, |s| *s == NativeState::Succeeded).await;
+    assert_eq!(starts_in(&starts), 1, "the replica that never ran is started once, and is no center fault");
+}
+
+#[tokio::test]
+async fn a_start_cut_short_after_the_spawn_adopts_the_running_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    let config = json!({"capacity": {"cpu": "1", "memory": "1Gi"}});
+    let c = center(dir.path(), config.clone());
+    let l = counted_launch("spawned", &starts, "sleep 1; exit 0");
+    let replica = forge_interrupted_start(&c, &l);
+    // The wrapper was spawned; the node died before it wrote the pid file.
+    std::fs::remove_dir(replica.path().join("work")).unwrap();
+    let spawned = replica.start(&l, || {}).unwrap();
+    std::fs::remove_file(replica.path().join("pid")).unwrap();
+    drop(c);
+    let c = center(dir.path(), config);
+    let id = NativeId(l.key.to_string());
+    assert_eq!(state(&c, &id).await, NativeState::Running, "adopted, not a center fault");
+    assert_eq!(process_of(&c, &id), spawned, "the pid file names the wrapper found");
+    assert_eq!(c.resources().await.unwrap().metrics.cpu_free, 0, "the adopted replica holds its capacity");
+    wait_until(&c, &id, |s| *s == NativeState::Succeeded).await;
+    assert_eq!(starts_in(&starts), 1, "never started a second time");
+}
+
+#[tokio::test]
+async fn a_start_whose_process_ran_and_vanished_is_a_center_fault_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = center(dir.path(), serde_json::Value::Null);
+    let l = launch("vanished", "sleep 30", 1.0);
+    let replica = forge_interrupted_start(&c, &l);
+    std::fs::write(replica.log(), "partial output\n").unwrap();
+    drop(c);
+    let c = center(dir.path(), serde_json::Value::Null);
+    match state(&c, &NativeId(l.key.to_string())).await {
+        NativeState::Failed { category: FailureCategory::Center, reason, .. } => {
+            assert!(reason.contains("ended without an exit status"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_cluster_never_adopts_another_clusters_replicas_in_a_shared_work_dir() {
     let dir = tempfile::tempdir().unwrap();

@@ -185,7 +185,9 @@ pub struct Task {
     pub image_id: String,
     pub resource_spec_id: String,
     pub replica_number: u32,
-    /// Center of each replica; empty while the task is unplaced.
+    /// Center of each replica; empty while the task is unplaced. After a center fault took
+    /// some replicas off, theirs are empty strings until the scheduler places them again; the
+    /// others keep their centers (a reschedule never restarts a replica it did not lose).
     pub center_ids: Vec<String>,
     /// Each replica's life on its center.
     pub replicas: Vec<Replica>,
@@ -211,8 +213,15 @@ impl Task {
         }
     }
 
+    /// Every replica has a center.
     pub fn is_placed(&self) -> bool {
-        !self.center_ids.is_empty()
+        !self.center_ids.is_empty() && self.center_ids.iter().all(|c| !c.is_empty())
+    }
+
+    /// The center `replica` is on, if it has one (a rescheduled replica has none until it is
+    /// placed again).
+    pub fn kept_center(&self, replica: usize) -> Option<&str> {
+        self.center_ids.get(replica).map(String::as_str).filter(|c| !c.is_empty())
     }
 
     /// A.3's per-replica status.

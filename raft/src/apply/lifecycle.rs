@@ -9,7 +9,7 @@
 //! order without a native id: the submit may have reached the center with its answer lost, so
 //! the owner asks the center by key and stops whatever it finds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jcs_api::model::{
     center_status, roll_up, Center, CenterEvent, EventKind, FailureCategory, Job, ObjectKind, Observed, ReplicaKey,
@@ -73,10 +73,14 @@ impl Touched {
     }
 }
 
-/// Marks the replicas of a placed task for dispatch.
+/// Marks the replicas of a placed task that wait for a center for dispatch (all of them at
+/// the first placement; after a reschedule only those it moved).
 pub fn order_dispatch(kv: &mut impl Kv, job: &mut Job, task: usize, at_ms: i64) {
     let centers = job.tasks[task].center_ids.clone();
     for (r, replica) in job.tasks[task].replicas.iter_mut().enumerate() {
+        if replica.phase != ReplicaPhase::Unplaced {
+            continue;
+        }
         replica.phase = ReplicaPhase::Dispatching;
         replica.changed_at = at_ms;
         let order = DispatchOrder { attempt: replica.attempt, not_before: replica.not_before };
@@ -173,7 +177,10 @@ pub fn report_replicas(
                     _ if stopping => fail(replica, replica.reason.clone(), at_ms),
                     FailureCategory::Stopped => fail(replica, format!("stopped at the center: {reason}"), at_ms),
                     FailureCategory::Application => retry_or_fail(kv, job, key, center_id, reason, at_ms)?,
-                    FailureCategory::Center => reschedule_task(kv, job, key.task as usize, center_id, reason, at_ms)?,
+                    FailureCategory::Center => {
+                        let lost = BTreeSet::from([key.replica as usize]);
+                        reschedule_replicas(kv, job, key.task as usize, &lost, center_id, reason, at_ms)?
+                    }
                 }
             }
         }
@@ -248,13 +255,16 @@ fn hold_capacity(
     ledger::hold(kv, &entry)
 }
 
-/// A center fault: take the whole task off its centers (a distributed task cannot continue
-/// with a replica missing) and queue it for the scheduler — without spending an application
-/// retry. After [`MAX_RESCHEDULES`] the task fails instead.
-fn reschedule_task(
+/// A center fault: the replicas it cost (`lost`) leave their centers and the task re-enters the
+/// queue for them alone, spending no application retry. Their siblings keep their centers and
+/// their state — running, queued or finished — for a reschedule never restarts a replica the
+/// fault did not touch (the scheduler places only the task's empty slots). After
+/// [`MAX_RESCHEDULES`] the lost replicas fail instead, and the status policy decides the rest.
+fn reschedule_replicas(
     kv: &mut impl Kv,
     job: &mut Job,
     task_index: usize,
+    lost: &BTreeSet<usize>,
     failed_center: &str,
     reason: &str,
     at_ms: i64,
@@ -262,18 +272,20 @@ fn reschedule_task(
     let job_id = job.id.clone();
     let task = &mut job.tasks[task_index];
     let reschedules = task.replicas.iter().map(|r| r.reschedules).max().unwrap_or(0) + 1;
-    let centers = std::mem::take(&mut task.center_ids);
     let give_up = reschedules > MAX_RESCHEDULES;
-    for (r, replica) in task.replicas.iter_mut().enumerate() {
+    let mut moved = Vec::new();
+    for &r in lost {
+        let Some(center) = task.kept_center(r).map(str::to_string) else { continue };
+        let replica = &mut task.replicas[r];
         let key =
             ReplicaKey { job_id: job_id.clone(), task: task_index as u32, replica: r as u32, attempt: replica.attempt };
         if replica.phase.is_on_center() {
             if let Some(native_id) = replica.native_id.clone() {
-                let order = StopOrder { native_id, reason: format!("task rescheduled: {reason}") };
-                put_json(kv, tables::stop_order_key(&centers[r], &key), &order);
+                let order = StopOrder { native_id, reason: format!("replica rescheduled: {reason}") };
+                put_json(kv, tables::stop_order_key(&center, &key), &order);
             }
         }
-        leave_center(kv, &centers[r], &key, replica.phase)?;
+        leave_center(kv, &center, &key, replica.phase)?;
         if give_up {
             if !replica.phase.is_final() {
                 fail(replica, format!("{reason} (gave up after {MAX_RESCHEDULES} reschedules)"), at_ms);
@@ -288,15 +300,16 @@ fn reschedule_task(
         replica.phase = ReplicaPhase::Unplaced;
         replica.reason = format!("rescheduled after a center fault: {reason}");
         replica.changed_at = at_ms;
+        task.center_ids[r] = String::new();
+        moved.push(format!("{r}@{center}"));
     }
-    if give_up {
-        task.center_ids = centers;
+    if moved.is_empty() {
         return Ok(());
     }
     job.placed_at = None;
     job.dispatched_at = None;
     queue::enqueue(kv, &job.id)?;
-    let message = format!("task {} taken off {}: {reason}", task_index, centers.join(","));
+    let message = format!("task {task_index} replicas {} taken off: {reason}", moved.join(","));
     record_event(kv, failed_center, EventKind::Rescheduled, Some(&job.id), &message, at_ms)?;
     Ok(())
 }
@@ -450,13 +463,19 @@ pub fn set_center_health(
             reports.push((ReplicaKey { job_id, task, replica, attempt: on.attempt }, on.native_id));
         }
         let mut touched = Touched::new();
+        // Every replica on the center, by task: each task is rescheduled once for them all.
+        let mut lost: BTreeMap<(String, u32), BTreeSet<usize>> = BTreeMap::new();
         for (key, _) in reports {
             let Some(job) = touched.job(kv, &key.job_id)? else { continue };
             let still_here = replica_mut(job, &key).is_some_and(|(c, r)| c == center_id && r.attempt == key.attempt);
             if still_here && !job.status.is_final() {
-                let why = format!("center {center_id} unavailable: {reason}");
-                reschedule_task(kv, job, key.task as usize, center_id, &why, at_ms)?;
+                lost.entry((key.job_id.clone(), key.task)).or_default().insert(key.replica as usize);
             }
+        }
+        let why = format!("center {center_id} unavailable: {reason}");
+        for ((job_id, task), replicas) in lost {
+            let job = touched.job(kv, &job_id)?.expect("loaded above");
+            reschedule_replicas(kv, job, task as usize, &replicas, center_id, &why, at_ms)?;
         }
         touched.store(kv, at_ms)?;
     }

@@ -98,9 +98,9 @@ fn apply_decision(
         if task.is_placed() || centers.len() != task.replica_number as usize {
             return Ok(false);
         }
-        for center in centers {
+        for (replica, center) in centers.iter().enumerate() {
             // Gone, or marked down since the snapshot: nothing would dispatch there.
-            if !reads.available(kv, center)? {
+            if task.kept_center(replica).is_none() && !reads.available(kv, center)? {
                 return Ok(false);
             }
         }
@@ -109,7 +109,14 @@ fn apply_decision(
         let Some(centers) = placement else { continue };
         let task = &mut job.tasks[task_index];
         let demand = reads.demand(kv, &task.resource_spec_id)?;
-        for (replica, center) in centers.iter().enumerate() {
+        // Replicas that outlived a center fault where they are keep their centers: only the
+        // empty slots take the decision's.
+        let mut placed = centers.clone();
+        for (replica, center) in placed.iter_mut().enumerate() {
+            if let Some(kept) = task.kept_center(replica) {
+                *center = kept.to_string();
+                continue;
+            }
             let entry = LedgerEntry {
                 center_id: center.clone(),
                 job_id: job.id.clone(),
@@ -120,7 +127,7 @@ fn apply_decision(
             };
             holds.hold(kv, &entry);
         }
-        task.center_ids = centers.clone();
+        task.center_ids = placed;
         lifecycle::order_dispatch(kv, &mut job, task_index, at_ms);
     }
     job.status_reason = decision.reason().map_err(|e| StoreError::Corrupt {

@@ -411,6 +411,25 @@ fn decide_task<'a>(
     let mut sibling_positions = Vec::new();
     let mut failure = None;
     for replica in 0..task.replica_number as usize {
+        if let Some(kept) = task.kept_center(replica) {
+            // Outlived a center fault where it is: not placed again, but a sibling of those
+            // that are (it holds its capacity in the center's own report).
+            explain.replicas.push(ReplicaExplain {
+                replica: replica as u32,
+                winner: Some(kept.to_string()),
+                rejected_count: BTreeMap::new(),
+                rejections: Vec::new(),
+                scores: ScoreTable::default(),
+                feasible: 0,
+            });
+            if let Some(&position) = cycle.positions.get(kept) {
+                cycle.siblings[position] += 1;
+                sibling_positions.push(position);
+            }
+            context.sibling_centers.push(kept.to_string());
+            centers.push(kept.to_string());
+            continue;
+        }
         let input = ReplicaInput {
             needs,
             spec,

@@ -164,20 +164,44 @@ fn an_application_failure_is_retried_on_the_same_center_with_backoff_then_fails_
 }
 
 #[test]
-fn a_center_fault_reschedules_the_whole_task_without_spending_a_retry() {
-    let (mut kv, id) = placed_job(1, 2, RetryPolicy::default(), StatusPolicy::AllSucceed);
+fn a_center_fault_reschedules_the_lost_replica_alone_without_spending_a_retry() {
+    let (mut kv, id) = placed_job(1, 3, RetryPolicy::default(), StatusPolicy::AllSucceed);
     run_all(&mut kv, &id);
-    report(&mut kv, "c1", &key(&id, 0, 0, 0), failed(FailureCategory::Center, None));
+    report(&mut kv, "c1", &key(&id, 0, 0, 0), Observed::Completed);
+    report(&mut kv, "c1", &key(&id, 0, 2, 0), failed(FailureCategory::Center, None));
     let job = job_of(&kv, &id);
-    assert!(job.tasks[0].center_ids.is_empty());
-    assert!(job.tasks[0]
-        .replicas
-        .iter()
-        .all(|r| r.phase == ReplicaPhase::Unplaced && r.retries == 0 && r.attempt == 1));
-    assert_eq!(queue_len(&kv), 1, "back in the scheduling queue");
-    // The healthy replica of the old placement is stopped.
-    assert_eq!(tables::stop_orders(&kv, "c1").unwrap().len(), 2);
+    let task = &job.tasks[0];
+    assert_eq!(task.center_ids, vec!["c1", "c1", ""], "only the lost replica leaves its center");
+    let attempts: Vec<(ReplicaPhase, u32, u32)> =
+        task.replicas.iter().map(|r| (r.phase, r.attempt, r.retries)).collect();
+    assert_eq!(
+        attempts,
+        vec![(ReplicaPhase::Completed, 0, 0), (ReplicaPhase::Running, 0, 0), (ReplicaPhase::Unplaced, 1, 0)],
+        "the finished and the running sibling are untouched; no retry is spent"
+    );
+    assert_eq!(queue_len(&kv), 1, "back in the scheduling queue for its empty slot");
+    // Only the lost replica gets a stop order (the center may still hold it).
+    let orders: Vec<ReplicaKey> = tables::stop_orders(&kv, "c1").unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(orders, vec![key(&id, 0, 2, 0)]);
     assert_eq!(events(&kv), vec![EventKind::Rescheduled]);
+    check_invariants(&kv).unwrap();
+
+    // Placed again: the slot takes the decision's center; the siblings keep theirs and are not
+    // dispatched again, whatever the decision says for them.
+    let version = tables::sched_fence(&kv).unwrap().version;
+    let centers = vec!["c2".to_string(); 3];
+    let decision = PlacementDecision::new(id.clone(), vec![Some(centers)], &placed_explain(&id));
+    let batch =
+        PlacementBatch { term: 1, snapshot_version: version, ledger_ttl_ms: 600_000, decisions: vec![decision] };
+    ok(&mut kv, Command::Place(Box::new(batch)));
+    let job = job_of(&kv, &id);
+    assert_eq!(job.tasks[0].center_ids, vec!["c1", "c1", "c2"]);
+    assert_eq!(phases(&kv, &id), vec![ReplicaPhase::Completed, ReplicaPhase::Running, ReplicaPhase::Dispatching]);
+    let orders = |c: &str| tables::work_list::<tables::DispatchOrder>(&kv, WorkList::Dispatch, c).unwrap();
+    assert!(orders("c1").is_empty());
+    assert_eq!(orders("c2").len(), 1);
+    assert_eq!(orders("c2")[0].3.attempt, 1);
+    assert_eq!(queue_len(&kv), 0);
     check_invariants(&kv).unwrap();
 }
 
