@@ -45,7 +45,7 @@ error_codes! {
     UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", 415, "The body is not `application/json`."),
     LogNotAvailable => ("LOG_NOT_AVAILABLE", 404, "The replica has produced no log yet."),
     CenterUnavailable => ("CENTER_UNAVAILABLE", 502, "The center did not answer or this node does not drive it; retry later."),
-    NoLeader => ("NO_LEADER", 503, "The cluster has no leader right now; retry (see `Retry-After`)."),
+    NoLeader => ("NO_LEADER", 503, "No leader answered in time (an election, a cut, a leader that died mid-request). A write's outcome is unknown, as with `TIMEOUT`: it may have committed; retry with the same `Idempotency-Key` (see `Retry-After`)."),
     Timeout => ("TIMEOUT", 504, "The write was not committed within the deadline; its outcome is unknown, retry with the same `Idempotency-Key`."),
     Internal => ("INTERNAL", 500, "A fault inside jcs (storage, consensus). Never caused by input."),
 }

@@ -109,6 +109,17 @@ pub enum StatusPolicy {
     AllFail,
 }
 
+impl StatusPolicy {
+    /// The policy as the API spells it (`all_succeed`, `any_succeeds`, `all_fail`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusPolicy::AllSucceed => "all_succeed",
+            StatusPolicy::AnySucceeds => "any_succeeds",
+            StatusPolicy::AllFail => "all_fail",
+        }
+    }
+}
+
 /// What happens after a failed replica (§6.4 retry policy).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -310,6 +321,10 @@ mod tests {
         let one_failed = [t(&[Completed, Completed]), t(&[Failed, Running])];
         assert_eq!(roll_up(StatusPolicy::AllSucceed, &one_failed), Failed);
         assert_eq!(roll_up(StatusPolicy::AnySucceeds, &one_failed), Completed);
+        for policy in [StatusPolicy::AllSucceed, StatusPolicy::AnySucceeds, StatusPolicy::AllFail] {
+            let json = serde_json::to_value(policy).unwrap();
+            assert_eq!(json.as_str(), Some(policy.as_str()), "the reason text names the policy as the API does");
+        }
         assert_eq!(roll_up(StatusPolicy::AllFail, &one_failed), Completed, "every task is final");
         let done = [t(&[Completed]), t(&[Failed])];
         assert_eq!(roll_up(StatusPolicy::AllFail, &done), Completed);

@@ -417,7 +417,7 @@ fn settle(kv: &mut impl Kv, job: &mut Job, at_ms: i64) -> Result<(), StoreError>
             RunState::Failed => format!("failed: {why}"),
             _ => "completed".into(),
         };
-        let ending = format!("job {} under policy {:?}", status.as_str(), job.status_policy);
+        let ending = format!("job {} under policy {}", status.as_str(), job.status_policy.as_str());
         end_replicas(kv, job, &ending, at_ms)?;
     }
     job.status = status;
