@@ -121,8 +121,9 @@ async fn slurm_jobs_forgotten_by_slurmctld_are_read_from_the_log_dir() {
     let key = launch("purged", "", cpu(1.0)).key;
     let forgotten = 4_000_000_000u64 + (std::process::id() as u64);
     let jobs = cluster.dir.join("jobs");
-    std::fs::write(jobs.join(format!("jcs.{key}.{forgotten}.out")), "last words\n").unwrap();
-    std::fs::write(jobs.join(format!("jcs.{key}.{forgotten}.exit")), "7\n").unwrap();
+    // Job names carry the prefix and the cluster's id (`c0` here).
+    std::fs::write(jobs.join(format!("jcs.c0.{key}.{forgotten}.out")), "last words\n").unwrap();
+    std::fs::write(jobs.join(format!("jcs.c0.{key}.{forgotten}.exit")), "7\n").unwrap();
     let id = NativeId(format!("{forgotten}:{key}"));
     assert_eq!(adapter.find(&key).await.unwrap(), Some(id.clone()), "found by the files' names");
     let state = adapter.status(std::slice::from_ref(&id)).await.unwrap().remove(0);
