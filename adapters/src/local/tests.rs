@@ -291,7 +291,7 @@ fn forge_interrupted_start(c: &LocalCenter, launch: &ReplicaLaunch) -> ReplicaDi
 async fn a_start_cut_short_before_the_spawn_starts_that_replica_once() {
     let dir = tempfile::tempdir().unwrap();
     let starts = dir.path().join("starts");
-    // The first instance holds no capacity (a slot for one): only the restart starts it.
+    // Forged behind the first instance's back: only the restarted one can start it.
     let config = json!({"capacity": {"cpu": "1", "memory": "1Gi"}});
     let c = center(dir.path(), config.clone());
     let l = counted_launch("never", &starts, "exit 0");
