@@ -201,12 +201,17 @@ fn adopt(center: &str, replicas: &Path, pool: &mut Pool<ReplicaKey>) -> std::io:
         if dir.has_exit_code() {
             continue;
         }
-        if dir.was_started() && dir.process().is_none() {
+        // A start that left no pid, no exit status, no start error and no stop: cut short.
+        if dir.was_started() && dir.process().is_none() && !dir.is_stopped() && dir.ended().is_none() {
             match dir.resolve_interrupted_start() {
                 Ok(outcome) => {
                     tracing::info!(center, replica = %key, ?outcome, "settled a start the node's crash cut short")
                 }
-                Err(e) => tracing::warn!(center, replica = %key, error = %e, "cannot settle an interrupted start"),
+                Err(e) => {
+                    // Unsettled, it would look queued for ever: it becomes a center fault.
+                    tracing::warn!(center, replica = %key, error = %e, "cannot settle an interrupted start");
+                    dir.record_start_error(&e);
+                }
             }
         }
         match dir.process() {

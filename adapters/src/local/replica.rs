@@ -9,6 +9,7 @@
 //! | `output.log`  | the wrapper           | the command's stdout and stderr                   |
 //! | `exit_code`   | the wrapper, at exit  | the command's exit status                         |
 //! | `stopped`     | stop, before signals  | a stop was ordered                                |
+//! | `start.lock`  | start                 | `flock`ed while a start is under way              |
 //! | `start_error` | start, on failure     | why the wrapper could not be started (or, written |
 //! |               | by a restart          | by a restart, that it ran and vanished)           |
 
@@ -29,6 +30,7 @@ const LOG: &str = "output.log";
 const EXIT_CODE: &str = "exit_code";
 const STOPPED: &str = "stopped";
 const START_ERROR: &str = "start_error";
+const START_LOCK: &str = "start.lock";
 
 /// `launch.json`: the launch, and when it was submitted (its place in the queue; file times are
 /// too coarse to order submissions).
@@ -47,6 +49,32 @@ pub(super) enum InterruptedStart {
     NeverStarted,
     /// It ran and is gone without an exit status.
     Vanished,
+    /// A live instance on the same work dir is starting it right now.
+    UnderWay,
+}
+
+/// An exclusive `flock` on a replica's `start.lock`, held while a start is under way. The
+/// kernel drops it when its holder dies, so a lock that can be taken means no live process is
+/// starting the replica.
+pub(super) struct StartLock {
+    /// Open while the lock is held: closing it releases the lock.
+    _held: std::fs::File,
+}
+
+impl StartLock {
+    /// Takes the lock; with `wait` false, `None` when another holds it.
+    pub(super) fn take(path: &Path, wait: bool) -> io::Result<Option<StartLock>> {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        let operation = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+        // SAFETY: flock(2) on a descriptor this function owns; no memory is shared.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), operation) } == 0 {
+            return Ok(Some(StartLock { _held: file }));
+        }
+        match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            e => Err(e),
+        }
+    }
 }
 
 pub(super) struct ReplicaDir {
@@ -129,6 +157,9 @@ impl ReplicaDir {
         launch: &ReplicaLaunch,
         on_exit: impl FnOnce() + Send + 'static,
     ) -> io::Result<ProcessRecord> {
+        // Held until the pid is written: an instance settling interrupted starts on the same
+        // work dir leaves this one alone (the lock dies with the process that holds it).
+        let _starting = self.start_lock(true)?.expect("a blocking lock is taken");
         let work = self.file(WORK);
         std::fs::create_dir(&work)?;
         let (log, exit_code) = (self.file(LOG), self.file(EXIT_CODE));
@@ -148,6 +179,9 @@ impl ReplicaDir {
     /// log never ran, and the replica goes back to queued (`work/` removed) to be started once;
     /// one that wrote a log and is gone ended without an exit status.
     pub(super) fn resolve_interrupted_start(&self) -> io::Result<InterruptedStart> {
+        let Some(_settling) = self.start_lock(false)? else {
+            return Ok(InterruptedStart::UnderWay);
+        };
         if let Some(process) = process::find_wrapper_in(&self.file(WORK)) {
             self.write_pid(&process)?;
             return Ok(InterruptedStart::Adopted(process));
@@ -158,6 +192,11 @@ impl ReplicaDir {
         }
         std::fs::remove_dir_all(self.file(WORK))?;
         Ok(InterruptedStart::NeverStarted)
+    }
+
+    /// The replica's start lock (see [`StartLock::take`]).
+    pub(super) fn start_lock(&self, wait: bool) -> io::Result<Option<StartLock>> {
+        StartLock::take(&self.file(START_LOCK), wait)
     }
 
     fn write_pid(&self, record: &ProcessRecord) -> io::Result<()> {
@@ -198,7 +237,7 @@ impl ReplicaDir {
 
     /// The final state, when the files show one. An exit status of 0 is a success even if a
     /// stop came too late; any other after a stop is the stop's doing.
-    fn ended(&self) -> Option<NativeState> {
+    pub(super) fn ended(&self) -> Option<NativeState> {
         let stopped = || NativeState::Failed {
             exit_code: None,
             category: FailureCategory::Stopped,

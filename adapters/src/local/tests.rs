@@ -355,3 +355,33 @@ async fn a_cluster_never_adopts_another_clusters_replicas_in_a_shared_work_dir()
     assert_eq!(second.find(&l.key).await.unwrap(), None, "the first cluster's replica is not the second's");
     assert_eq!(state(&second, &id).await, NativeState::Missing);
 }
+
+#[tokio::test]
+async fn a_start_under_way_in_another_instance_is_left_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = center(dir.path(), serde_json::Value::Null);
+    let l = launch("underway", "exit 0", 1.0);
+    let replica = forge_interrupted_start(&c, &l);
+    // Another live instance holds the start lock: it is between `work/` and the pid file.
+    let held = replica.start_lock(false).unwrap().expect("free");
+    assert_eq!(replica.resolve_interrupted_start().unwrap(), super::replica::InterruptedStart::UnderWay);
+    assert!(replica.was_started(), "left as it is");
+    drop(held);
+    assert_eq!(replica.resolve_interrupted_start().unwrap(), super::replica::InterruptedStart::NeverStarted);
+}
+
+#[tokio::test]
+async fn a_start_that_failed_is_never_tried_again_by_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    let c = center(dir.path(), serde_json::Value::Null);
+    let l = counted_launch("failed-start", &starts, "exit 0");
+    let replica = forge_interrupted_start(&c, &l);
+    replica.record_start_error(&std::io::Error::other("no such interpreter"));
+    drop(c);
+    let c = center(dir.path(), serde_json::Value::Null);
+    let id = NativeId(l.key.to_string());
+    assert!(matches!(state(&c, &id).await, NativeState::Failed { category: FailureCategory::Center, .. }));
+    c.resources().await.unwrap();
+    assert_eq!(starts_in(&starts), 0, "a start that failed stays failed");
+}
