@@ -170,6 +170,13 @@ impl Committer {
                 Some(leader) => match self.forward_while_it_leads(leader, &commands, within).await {
                     Some(results) => return deliver(replies, results),
                     None => {
+                        // The old leader may have committed the batch before it went: only what
+                        // is safe to commit twice is sent again; the rest has an unknown outcome.
+                        let (again, unknown): (Vec<_>, Vec<_>) =
+                            commands.into_iter().zip(replies).partition(|(c, _)| c.safe_to_repeat());
+                        let unknown: Vec<Reply> = unknown.into_iter().map(|(_, r)| r).collect();
+                        deliver(unknown, Err(ProposeError::NotLeader { leader: None }));
+                        (commands, replies) = again.into_iter().unzip();
                         metrics::counter!("jcs_proposer_forwards_resent_total").increment(1);
                         waited_for_leader = false;
                     }

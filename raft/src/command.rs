@@ -115,6 +115,35 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether committing the command a second time leaves the state, and its answer, as one
+    /// commit did: a keyed submission is recognised as a replay, an owner's report or a stop
+    /// of what already changed is ignored, a placement batch is fenced. A forward whose leader
+    /// vanished may have committed; only these are sent again.
+    pub fn safe_to_repeat(&self) -> bool {
+        match self {
+            Command::SubmitJob { idempotency_key, .. } => idempotency_key.is_some(),
+            Command::PutCenter { mode, .. }
+            | Command::PutSpec { mode, .. }
+            | Command::PutImage { mode, .. }
+            | Command::PutDataset { mode, .. } => *mode == WriteMode::Replace,
+            // A second delete answers "not found"; a second event is a second line.
+            Command::DeleteCenter { .. }
+            | Command::DeleteSpec { .. }
+            | Command::DeleteImage { .. }
+            | Command::DeleteDataset { .. }
+            | Command::RecordEvent { .. } => false,
+            Command::ReportMetrics { .. }
+            | Command::StopJob { .. }
+            | Command::Place(_)
+            | Command::Dispatched { .. }
+            | Command::ReportReplicas { .. }
+            | Command::StopsDone { .. }
+            | Command::SetCenterHealth { .. }
+            | Command::AssignOwners { .. }
+            | Command::NameCluster { .. } => true,
+        }
+    }
+
     /// The center and owner epoch of a write only a center's owner may make.
     pub fn owner_stamp(&self) -> Option<(&str, u64)> {
         match self {

@@ -394,3 +394,65 @@ fn a_failed_task_stops_its_other_replicas_even_when_the_job_goes_on() {
     assert_eq!(job.tasks[1].replicas[0].phase, ReplicaPhase::Running);
     check_invariants(&kv).unwrap();
 }
+
+/// What the proposer sends again after a forward's leader vanished must change nothing when
+/// the first send had in fact committed.
+#[test]
+fn commands_safe_to_repeat_change_nothing_the_second_time() {
+    let (mut kv, id) = placed_job(1, 2, RetryPolicy::default(), StatusPolicy::AllSucceed);
+    let (k0, k1) = (key(&id, 0, 0, 0), key(&id, 0, 1, 0));
+    let report = |k: &ReplicaKey, observed: Observed| Command::ReportReplicas {
+        center_id: "c1".into(),
+        owner_epoch: 0,
+        reports: vec![ReplicaReport { key: k.clone(), observed }],
+    };
+    let health = |available| Command::SetCenterHealth {
+        center_id: "c2".into(),
+        owner_epoch: 0,
+        available,
+        reason: "test".into(),
+    };
+    let commands = vec![
+        Command::Dispatched { center_id: "c1".into(), owner_epoch: 0, key: k0.clone(), native_id: k0.to_string() },
+        report(&k0, Observed::Running),
+        report(&k0, failed(FailureCategory::Application, Some(1))),
+        report(&k1, failed(FailureCategory::Center, None)),
+        health(false),
+        health(true),
+        submit_with_key(job_request("img1", "s1", 1), "key-1"),
+        stop(&id),
+    ];
+    for command in commands {
+        assert!(command.safe_to_repeat(), "{command:?}");
+        let _ = apply_at(&mut kv, command.clone(), T1);
+        let once = kv.clone();
+        let _ = apply_at(&mut kv, command.clone(), T1);
+        assert_eq!(kv, once, "{command:?} changed the state a second time");
+        check_invariants(&kv).unwrap();
+    }
+    // A report or a replacement again: the same object stored (only the change counter that
+    // tells the scheduler to read the catalog or the center again moves).
+    let report_metrics = Command::ReportMetrics { center_id: "c1".into(), metrics: metrics(1) };
+    let replace = put_center(center("c2"), Replace);
+    for (command, key) in [(report_metrics, tables::metrics_key("c1")), (replace, tables::object_key(CENTER, "c2"))] {
+        assert!(command.safe_to_repeat(), "{command:?}");
+        let _ = apply_at(&mut kv, command.clone(), T1);
+        let once = kv.get(&key).unwrap();
+        let _ = apply_at(&mut kv, command, T1);
+        assert_eq!(kv.get(&key).unwrap(), once);
+    }
+    let stops: Vec<ReplicaKey> = tables::stop_orders(&kv, "c1").unwrap().into_iter().map(|(k, _)| k).collect();
+    let done = Command::StopsDone { center_id: "c1".into(), owner_epoch: 0, keys: stops };
+    let _ = apply_at(&mut kv, done.clone(), T1);
+    let once = kv.clone();
+    let _ = apply_at(&mut kv, done, T1);
+    assert_eq!(kv, once);
+    for unsafe_command in [
+        submit(job_request("img1", "s1", 1)),
+        put_center(center("c3"), Create),
+        Command::DeleteSpec { id: "s1".into() },
+        Command::RecordEvent { center_id: "c1".into(), kind: EventKind::PollFailed, job_id: None, message: "x".into() },
+    ] {
+        assert!(!unsafe_command.safe_to_repeat(), "{unsafe_command:?}");
+    }
+}
