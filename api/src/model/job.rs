@@ -213,9 +213,15 @@ impl Task {
         }
     }
 
-    /// Every replica has a center.
+    /// No replica waits for a center: each has one, or ended without (a rescheduled replica
+    /// failed by its task before it was placed again).
     pub fn is_placed(&self) -> bool {
-        !self.center_ids.is_empty() && self.center_ids.iter().all(|c| !c.is_empty())
+        !self.center_ids.is_empty() && (0..self.replicas.len()).all(|r| !self.placing(r))
+    }
+
+    /// Whether `replica` waits for the scheduler to give it a center.
+    pub fn placing(&self, replica: usize) -> bool {
+        self.kept_center(replica).is_none() && self.replicas.get(replica).is_some_and(|r| !r.phase.is_final())
     }
 
     /// The center `replica` is on, if it has one (a rescheduled replica has none until it is

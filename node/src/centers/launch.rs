@@ -43,10 +43,11 @@ pub fn build(
         ("JCS_CENTER".to_string(), center_id.to_string()),
         ("JCS_ATTEMPT".to_string(), key.attempt.to_string()),
     ]);
-    if task.replica_number > 1 {
-        // Replica 0 hosts the rendezvous (the PyTorch/NCCL master) on a port fixed per task.
+    // Replica 0 hosts the rendezvous (the PyTorch/NCCL master) on a port fixed per task; while
+    // it waits to be placed again after a center fault, its center is not known.
+    if let Some(host) = task.kept_center(0).filter(|_| task.replica_number > 1) {
         let port = RENDEZVOUS_BASE_PORT + stable_hash(&format!("{}/{}", job.id, key.task)) % RENDEZVOUS_PORTS;
-        env.insert("JCS_RENDEZVOUS".into(), format!("{}:{port}", task.center_ids[0]));
+        env.insert("JCS_RENDEZVOUS".into(), format!("{host}:{port}"));
     }
     Ok(Some(ReplicaLaunch {
         key: key.clone(),

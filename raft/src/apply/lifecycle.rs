@@ -277,6 +277,11 @@ fn reschedule_replicas(
     for &r in lost {
         let Some(center) = task.kept_center(r).map(str::to_string) else { continue };
         let replica = &mut task.replicas[r];
+        // One being stopped or already over is not run again anywhere: its stop order waits
+        // for the center.
+        if replica.phase == ReplicaPhase::Stopping || replica.phase.is_final() {
+            continue;
+        }
         let key =
             ReplicaKey { job_id: job_id.clone(), task: task_index as u32, replica: r as u32, attempt: replica.attempt };
         if replica.phase.is_on_center() {
@@ -367,6 +372,7 @@ fn end_replicas(kv: &mut impl Kv, job: &mut Job, reason: &str, at_ms: i64) -> Re
 /// Ends a task's unfinished replicas: stop orders for those on centers (and for those whose
 /// dispatch may have happened), the rest fail unstarted.
 fn end_task(kv: &mut impl Kv, job: &mut Job, t: usize, reason: &str, at_ms: i64) -> Result<(), StoreError> {
+    let waited_for_a_center = !job.is_placed();
     let job_id = job.id.clone();
     let task = &mut job.tasks[t];
     for (r, replica) in task.replicas.iter_mut().enumerate() {
@@ -388,6 +394,11 @@ fn end_task(kv: &mut impl Kv, job: &mut Job, t: usize, reason: &str, at_ms: i64)
             (phase, _) if !phase.is_final() => fail(replica, format!("not started: {reason}"), at_ms),
             _ => {}
         }
+    }
+    // Its rescheduled replicas ended before they were placed again: nothing waits for the
+    // scheduler any more.
+    if waited_for_a_center && job.is_placed() && !job.status.is_final() {
+        queue::dequeue(kv, &job.id)?;
     }
     Ok(())
 }

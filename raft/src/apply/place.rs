@@ -99,9 +99,14 @@ fn apply_decision(
             return Ok(false);
         }
         for (replica, center) in centers.iter().enumerate() {
-            // Gone, or marked down since the snapshot: nothing would dispatch there.
-            if task.kept_center(replica).is_none() && !reads.available(kv, center)? {
-                return Ok(false);
+            match (task.placing(replica), center.is_empty()) {
+                (false, _) => {}
+                // The replica left its center after the decision was made: the decision does
+                // not know it needs one.
+                (true, true) => return Ok(false),
+                // Gone, or marked down since the snapshot: nothing would dispatch there.
+                (true, false) if !reads.available(kv, center)? => return Ok(false),
+                (true, false) => {}
             }
         }
     }
@@ -109,12 +114,13 @@ fn apply_decision(
         let Some(centers) = placement else { continue };
         let task = &mut job.tasks[task_index];
         let demand = reads.demand(kv, &task.resource_spec_id)?;
-        // Replicas that outlived a center fault where they are keep their centers: only the
-        // empty slots take the decision's.
+        // Replicas that outlived a center fault where they are keep their centers (and those
+        // that ended meanwhile their empty slot): only the replicas waiting for a center take
+        // the decision's.
         let mut placed = centers.clone();
         for (replica, center) in placed.iter_mut().enumerate() {
-            if let Some(kept) = task.kept_center(replica) {
-                *center = kept.to_string();
+            if !task.placing(replica) {
+                *center = task.kept_center(replica).unwrap_or_default().to_string();
                 continue;
             }
             let entry = LedgerEntry {

@@ -189,7 +189,9 @@ pub fn placed_demands(catalog: &Catalog, queue: &[Job], decisions: &[JobDecision
     for (job, decision) in queue.iter().zip(decisions) {
         for (task, centers) in job.tasks.iter().zip(&decision.placements) {
             let (Some(centers), Some(spec)) = (centers, catalog.specs.get(&task.resource_spec_id)) else { continue };
-            placed.extend(centers.iter().map(|center| (center.clone(), spec.capacity)));
+            // An empty entry is a replica this decision leaves where it is.
+            let new = centers.iter().filter(|center| !center.is_empty());
+            placed.extend(new.map(|center| (center.clone(), spec.capacity)));
         }
     }
     placed
@@ -407,27 +409,35 @@ fn decide_task<'a>(
         region: needs.data_region.map(str::to_string),
     });
     let class = cycle.class_of(needs, spec, image, &context);
+    // Per replica: the center this decision places it on (empty for one it leaves as it is),
+    // and the center the explain record shows (where every replica is).
     let mut centers = Vec::new();
+    let mut shown = Vec::new();
     let mut sibling_positions = Vec::new();
     let mut failure = None;
     for replica in 0..task.replica_number as usize {
-        if let Some(kept) = task.kept_center(replica) {
-            // Outlived a center fault where it is: not placed again, but a sibling of those
-            // that are (it holds its capacity in the center's own report).
+        let kept = task.kept_center(replica);
+        if kept.is_some() || task.replicas.get(replica).is_some_and(|r| r.phase.is_final()) {
+            // Outlived a center fault where it is (or ended before it was placed again): not
+            // placed, but a sibling of those that are; it holds its capacity in its center's
+            // own report. The decision leaves its entry empty.
             explain.replicas.push(ReplicaExplain {
                 replica: replica as u32,
-                winner: Some(kept.to_string()),
+                winner: kept.map(str::to_string),
                 rejected_count: BTreeMap::new(),
                 rejections: Vec::new(),
                 scores: ScoreTable::default(),
                 feasible: 0,
             });
-            if let Some(&position) = cycle.positions.get(kept) {
-                cycle.siblings[position] += 1;
-                sibling_positions.push(position);
+            if let Some(kept) = kept {
+                if let Some(&position) = cycle.positions.get(kept) {
+                    cycle.siblings[position] += 1;
+                    sibling_positions.push(position);
+                }
+                context.sibling_centers.push(kept.to_string());
             }
-            context.sibling_centers.push(kept.to_string());
-            centers.push(kept.to_string());
+            shown.push(kept.unwrap_or_default().to_string());
+            centers.push(String::new());
             continue;
         }
         let input = ReplicaInput {
@@ -471,13 +481,14 @@ fn decide_task<'a>(
                 });
             }
         }
+        shown.push(winner.clone());
         centers.push(winner);
     }
     for position in sibling_positions {
         cycle.siblings[position] = 0;
     }
     if failure.is_none() {
-        explain.center_ids = centers.clone();
+        explain.center_ids = shown;
     }
     (explain, centers, failure)
 }

@@ -456,3 +456,37 @@ fn commands_safe_to_repeat_change_nothing_the_second_time() {
         assert!(!unsafe_command.safe_to_repeat(), "{unsafe_command:?}");
     }
 }
+
+#[test]
+fn a_rescheduled_replica_its_task_fails_before_it_is_placed_again_leaves_the_queue() {
+    let retry = RetryPolicy { max_retries: 0, backoff_ms: 0 };
+    let (mut kv, id) = placed_job(2, 2, retry, StatusPolicy::AnySucceeds);
+    run_all(&mut kv, &id);
+    report(&mut kv, "c1", &key(&id, 0, 1, 0), failed(FailureCategory::Center, None));
+    assert_eq!(queue_len(&kv), 1);
+    // Task 0 fails for good while its replica 1 waits for a center; task 1 still runs.
+    report(&mut kv, "c1", &key(&id, 0, 0, 0), failed(FailureCategory::Application, Some(2)));
+    let job = job_of(&kv, &id);
+    assert_eq!(job.status, RunState::Running);
+    assert_eq!(job.tasks[0].replicas[1].phase, ReplicaPhase::Failed);
+    assert!(job.is_placed(), "nothing waits for a center");
+    assert_eq!(queue_len(&kv), 0);
+    check_invariants(&kv).unwrap();
+}
+
+#[test]
+fn a_decision_made_before_a_replica_left_its_center_is_skipped() {
+    let (mut kv, id) = placed_job(1, 2, RetryPolicy::default(), StatusPolicy::AllSucceed);
+    run_all(&mut kv, &id);
+    let version = tables::sched_fence(&kv).unwrap().version;
+    // Decided while replica 1 still had its center: the decision leaves its entry empty.
+    let stale = PlacementDecision::new(id.clone(), vec![Some(vec![String::new(); 2])], &placed_explain(&id));
+    report(&mut kv, "c1", &key(&id, 0, 1, 0), failed(FailureCategory::Center, None));
+    let batch = PlacementBatch { term: 1, snapshot_version: version, ledger_ttl_ms: 600_000, decisions: vec![stale] };
+    assert_eq!(
+        ok(&mut kv, Command::Place(Box::new(batch))),
+        Outcome::Placed { applied: vec![], skipped: vec![id.clone()] }
+    );
+    assert_eq!(job_of(&kv, &id).tasks[0].center_ids, vec!["c1", ""]);
+    check_invariants(&kv).unwrap();
+}
