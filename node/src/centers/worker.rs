@@ -63,6 +63,8 @@ pub struct Worker {
     /// SIGTERM for the whole grace period, a slow submit — holds up neither the others nor the
     /// polls. Dropped with the worker: a new owner redoes what was cut short (in doubt).
     tasks: JoinSet<Done>,
+    /// What each task is doing, so that one that panicked is booked too.
+    task_work: HashMap<tokio::task::Id, Done>,
     stopping: HashSet<ReplicaKey>,
     dispatching: HashSet<ReplicaKey>,
     stop_slots: Arc<Semaphore>,
@@ -91,6 +93,7 @@ impl Worker {
             next_due: None,
             quiet_until: None,
             tasks: JoinSet::new(),
+            task_work: HashMap::new(),
             stopping: HashSet::new(),
             dispatching: HashSet::new(),
             stop_slots: Arc::new(Semaphore::new(concurrency)),
@@ -109,7 +112,7 @@ impl Worker {
                 _ = tokio::time::sleep_until(next_poll) => {}
                 _ = tokio::time::sleep_until(self.next_due.unwrap_or(far)) => {}
                 () = next_announcement(&mut announcements) => announced = true,
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     // Bookkeeping only: the lists are read again at the next wake-up or poll,
                     // not once per finished task.
                     self.finished(done);
@@ -152,19 +155,30 @@ impl Worker {
 
     /// Books a stop or dispatch task's end: a failure leaves its key in doubt and quiets the
     /// orders until the next poll.
-    fn finished(&mut self, done: Result<Done, tokio::task::JoinError>) {
-        let (key, ok) = match done {
-            Ok(Done::Stop { key, ok }) => {
-                self.stopping.remove(&key);
-                (None, ok)
-            }
-            Ok(Done::Dispatch { key, ok }) => {
-                self.dispatching.remove(&key);
-                (Some(key), ok)
+    fn finished(&mut self, done: Result<(tokio::task::Id, Done), tokio::task::JoinError>) {
+        let done = match done {
+            Ok((id, done)) => {
+                self.task_work.remove(&id);
+                done
             }
             Err(e) => {
                 tracing::error!(center_id = %self.link.center_id, error = %e, "a stop or dispatch task failed");
-                return;
+                let Some(work) = self.task_work.remove(&e.id()) else { return };
+                // Booked as failed: the order stays, and is taken up again after the quiet.
+                match work {
+                    Done::Stop { key, .. } => Done::Stop { key, ok: false },
+                    Done::Dispatch { key, .. } => Done::Dispatch { key, ok: false },
+                }
+            }
+        };
+        let (key, ok) = match done {
+            Done::Stop { key, ok } => {
+                self.stopping.remove(&key);
+                (None, ok)
+            }
+            Done::Dispatch { key, ok } => {
+                self.dispatching.remove(&key);
+                (Some(key), ok)
             }
         };
         match key {
@@ -277,15 +291,20 @@ impl Worker {
     fn start_stops(&mut self) {
         let orders = tables::stop_orders(&self.link.shared.reader, &self.link.center_id).unwrap_or_default();
         for (key, order) in orders {
-            if !self.stopping.insert(key.clone()) {
+            // A stop by key waits for a submission of that key under way: asked before the
+            // submission lands, the center would answer that it has nothing to stop.
+            let after_submit = order.native_id.is_empty() && self.dispatching.contains(&key);
+            if after_submit || !self.stopping.insert(key.clone()) {
                 continue;
             }
             let (link, slots) = (self.link.clone(), self.stop_slots.clone());
-            self.tasks.spawn(async move {
+            let work = Done::Stop { key: key.clone(), ok: false };
+            let task = self.tasks.spawn(async move {
                 let Ok(_slot) = slots.acquire_owned().await else { return Done::Stop { key, ok: false } };
                 let ok = link.stop_one(&key, order).await;
                 Done::Stop { key, ok }
             });
+            self.task_work.insert(task.id(), work);
         }
     }
 
@@ -309,11 +328,13 @@ impl Worker {
             }
             let in_doubt = self.doubt.contains(&key);
             let (link, slots) = (self.link.clone(), self.dispatch_slots.clone());
-            self.tasks.spawn(async move {
+            let work = Done::Dispatch { key: key.clone(), ok: false };
+            let task = self.tasks.spawn(async move {
                 let Ok(_slot) = slots.acquire_owned().await else { return Done::Dispatch { key, ok: false } };
                 let ok = link.dispatch_one(&key, in_doubt).await;
                 Done::Dispatch { key, ok }
             });
+            self.task_work.insert(task.id(), work);
         }
         self.first_scan = false;
         self.next_due =
