@@ -209,7 +209,8 @@ pub struct AdapterContext {
     /// The jcs cluster's id (replicated, made by its first leader). Every name an adapter
     /// gives the center — native job names, directories — carries it, and an adapter never
     /// adopts what another cluster left: two clusters pointed at one center (a cluster created
-    /// afresh after an earlier one) both start with `job-000000000001`.
+    /// afresh after an earlier one) both start with `job-000000000001`. Empty for a cluster
+    /// that ran replicas before clusters had ids: its names stay as they were.
     pub cluster_id: String,
 }
 

@@ -173,8 +173,12 @@ fn apply_checked(kv: &mut impl Kv, command: &Command, at_ms: i64) -> Result<Comm
             let named = match tables::cluster_id(kv)? {
                 Some(named) => named,
                 None => {
-                    put_json(kv, tables::CLUSTER_ID_KEY.to_vec(), cluster_id);
-                    cluster_id.clone()
+                    // A cluster upgraded with replicas on its centers keeps the unscoped names
+                    // it gave them: renaming would orphan every one of them. (A new cluster
+                    // has none: its workers wait for the name.)
+                    let named = if tables::replicas_on_centers(kv)? { String::new() } else { cluster_id.clone() };
+                    put_json(kv, tables::CLUSTER_ID_KEY.to_vec(), &named);
+                    named
                 }
             };
             Ok(Ok(Outcome::ClusterNamed { cluster_id: named }))

@@ -49,9 +49,22 @@ pub const OWNER_TERM_KEY: &[u8] = b"meta/owner_term";
 pub const QUEUE_FLOOR_KEY: &[u8] = b"meta/queue_floor";
 pub const CLUSTER_ID_KEY: &[u8] = b"meta/cluster_id";
 
-/// The cluster's id, once its first leader has named it.
+/// The cluster's id, once its first leader has named it (empty for a cluster that ran
+/// replicas before clusters had ids: its names stay unscoped).
 pub fn cluster_id(kv: &impl KvRead) -> Result<Option<String>, StoreError> {
     get_json(kv, CLUSTER_ID_KEY)
+}
+
+/// Whether any replica is on a center (`on/`) or waits to be stopped there (`so/`).
+pub fn replicas_on_centers(kv: &impl KvRead) -> Result<bool, StoreError> {
+    let mut found = false;
+    for prefix in [&b"on/"[..], &b"so/"[..]] {
+        kv.scan(prefix, &mut |_, _| {
+            found = true;
+            ControlFlow::Break(())
+        })?;
+    }
+    Ok(found)
 }
 /// Notes of which centers changed since a generation, kept for what a scheduling cycle caches
 /// per center (monitoring reports, ledger totals): `{notes}{generation:020}/{center}` → empty,

@@ -106,7 +106,10 @@ impl SlurmCenter {
             rest,
             // The cluster's id in every job name (and so in every log file's name): a cluster
             // never finds another cluster's jobs under its keys.
-            prefix: format!("{}.{}", config.job_name_prefix, ctx.cluster_id),
+            prefix: match ctx.cluster_id.as_str() {
+                "" => config.job_name_prefix,
+                cluster => format!("{}.{cluster}", config.job_name_prefix),
+            },
             partitions: config.partitions,
             account: config.account,
             remote_log_dir: config.remote_log_dir.unwrap_or_else(|| config.log_dir.clone()),

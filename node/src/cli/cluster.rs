@@ -71,7 +71,11 @@ fn render(status: &ClusterStatus) -> String {
     format!(
         "{}\ncluster {}, leader {leader}, term {} (as seen by node {})\ncenter owners (center→node#epoch): {}",
         super::table::rows(&status.members),
-        status.cluster_id.as_deref().unwrap_or("(not yet named)"),
+        match status.cluster_id.as_deref() {
+            None => "(not yet named)",
+            Some("") => "(unscoped: it ran replicas before clusters had ids)",
+            Some(id) => id,
+        },
         status.term,
         status.node_id,
         if shards.is_empty() { "none".to_string() } else { shards.join("  ") }

@@ -490,3 +490,18 @@ fn a_decision_made_before_a_replica_left_its_center_is_skipped() {
     assert_eq!(job_of(&kv, &id).tasks[0].center_ids, vec!["c1", ""]);
     check_invariants(&kv).unwrap();
 }
+
+#[test]
+fn the_first_name_of_a_cluster_stays_and_an_upgraded_one_with_replicas_out_keeps_its_names() {
+    let name = |id: &str| Command::NameCluster { cluster_id: id.into() };
+    let (mut kv, _) = placed_job(1, 1, RetryPolicy::default(), StatusPolicy::AllSucceed);
+    assert_eq!(ok(&mut kv, name("first")), Outcome::ClusterNamed { cluster_id: "first".into() });
+    assert_eq!(ok(&mut kv, name("second")), Outcome::ClusterNamed { cluster_id: "first".into() });
+    assert!(matches!(refused(&mut kv, name("Not Valid")), Refusal::Invalid(_)));
+
+    // A cluster that already has a replica on a center (it ran before clusters had ids).
+    let (mut kv, id) = placed_job(1, 1, RetryPolicy::default(), StatusPolicy::AllSucceed);
+    run_all(&mut kv, &id);
+    assert_eq!(ok(&mut kv, name("fresh")), Outcome::ClusterNamed { cluster_id: String::new() });
+    assert_eq!(tables::cluster_id(&kv).unwrap(), Some(String::new()));
+}
