@@ -6,6 +6,7 @@
 //! failed — is *in doubt*: the worker asks the center for it by key before submitting.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,10 +36,18 @@ struct CenterLink {
     fenced: AtomicBool,
 }
 
+/// What a worker's task does.
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    Stop,
+    Dispatch,
+}
+
 /// A stop or a dispatch that ended, and whether it succeeded.
-enum Done {
-    Stop { key: ReplicaKey, ok: bool },
-    Dispatch { key: ReplicaKey, ok: bool },
+struct Done {
+    work: Work,
+    key: ReplicaKey,
+    ok: bool,
 }
 
 pub struct Worker {
@@ -64,7 +73,7 @@ pub struct Worker {
     /// polls. Dropped with the worker: a new owner redoes what was cut short (in doubt).
     tasks: JoinSet<Done>,
     /// What each task is doing, so that one that panicked is booked too.
-    task_work: HashMap<tokio::task::Id, Done>,
+    task_work: HashMap<tokio::task::Id, (Work, ReplicaKey)>,
     stopping: HashSet<ReplicaKey>,
     dispatching: HashSet<ReplicaKey>,
     stop_slots: Arc<Semaphore>,
@@ -156,29 +165,26 @@ impl Worker {
     /// Books a stop or dispatch task's end: a failure leaves its key in doubt and quiets the
     /// orders until the next poll.
     fn finished(&mut self, done: Result<(tokio::task::Id, Done), tokio::task::JoinError>) {
-        let done = match done {
+        let Done { work, key, ok } = match done {
             Ok((id, done)) => {
                 self.task_work.remove(&id);
                 done
             }
             Err(e) => {
                 tracing::error!(center_id = %self.link.center_id, error = %e, "a stop or dispatch task failed");
-                let Some(work) = self.task_work.remove(&e.id()) else { return };
                 // Booked as failed: the order stays, and is taken up again after the quiet.
-                match work {
-                    Done::Stop { key, .. } => Done::Stop { key, ok: false },
-                    Done::Dispatch { key, .. } => Done::Dispatch { key, ok: false },
-                }
+                let Some((work, key)) = self.task_work.remove(&e.id()) else { return };
+                Done { work, key, ok: false }
             }
         };
-        let (key, ok) = match done {
-            Done::Stop { key, ok } => {
+        let key = match work {
+            Work::Stop => {
                 self.stopping.remove(&key);
-                (None, ok)
+                None
             }
-            Done::Dispatch { key, ok } => {
+            Work::Dispatch => {
                 self.dispatching.remove(&key);
-                (Some(key), ok)
+                Some(key)
             }
         };
         match key {
@@ -297,15 +303,26 @@ impl Worker {
             if after_submit || !self.stopping.insert(key.clone()) {
                 continue;
             }
-            let (link, slots) = (self.link.clone(), self.stop_slots.clone());
-            let work = Done::Stop { key: key.clone(), ok: false };
-            let task = self.tasks.spawn(async move {
-                let Ok(_slot) = slots.acquire_owned().await else { return Done::Stop { key, ok: false } };
-                let ok = link.stop_one(&key, order).await;
-                Done::Stop { key, ok }
-            });
-            self.task_work.insert(task.id(), work);
+            let (link, stopped) = (self.link.clone(), key.clone());
+            self.spawn(Work::Stop, key, async move { link.stop_one(&stopped, order).await });
         }
+    }
+
+    /// Runs one stop or submission as a task of its own, once one of its kind's slots is free.
+    fn spawn(&mut self, work: Work, key: ReplicaKey, run: impl Future<Output = bool> + Send + 'static) {
+        let slots = match work {
+            Work::Stop => self.stop_slots.clone(),
+            Work::Dispatch => self.dispatch_slots.clone(),
+        };
+        let done_key = key.clone();
+        let task = self.tasks.spawn(async move {
+            let ok = match slots.acquire_owned().await {
+                Ok(_slot) => run.await,
+                Err(_) => false,
+            };
+            Done { work, key: done_key, ok }
+        });
+        self.task_work.insert(task.id(), (work, key));
     }
 
     /// Starts a task for every due dispatch order not already under way.
@@ -327,14 +344,8 @@ impl Worker {
                 continue;
             }
             let in_doubt = self.doubt.contains(&key);
-            let (link, slots) = (self.link.clone(), self.dispatch_slots.clone());
-            let work = Done::Dispatch { key: key.clone(), ok: false };
-            let task = self.tasks.spawn(async move {
-                let Ok(_slot) = slots.acquire_owned().await else { return Done::Dispatch { key, ok: false } };
-                let ok = link.dispatch_one(&key, in_doubt).await;
-                Done::Dispatch { key, ok }
-            });
-            self.task_work.insert(task.id(), work);
+            let (link, submitted) = (self.link.clone(), key.clone());
+            self.spawn(Work::Dispatch, key, async move { link.dispatch_one(&submitted, in_doubt).await });
         }
         self.first_scan = false;
         self.next_due =
