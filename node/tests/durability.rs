@@ -255,6 +255,7 @@ async fn a_kill_during_a_many_replica_start_runs_every_replica_exactly_once() {
             panic!("round {round}: not placed before the answer: {created}\n{explain:#}");
         }
         jobs.push(id);
+        // Not a wait for anything: it moves the kill to a different point of the starts.
         tokio::time::sleep(Duration::from_millis(round * 4)).await;
         let mut killed = child.take().unwrap();
         killed.kill().expect("SIGKILL");
