@@ -497,3 +497,46 @@ async fn decisions_are_explained_and_a_plan_can_be_confirmed() {
     assert_eq!((status, body["code"].as_str()), (404, Some("NOT_FOUND")), "{body}");
     node.stop().await;
 }
+
+/// Every parameter the document declares `in: path` names a `{segment}` of its path, and the
+/// query options are declared `in: query`: a client generated from the document can call
+/// every operation (A.6 included).
+#[tokio::test]
+async fn openapi_declares_query_parameters_in_the_query() {
+    let node = TestNode::start().await;
+    let spec: Value = node.client.get(node.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let mut query_names = std::collections::BTreeSet::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                match parameter["in"].as_str().unwrap() {
+                    "path" => {
+                        assert!(path.contains(&format!("{{{name}}}")), "{method} {path}: '{name}' is no path segment")
+                    }
+                    "query" => {
+                        query_names.insert(name.to_string());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for name in [
+        "page",
+        "pageSize",
+        "consistency",
+        "status",
+        "user",
+        "follow",
+        "centerId",
+        "kind",
+        "jobId",
+        "resourceSpecId",
+        "userRegion",
+        "algorithmIds",
+        "algorithmScores",
+    ] {
+        assert!(query_names.contains(name), "'{name}' is not declared as a query parameter: {query_names:?}");
+    }
+}

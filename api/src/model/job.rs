@@ -484,6 +484,7 @@ pub struct LogLocation {
 
 /// Filters of `GET /openapi/v1/trainjob`.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams, PartialEq)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct JobFilter {
     /// Only jobs in this status (pending, running, completed, failed).

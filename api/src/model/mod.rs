@@ -30,6 +30,7 @@ pub struct Page<T> {
 
 /// `?page=&pageSize=` on list endpoints.
 #[derive(Debug, Clone, Copy, Deserialize, IntoParams, PartialEq)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct PageQuery {
     /// 1-based page number (default 1).

@@ -52,6 +52,7 @@ pub fn log_url(headers: &HeaderMap, located: &Located, job_id: &str, task: usize
 
 /// `?follow=`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogOptions {
     /// Keep streaming while the replica runs (a live tail); default false.
     pub follow: Option<bool>,
@@ -156,6 +157,7 @@ async fn replica_log(
 
 /// Filters of `GET /openapi/v1/events`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct EventFilter {
     /// Only events of this center.

@@ -39,6 +39,7 @@ pub struct Score {
 
 /// Which demand A.5 scores.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct ScoreQuery {
     /// Score the demand of this spec among the centers offering it. Default: one CPU with no
@@ -56,6 +57,7 @@ pub struct ScoreQuery {
 
 /// A.6 inputs: two comma-separated lists of equal length.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct EvaluateQuery {
     /// Strategy ids, e.g. `least_workload,lowest_price`.

@@ -54,6 +54,7 @@ pub struct Shared {
 
 /// `?consistency=` on reads.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadOptions {
     /// `linearizable` (default): the read sees every write acknowledged before it, by any
     /// client. `stale`: served from this node's state as applied (see `X-Jcs-Applied-Index`).
