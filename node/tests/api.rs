@@ -404,6 +404,12 @@ async fn a5_and_a6_score_centers_from_the_replicated_state() {
         ),
         ("/scheduler/evaluate/score/hangzhou-a?algorithmIds=least_workload&algorithmScores=x", 400, "INVALID_ARGUMENT"),
         ("/scheduler/evaluate/score/hangzhou-a", 400, "INVALID_ARGUMENT"),
+        ("/scheduler/evaluate/score/hangzhou-a?algorithmIds=&algorithmScores=", 400, "INVALID_ARGUMENT"),
+        (
+            "/scheduler/evaluate/score/hangzhou-a?algorithmIds=lowest_price,lowest_price&algorithmScores=1,2",
+            400,
+            "INVALID_ARGUMENT",
+        ),
         ("/scheduler/evaluate/score/nowhere?algorithmIds=least_workload&algorithmScores=1", 404, "NOT_FOUND"),
     ];
     for (path, status, code) in refusals {

@@ -182,7 +182,7 @@ async fn algorithm_score(
 fn score_error(err: ScoreError) -> HttpError {
     let field = match err {
         ScoreError::LengthMismatch { .. } => "algorithmScores",
-        ScoreError::UnknownAlgorithm(_) => "algorithmIds",
+        ScoreError::UnknownAlgorithm(_) | ScoreError::NoAlgorithm | ScoreError::DuplicateAlgorithm(_) => "algorithmIds",
         ScoreError::ScoreOutOfRange(_) => "algorithmScores",
     };
     ApiError::invalid(field, err).into()

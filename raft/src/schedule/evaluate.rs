@@ -148,13 +148,24 @@ pub enum ScoreError {
     UnknownAlgorithm(String),
     #[error("algorithm score {0} is outside 0..=100")]
     ScoreOutOfRange(i64),
+    #[error("algorithmIds names no algorithm")]
+    NoAlgorithm,
+    #[error("algorithmId '{0}' is given twice")]
+    DuplicateAlgorithm(String),
 }
 
 /// A.6: the combined score of the given per-strategy scores under the default weights and the
-/// weighted sum. An id given twice counts twice.
+/// weighted sum. Each id at most once, and at least one.
 pub fn combine_algorithm_scores(algorithm_ids: &[String], algorithm_scores: &[i64]) -> Result<u32, ScoreError> {
     if algorithm_ids.len() != algorithm_scores.len() {
         return Err(ScoreError::LengthMismatch { ids: algorithm_ids.len(), scores: algorithm_scores.len() });
+    }
+    if algorithm_ids.is_empty() {
+        return Err(ScoreError::NoAlgorithm);
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = algorithm_ids.iter().find(|id| !seen.insert(id.as_str())) {
+        return Err(ScoreError::DuplicateAlgorithm(twice.clone()));
     }
     let scores = algorithm_ids
         .iter()

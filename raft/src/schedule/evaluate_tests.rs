@@ -42,7 +42,11 @@ fn rank_puts_the_best_first_and_breaks_ties_by_center_id() {
 #[test]
 fn algorithm_scores_combine_with_the_default_weights() {
     assert_eq!(combine_algorithm_scores(&ids(&["least_workload", "lowest_price"]), &[100, 0]), Ok(67));
-    assert_eq!(combine_algorithm_scores(&[], &[]), Ok(0));
+    assert_eq!(combine_algorithm_scores(&[], &[]), Err(ScoreError::NoAlgorithm));
+    assert_eq!(
+        combine_algorithm_scores(&ids(&["lowest_price", "least_workload", "lowest_price"]), &[1, 2, 3]),
+        Err(ScoreError::DuplicateAlgorithm("lowest_price".into()))
+    );
     assert_eq!(
         combine_algorithm_scores(&ids(&["least_workload"]), &[1, 2]),
         Err(ScoreError::LengthMismatch { ids: 1, scores: 2 })
