@@ -254,6 +254,18 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(long_key.status(), 400);
+    let two_keys = node
+        .client
+        .post(node.url("/openapi/v1/trainjob"))
+        .header("Idempotency-Key", "first")
+        .header("Idempotency-Key", "second")
+        .json(&job_body("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two_keys.status(), 400);
+    let refused: Value = two_keys.json().await.unwrap();
+    assert_eq!(refused["errorMsg"], "Idempotency-Key: is given more than once", "{refused}");
     assert_eq!(snapshot_state(&node).await, before, "refused input must not change state");
     node.stop().await;
 }

@@ -40,7 +40,11 @@ fn job_outcome(outcome: Outcome) -> Result<Job, HttpError> {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
-    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else { return Ok(None) };
+    let mut values = headers.get_all(IDEMPOTENCY_HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::invalid("Idempotency-Key", "is given more than once").into());
+    }
     let key = value.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?.to_string();
     validate::text("Idempotency-Key", &key, MAX_IDEMPOTENCY_KEY_LEN)?;
     Ok(Some(key))
