@@ -66,6 +66,7 @@ pub fn replicas_on_centers(kv: &impl KvRead) -> Result<bool, StoreError> {
     }
     Ok(found)
 }
+
 /// Notes of which centers changed since a generation, kept for what a scheduling cycle caches
 /// per center (monitoring reports, ledger totals): `{notes}{generation:020}/{center}` → empty,
 /// one note per center (its latest), and `{latest}{center}` → the generation of that note.

@@ -201,8 +201,7 @@ fn adopt(center: &str, replicas: &Path, pool: &mut Pool<ReplicaKey>) -> std::io:
         if dir.has_exit_code() {
             continue;
         }
-        // A start that left no pid, no exit status, no start error and no stop: cut short.
-        if dir.was_started() && dir.process().is_none() && !dir.is_stopped() && dir.ended().is_none() {
+        if dir.start_cut_short() {
             match dir.resolve_interrupted_start() {
                 Ok(outcome) => {
                     tracing::info!(center, replica = %key, ?outcome, "settled a start the node's crash cut short")

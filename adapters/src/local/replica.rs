@@ -173,6 +173,12 @@ impl ReplicaDir {
         Ok(record)
     }
 
+    /// Whether a start was cut short: attempted, with no pid and no final record (exit status,
+    /// start error, stop) left behind.
+    pub(super) fn start_cut_short(&self) -> bool {
+        self.was_started() && self.process().is_none() && self.ended().is_none()
+    }
+
     /// Settles a start that a crash of the node cut short (`work/` made, no `pid` written):
     /// jcs's doubt, not the center's fault, so it is resolved for this replica alone. A wrapper
     /// found running in `work/` is adopted (its `pid` written); one that never got as far as its
@@ -237,7 +243,7 @@ impl ReplicaDir {
 
     /// The final state, when the files show one. An exit status of 0 is a success even if a
     /// stop came too late; any other after a stop is the stop's doing.
-    pub(super) fn ended(&self) -> Option<NativeState> {
+    fn ended(&self) -> Option<NativeState> {
         let stopped = || NativeState::Failed {
             exit_code: None,
             category: FailureCategory::Stopped,

@@ -416,8 +416,8 @@ fn decide_task<'a>(
     let mut sibling_positions = Vec::new();
     let mut failure = None;
     for replica in 0..task.replica_number as usize {
-        let kept = task.kept_center(replica);
-        if kept.is_some() || task.replicas.get(replica).is_some_and(|r| r.phase.is_final()) {
+        if !task.placing(replica) {
+            let kept = task.kept_center(replica);
             // Outlived a center fault where it is (or ended before it was placed again): not
             // placed, but a sibling of those that are; it holds its capacity in its center's
             // own report. The decision leaves its entry empty.
