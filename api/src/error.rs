@@ -41,11 +41,15 @@ error_codes! {
     AlreadyExists => ("ALREADY_EXISTS", 409, "An object with this id already exists."),
     StillReferenced => ("STILL_REFERENCED", 409, "The object is still referenced by another and cannot be deleted."),
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 409, "The `Idempotency-Key` was already used for a different request."),
+    RequestTimeout => ("REQUEST_TIMEOUT", 408, "The request's head or body did not arrive within the configured time."),
     PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413, "The body is larger than the configured limit."),
+    UriTooLong => ("URI_TOO_LONG", 414, "The request's path and query are longer than the server reads."),
     UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", 415, "The body is not `application/json`."),
+    HeadersTooLarge => ("HEADERS_TOO_LARGE", 431, "The request's head (its line and headers) is larger than the server reads."),
     LogNotAvailable => ("LOG_NOT_AVAILABLE", 404, "The replica has produced no log yet."),
     CenterUnavailable => ("CENTER_UNAVAILABLE", 502, "The center did not answer or this node does not drive it; retry later."),
     NoLeader => ("NO_LEADER", 503, "No leader answered in time (an election, a cut, a leader that died mid-request). A write's outcome is unknown, as with `TIMEOUT`: it may have committed; retry with the same `Idempotency-Key` (see `Retry-After`)."),
+    TooManyConnections => ("TOO_MANY_CONNECTIONS", 503, "The node holds as many connections as it is configured to; retry later or on another node (see `Retry-After`)."),
     Timeout => ("TIMEOUT", 504, "The write was not committed within the deadline; its outcome is unknown, retry with the same `Idempotency-Key`."),
     Internal => ("INTERNAL", 500, "A fault inside jcs (storage, consensus). Never caused by input."),
 }
@@ -106,7 +110,11 @@ mod tests {
         assert_eq!(ErrorCode::Ok.http_status(), 200);
         assert!(ErrorCode::ALL.iter().filter(|c| c.http_status() >= 500).all(|c| matches!(
             c,
-            ErrorCode::Internal | ErrorCode::NoLeader | ErrorCode::Timeout | ErrorCode::CenterUnavailable
+            ErrorCode::Internal
+                | ErrorCode::NoLeader
+                | ErrorCode::TooManyConnections
+                | ErrorCode::Timeout
+                | ErrorCode::CenterUnavailable
         )));
     }
 
