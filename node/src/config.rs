@@ -26,6 +26,12 @@ pub struct Config {
     pub raft: SocketAddr,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// REST connections served at once; past the cap a connection is answered 503 and closed.
+    pub max_connections: usize,
+    /// A request head, or an idle keep-alive connection's next one, must arrive within this (ms).
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive within this after its head, or the request is answered 408 (ms).
+    pub body_read_timeout_ms: u64,
     /// How long a write waits for its commit before answering TIMEOUT (ms).
     pub write_timeout_ms: u64,
     /// Most commands the proposer packs into one Raft entry (group commit).
@@ -109,6 +115,9 @@ impl Default for Config {
             http: "127.0.0.1:8080".parse().expect("valid default"),
             raft: "127.0.0.1:9080".parse().expect("valid default"),
             max_body_bytes: 1024 * 1024,
+            max_connections: 4_096,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
             write_timeout_ms: 5_000,
             max_batch: 1024,
             max_inflight_batches: 2,
@@ -157,6 +166,12 @@ pub struct ServeArgs {
     pub raft: Option<SocketAddr>,
     #[arg(long, env = "JCS_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    #[arg(long, env = "JCS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    #[arg(long, env = "JCS_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    #[arg(long, env = "JCS_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
     #[arg(long, env = "JCS_WRITE_TIMEOUT_MS")]
     pub write_timeout_ms: Option<u64>,
     #[arg(long, env = "JCS_MAX_BATCH")]
@@ -259,6 +274,9 @@ impl Config {
             http,
             raft,
             max_body_bytes,
+            max_connections,
+            header_read_timeout_ms,
+            body_read_timeout_ms,
             write_timeout_ms,
             max_batch,
             max_inflight_batches,
@@ -304,6 +322,9 @@ impl Config {
         }
         if self.max_batch == 0 || self.max_inflight_batches == 0 {
             return fail("max_batch and max_inflight_batches must be at least 1");
+        }
+        if self.max_connections == 0 || self.header_read_timeout_ms == 0 || self.body_read_timeout_ms == 0 {
+            return fail("max_connections, header_read_timeout_ms and body_read_timeout_ms must be at least 1");
         }
         if self.election_timeout_min_ms <= self.heartbeat_interval_ms
             || self.election_timeout_max_ms <= self.election_timeout_min_ms
@@ -426,6 +447,9 @@ mod tests {
             "http",
             "raft",
             "max_body_bytes",
+            "max_connections",
+            "header_read_timeout_ms",
+            "body_read_timeout_ms",
             "write_timeout_ms",
             "max_batch",
             "max_inflight_batches",
@@ -475,6 +499,12 @@ mod tests {
             "127.0.0.1:2",
             "--max-body-bytes",
             "10",
+            "--max-connections",
+            "31",
+            "--header-read-timeout-ms",
+            "32",
+            "--body-read-timeout-ms",
+            "33",
             "--write-timeout-ms",
             "11",
             "--max-batch",
@@ -533,6 +563,9 @@ mod tests {
             http: "127.0.0.1:1".parse().unwrap(),
             raft: "127.0.0.1:2".parse().unwrap(),
             max_body_bytes: 10,
+            max_connections: 31,
+            header_read_timeout_ms: 32,
+            body_read_timeout_ms: 33,
             write_timeout_ms: 11,
             max_batch: 12,
             max_inflight_batches: 13,

@@ -43,7 +43,7 @@ pub struct Node {
     pub http_addr: SocketAddr,
     /// The bound peer (Raft gRPC) address.
     pub raft_addr: SocketAddr,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: tokio::task::JoinHandle<()>,
     peer_server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     stop: tokio::sync::watch::Sender<()>,
     /// Tasks that end when `stop` is sent.
@@ -177,7 +177,15 @@ impl Node {
             placement_wait: Duration::from_millis(config.placement_wait_ms),
         });
         let app = http::router(state, config.max_body_bytes);
-        let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+        let limits = http::ServeLimits {
+            max_connections: config.max_connections,
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
+            // As long as the longest request that ends (a write's commit, then A.1's wait for
+            // its placement), and a second more.
+            shutdown_grace: config.write_timeout() + Duration::from_millis(config.placement_wait_ms + 1_000),
+        };
+        let server = tokio::spawn(http::serve(listener, app, limits, shutdown));
         tracing::info!(node_id = config.node_id, %http_addr, %raft_addr, data_dir = %config.data_dir.display(), "jcs node serving");
         Ok(Node {
             raft,
@@ -197,7 +205,7 @@ impl Node {
     /// Waits for the REST API to stop (after the shutdown signal), then stops the scheduler, the
     /// center workers, the peer channel and Raft.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.server.await??;
+        self.server.await?;
         let _ = self.stop.send(());
         for task in self.stoppable {
             task.await?;

@@ -10,6 +10,7 @@ mod jobs;
 mod logs;
 mod ops;
 mod scheduler;
+mod serve;
 pub mod state;
 
 use std::time::Instant;
@@ -26,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use self::error::HttpError;
 pub use self::jobs::IDEMPOTENCY_HEADER;
+pub use self::serve::{serve, ServeLimits};
 pub use self::state::{AppState, Shared};
 
 #[derive(OpenApi)]
