@@ -1,8 +1,9 @@
 //! The REST API's connections under abuse, against real `jcs serve` processes: thousands of
 //! idle connections of three kinds (nothing sent, half a head, a head and half a body) cost
 //! little memory, leave the node answering, are capped with a 503 envelope, and are closed by
-//! the node once their timeouts pass, as are idle keep-alive connections; a node with such
-//! connections open still shuts down within its bound.
+//! the node once their timeouts pass, as are idle keep-alive connections; the errors hyper
+//! raises below the handlers (414, 400, 431) are envelopes; a node with such connections open
+//! still shuts down within its bound.
 
 mod common;
 
@@ -295,6 +296,34 @@ async fn idle_connections_are_cheap_capped_and_closed() {
         }
     }
     assert_eq!(strict.get("/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn errors_below_the_handlers_are_envelopes() {
+    let node = Jcs::start(&[]);
+    node.wait_ready().await;
+    let send = |request: String| exchange(node.http, request.into_bytes());
+    let id = "j".repeat(70_000);
+    let answer = send(format!("GET /openapi/v1/trainjob/{id} HTTP/1.1\r\nhost: jcs\r\n\r\n")).await.unwrap();
+    answers(&answer)[0].assert_error(414, "URI_TOO_LONG");
+    for malformed in
+        ["GET /healthz HTTP/1.1 extra\r\n\r\n", "GET /healthz HTTP/1.1\r\nhost jcs\r\n\r\n", "\x01\x02\r\n\r\n"]
+    {
+        let answer = send(malformed.to_string()).await.unwrap();
+        answers(&answer)[0].assert_error(400, "MALFORMED_REQUEST");
+    }
+    let big = "b".repeat(200_000);
+    let answer = send(format!("GET /healthz HTTP/1.1\r\nhost: jcs\r\nx-big: {big}\r\n\r\n")).await.unwrap();
+    answers(&answer)[0].assert_error(431, "HEADERS_TOO_LARGE");
+
+    // An answer pipelined before the error keeps its place; ordinary errors are untouched and
+    // keep the connection alive.
+    let pipelined = "GET /nowhere HTTP/1.1\r\nhost: jcs\r\n\r\nGET /healthz HTTP/1.1\r\nhost: jcs\r\n\r\nBAD\r\n\r\n";
+    let answer = answers(&send(pipelined.to_string()).await.unwrap());
+    assert_eq!(answer.len(), 3, "{answer:?}");
+    answer[0].assert_error(404, "ROUTE_NOT_FOUND");
+    assert_eq!((answer[1].status, answer[1].envelope()["code"].as_str()), (200, Some("OK")));
+    answer[2].assert_error(400, "MALFORMED_REQUEST");
 }
 
 #[tokio::test]

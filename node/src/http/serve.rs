@@ -8,6 +8,8 @@
 //!   bounds an idle keep-alive connection's wait for its next request) closes them, and a
 //!   request body not received within its own timeout is answered 408.
 //! - connections are capped per node: past the cap a client gets a 503 envelope and the close.
+//! - hyper answers the requests it cannot parse (400, 414, 431) itself, with an empty body:
+//!   [`EnvelopeErrors`] gives those answers the envelope every other error has.
 //!
 //! On shutdown the loop stops accepting, asks every connection to finish its request and
 //! close, and waits for them up to a bound (a log follow stream may never end).
@@ -31,7 +33,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use jcs_api::{Envelope, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -41,12 +43,14 @@ use tower::ServiceExt;
 /// Refused connections answered at once (each for at most [`LINGER`]); beyond them a
 /// refused connection is closed with whatever of the 503 its socket takes without waiting.
 const MAX_REFUSING: usize = 512;
-/// How long a refused connection is kept open after its answer to read what the client still
-/// sends: closing a socket with unread input resets it, and the reset can destroy the answer
-/// before the client reads it.
+/// How long a refused connection, or one answered with an error hyper raised, is kept open
+/// after its answer to read what the client still sends: closing a socket with unread input
+/// resets it, and the reset can destroy the answer before the client reads it.
 const LINGER: Duration = Duration::from_secs(1);
 /// Most bytes read and dropped while lingering.
 const LINGER_BYTES: usize = 1 << 20;
+/// Only this tail of a write is searched for an error head hyper wrote (they are ~100 bytes).
+const HEAD_SEARCH: usize = 1024;
 /// Largest request line plus headers (hyper's read buffer while it reads a head): room for the
 /// longest target hyper takes (65,534 bytes; longer get 414) and 30 KiB of headers; more gets
 /// 431. It bounds what a connection that sends a head costs.
@@ -76,7 +80,12 @@ pub async fn serve(
     // Every route finished now, once: a connection only clones an `Arc`.
     let router = router.with_state(());
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        // One flat buffer per write, so that `EnvelopeErrors` sees whole heads.
+        .writev(false);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
@@ -176,7 +185,7 @@ impl Connection {
     async fn run(mut self, stream: TcpStream) {
         let (router, limit) = (self.router.clone(), self.body_read_timeout);
         let service = hyper::service::service_fn(move |request| answer(router.clone(), request, limit));
-        let conn = self.builder.serve_connection(TokioIo::new(stream), service);
+        let conn = self.builder.serve_connection(TokioIo::new(EnvelopeErrors::new(stream)), service);
         tokio::pin!(conn);
         let result = tokio::select! {
             result = conn.as_mut() => result,
@@ -348,11 +357,185 @@ impl Body for DeadlineBody {
     }
 }
 
+/// A connection's socket that puts the envelope into the error answers hyper writes itself.
+///
+/// hyper answers a request it cannot parse (`400`, `414`, `431`) with a head only,
+/// `content-length: 0`, then closes. With `writev(false)` such a head reaches `poll_write` whole,
+/// at the end of one buffer (after any earlier pipelined answer), and the handlers never send an
+/// error without a body, so a buffer ending in a 4xx/5xx head with `content-length: 0` is one of
+/// hyper's: it is rewritten with the envelope for its status. The rewritten bytes are reported
+/// as the original length once taken, and drained before any later write, flush or shutdown.
+/// A connection so answered lingers at shutdown, reading what the client still sends.
+struct EnvelopeErrors<T> {
+    inner: T,
+    /// Rewritten bytes not yet written, from `sent` on.
+    pending: Vec<u8>,
+    sent: usize,
+    /// An error answer was rewritten: linger before closing.
+    linger: bool,
+    shut: bool,
+    lingered: usize,
+    linger_until: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> EnvelopeErrors<T> {
+    fn new(inner: T) -> Self {
+        EnvelopeErrors {
+            inner,
+            pending: Vec::new(),
+            sent: 0,
+            linger: false,
+            shut: false,
+            lingered: 0,
+            linger_until: None,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> EnvelopeErrors<T> {
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.pending.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.pending = Vec::new();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for EnvelopeErrors<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EnvelopeErrors<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        let Some(rewritten) = with_envelope(buf) else {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        };
+        this.pending = rewritten;
+        this.linger = true;
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if !this.shut {
+            ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.shut = true;
+        }
+        if !this.linger {
+            return Poll::Ready(Ok(()));
+        }
+        let until = this.linger_until.get_or_insert_with(|| Box::pin(tokio::time::sleep(LINGER)));
+        if until.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut sink = [0u8; 4096];
+        while this.lingered < LINGER_BYTES {
+            let mut buf = ReadBuf::new(&mut sink);
+            match ready!(Pin::new(&mut this.inner).poll_read(cx, &mut buf)) {
+                Ok(()) if buf.filled().is_empty() => break,
+                Ok(()) => this.lingered += buf.filled().len(),
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+/// `buf` with the error head hyper wrote at its end given the envelope, or `None` when it does
+/// not end with a complete 4xx/5xx head carrying `content-length: 0`.
+fn with_envelope(buf: &[u8]) -> Option<Vec<u8>> {
+    if !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let from = buf.len().saturating_sub(HEAD_SEARCH);
+    let start = from + buf[from..].windows(7).rposition(|w| w == b"HTTP/1.")?;
+    let head = std::str::from_utf8(&buf[start..buf.len() - 4]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let mut parts = status_line.splitn(3, ' ');
+    if !matches!(parts.next()?, "HTTP/1.1" | "HTTP/1.0") {
+        return None;
+    }
+    let code = parts.next()?;
+    let status: u16 = code.parse().ok().filter(|s| (400..600).contains(s) && code.len() == 3)?;
+    let mut kept = Vec::new();
+    let mut empty = false;
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        if name.is_empty() || name.contains(' ') {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            empty = value.trim() == "0";
+            if !empty {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return None;
+        } else if !name.eq_ignore_ascii_case("content-type") {
+            kept.push(line);
+        }
+    }
+    if !empty {
+        return None;
+    }
+    let (code, message) = match status {
+        400 => (ErrorCode::MalformedRequest, "the request line or a header is malformed"),
+        408 => (ErrorCode::RequestTimeout, "the request was not received in time"),
+        413 => (ErrorCode::PayloadTooLarge, "the request is larger than this node accepts"),
+        414 => (ErrorCode::UriTooLong, "the request target is longer than 65534 bytes"),
+        431 => (ErrorCode::HeadersTooLarge, "the request line and headers are larger than 96 KiB"),
+        500.. => (ErrorCode::Internal, "internal error while serving the request"),
+        _ => (ErrorCode::MalformedRequest, "the request could not be served"),
+    };
+    let body = envelope(status, code, message);
+    let mut out = Vec::with_capacity(start + head.len() + body.len() + 64);
+    out.extend_from_slice(&buf[..start]);
+    out.extend_from_slice(status_line.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for line in kept {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(
+        format!("content-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes(),
+    );
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The head and the envelope of one answer.
+    const HYPER_431: &[u8] =
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 10:00:00 GMT\r\n\r\n";
+
+    /// The head and the envelope of one rewritten answer.
     fn split(answer: &[u8]) -> (String, serde_json::Value) {
         let at = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
         let head = String::from_utf8(answer[..at].to_vec()).unwrap();
@@ -360,6 +543,110 @@ mod tests {
             head.lines().find_map(|l| l.strip_prefix("content-length: ")).expect("a content-length").parse().unwrap();
         assert_eq!(length, answer.len() - at, "{head}");
         (head, serde_json::from_slice(&answer[at..]).unwrap())
+    }
+
+    #[test]
+    fn hyper_error_heads_get_the_envelope() {
+        for (status, code) in
+            [(400, "MALFORMED_REQUEST"), (414, "URI_TOO_LONG"), (431, "HEADERS_TOO_LARGE"), (503, "INTERNAL")]
+        {
+            let head =
+                format!("HTTP/1.1 {status} Reason\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 10:00:00 GMT\r\n\r\n");
+            let answer = with_envelope(head.as_bytes()).expect("rewritten");
+            let (head, envelope) = split(&answer);
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} Reason\r\n")), "{head}");
+            assert!(head.contains("\r\ndate: Tue, 01 Dec 2026 10:00:00 GMT\r\n"), "{head}");
+            assert!(head.contains("\r\ncontent-type: application/json\r\n"), "{head}");
+            assert_eq!(envelope["status"], status);
+            assert_eq!(envelope["code"], code);
+            assert!(!envelope["errorMsg"].as_str().unwrap().is_empty());
+            assert!(envelope["data"].is_null());
+        }
+    }
+
+    #[test]
+    fn an_earlier_pipelined_answer_is_kept_as_it_is() {
+        let earlier =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n{\"x\":\"HTTP/1\"}";
+        let buf = [&earlier[..], HYPER_431].concat();
+        let answer = with_envelope(&buf).expect("rewritten");
+        assert_eq!(&answer[..earlier.len()], &earlier[..]);
+        let (head, envelope) = split(&answer[earlier.len()..]);
+        assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+        assert_eq!(envelope["code"], "HEADERS_TOO_LARGE");
+    }
+
+    #[test]
+    fn other_answers_are_untouched() {
+        let body = String::from_utf8(envelope(404, ErrorCode::NotFound, "job 'x' not found")).unwrap();
+        for buf in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_string(),
+            "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
+            format!("HTTP/1.1 404 Not Found\r\ncontent-length: {}\r\n\r\n{body}", body.len()),
+            // A head sent alone, its body to follow.
+            format!("HTTP/1.1 404 Not Found\r\ncontent-length: {}\r\n\r\n", body.len()),
+            "HTTP/1.1 500 Internal Server Error\r\ntransfer-encoding: chunked\r\n\r\n".to_string(),
+            "HTTP/1.1 500 Internal Server Error\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                .to_string(),
+            // Not complete yet.
+            "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n".to_string(),
+            "HTTP/1.1 43 X\r\ncontent-length: 0\r\n\r\n".to_string(),
+        ] {
+            assert_eq!(with_envelope(buf.as_bytes()), None, "{buf}");
+        }
+    }
+
+    /// A socket that takes at most 3 bytes a write and is not ready every other time.
+    #[derive(Default)]
+    struct Trickle {
+        out: Vec<u8>,
+        ready: bool,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(3);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What reaches the socket when `writes` are written through [`EnvelopeErrors`], then
+    /// flushed and shut down.
+    async fn through(writes: &[&[u8]]) -> Vec<u8> {
+        let mut io = EnvelopeErrors::new(Trickle::default());
+        for write in writes {
+            io.write_all(write).await.unwrap();
+        }
+        io.flush().await.unwrap();
+        io.shutdown().await.unwrap();
+        io.inner.out
+    }
+
+    #[tokio::test]
+    async fn writes_split_by_the_socket_come_out_whole() {
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(through(&[ok, ok]).await, [&ok[..], ok].concat());
+        let expected = [&ok[..], &with_envelope(HYPER_431).unwrap()].concat();
+        assert_eq!(through(&[ok, HYPER_431]).await, expected);
+        assert_eq!(through(&[&[&ok[..], HYPER_431].concat()]).await, expected);
     }
 
     #[test]
