@@ -225,6 +225,10 @@ impl AdapterContext {
     }
 }
 
+/// The adapter kinds [`build`] knows: a center's `adapter.kind` is one of these, or empty (no
+/// adapter: nothing runs there).
+pub const KINDS: &[&str] = &["local", "sim", "slurm"];
+
 /// Builds the adapter a center's `adapter` field names.
 pub fn build(center: &Center, context: &AdapterContext) -> Result<Arc<dyn Adapter>> {
     let endpoint = &center.adapter;
@@ -233,6 +237,6 @@ pub fn build(center: &Center, context: &AdapterContext) -> Result<Arc<dyn Adapte
         "sim" => Ok(Arc::new(sim::SimCenter::new(&center.ai_center_id, &endpoint.config, context)?)),
         "slurm" => Ok(Arc::new(slurm::SlurmCenter::new(&center.ai_center_id, &endpoint.config, context)?)),
         "" => Err(AdapterError::Config(format!("center '{}' names no adapter", center.ai_center_id))),
-        other => Err(AdapterError::Config(format!("unknown adapter type '{other}'"))),
+        other => Err(AdapterError::Config(format!("unknown adapter type '{other}', not one of {}", KINDS.join(", ")))),
     }
 }

@@ -7,6 +7,9 @@ use thiserror::Error;
 /// Maximum length of `errorMsg`, in characters (Appendix A).
 pub const MAX_ERROR_MSG_CHARS: usize = 128;
 
+/// The fewest characters of a field path an error message keeps, however long its reason.
+const MIN_FIELD_CHARS: usize = 24;
+
 macro_rules! error_codes {
     ($( $variant:ident => ($text:literal, $status:literal, $meaning:literal), )*) => {
         /// Stable, documented error identifiers (`code` in the envelope).
@@ -41,7 +44,7 @@ error_codes! {
     AlreadyExists => ("ALREADY_EXISTS", 409, "An object with this id already exists."),
     StillReferenced => ("STILL_REFERENCED", 409, "The object is still referenced by another and cannot be deleted."),
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 409, "The `Idempotency-Key` was already used for a different request."),
-    RequestTimeout => ("REQUEST_TIMEOUT", 408, "The request's head or body did not arrive within the configured time."),
+    RequestTimeout => ("REQUEST_TIMEOUT", 408, "The request's body did not arrive within the configured time (a head that does not arrive in time closes the connection)."),
     PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413, "The body is larger than the configured limit."),
     UriTooLong => ("URI_TOO_LONG", 414, "The request's path and query are longer than the server reads."),
     UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", 415, "The body is not `application/json`."),
@@ -74,7 +77,25 @@ impl ApiError {
 
     /// `INVALID_ARGUMENT` naming `field`.
     pub fn invalid(field: &str, why: impl std::fmt::Display) -> Self {
-        Self::new(ErrorCode::InvalidArgument, format!("{field}: {why}"))
+        Self::at(ErrorCode::InvalidArgument, field, why)
+    }
+
+    /// `{field}: {why}`, where a field path too long to leave room for the reason (a value deep
+    /// in nested JSON) is shortened in its middle, so that the message always says why.
+    pub fn at(code: ErrorCode, field: &str, why: impl std::fmt::Display) -> Self {
+        let why = why.to_string();
+        let room = MAX_ERROR_MSG_CHARS.saturating_sub(why.chars().count() + 2).max(MIN_FIELD_CHARS);
+        let chars: Vec<char> = field.chars().collect();
+        let field = if chars.len() <= room {
+            field.to_string()
+        } else {
+            let head = room / 3;
+            let tail = room - head - 1;
+            let head: String = chars[..head].iter().collect();
+            let tail: String = chars[chars.len() - tail..].iter().collect();
+            format!("{head}…{tail}")
+        };
+        Self::new(code, format!("{field}: {why}"))
     }
 
     /// `NOT_FOUND` for `kind` `id`.
@@ -123,6 +144,18 @@ mod tests {
         let doc = include_str!("../../docs/ERRORS.md");
         let table = error_table_markdown();
         assert!(doc.contains(&table), "docs/ERRORS.md is out of date; its table must be:\n{table}");
+    }
+
+    #[test]
+    fn a_deep_field_path_is_shortened_so_the_reason_survives() {
+        let path = format!("tasks[0]{}.name", "[0]".repeat(60));
+        let e = ApiError::at(ErrorCode::MalformedRequest, &path, "invalid type: integer `1`, expected a string");
+        assert!(e.message.chars().count() <= MAX_ERROR_MSG_CHARS, "{}", e.message);
+        assert!(e.message.starts_with("tasks[0]"), "{}", e.message);
+        assert!(e.message.ends_with("[0].name: invalid type: integer `1`, expected a string"), "{}", e.message);
+        assert!(e.message.contains('…'));
+        let short = ApiError::at(ErrorCode::InvalidArgument, "tasks[0].name", "is required");
+        assert_eq!(short.message, "tasks[0].name: is required");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod envelope;
 pub mod error;
+pub mod json;
 pub mod model;
 pub mod quantity;
 pub mod validate;

@@ -5,7 +5,9 @@ use crate::error::ApiError;
 
 /// Table limits: most ids and names are "< 64 bytes" (Tables 1, 3, 5, 6, 7).
 pub const MAX_ID_LEN: usize = 63;
-/// Appendix A.1: job and task names, `imageId`, `resourceSpecId` are at most 32 characters.
+/// Appendix A.1: job and task names are at most 32 characters. (A.1 also says 32 for `imageId`
+/// and `resourceSpecId`, but the catalog's ids may be 63; jcs takes the catalog's limit for the
+/// same id everywhere, so that every image and spec the catalog holds can be used.)
 pub const MAX_A1_FIELD_LEN: usize = 32;
 /// Table 7: `desc` and job `name` are "< 128 bytes".
 pub const MAX_DESC_LEN: usize = 127;

@@ -175,6 +175,10 @@ impl Node {
             prometheus: prometheus(),
             ready_index,
             placement_wait: Duration::from_millis(config.placement_wait_ms),
+            limits: http::state::Limits {
+                max_job_replicas: config.max_job_replicas,
+                max_page_bytes: config.max_page_bytes,
+            },
         });
         let app = http::router(state, config.max_body_bytes);
         let limits = http::ServeLimits {
@@ -247,6 +251,7 @@ fn scheduler_settings(config: &Config) -> anyhow::Result<Settings> {
         data_move_limit_mb: config.data_move_limit_mb,
         default_policy: config.policy()?,
         region_links: Arc::new(region_links(config)?),
+        place_without_adapter: config.place_without_adapter,
     })
 }
 

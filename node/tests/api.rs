@@ -202,7 +202,7 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
         ("POST", "/openapi/v1/trainjob", "application/json", with_task("replicaNumber", json!(0)).to_string(), 400, "INVALID_ARGUMENT", "tasks[0].replicaNumber"),
         ("POST", "/openapi/v1/trainjob", "application/json", with_task("replicaNumber", json!(10_000_000)).to_string(), 400, "INVALID_ARGUMENT", "tasks[0].replicaNumber"),
         ("POST", "/openapi/v1/trainjob", "application/json", with_task("replicaNumber", json!("two")).to_string(), 400, "MALFORMED_REQUEST", "tasks[0].replicaNumber: invalid type"),
-        ("POST", "/openapi/v1/trainjob", "application/json", with_task("imageId", json!("i".repeat(33))).to_string(), 400, "INVALID_ARGUMENT", "tasks[0].imageId"),
+        ("POST", "/openapi/v1/trainjob", "application/json", with_task("imageId", json!("i".repeat(64))).to_string(), 400, "INVALID_ARGUMENT", "tasks[0].imageId: is 64"),
         ("POST", "/openapi/v1/trainjob", "application/json", with_task("imageId", json!("no-such-image")).to_string(), 422, "UNKNOWN_REFERENCE", "tasks[0].imageId: image 'no-such-image'"),
         ("POST", "/openapi/v1/trainjob", "application/json", with_task("resourceSpecId", json!("no-such-spec")).to_string(), 422, "UNKNOWN_REFERENCE", "tasks[0].resourceSpecId"),
         ("POST", "/openapi/v1/trainjob", "application/json", with_task("resourceSpecId", json!("npu-8x")).to_string(), 400, "INVALID_ARGUMENT", "does not fit spec"),

@@ -25,7 +25,7 @@ const NOW: i64 = 1_000_000;
 fn center(i: usize) -> (Center, Option<CenterMetrics>) {
     let center: Center = serde_json::from_value(json!({
         "ai_center_id": format!("c{i:04}"), "name": format!("center {i}"), "region": format!("r{}", i % 7),
-        "status": 1, "security_grade": i % 5,
+        "status": 1, "security_grade": i % 5, "adapter": {"kind": "sim"},
         "power": {"static_watts": 1000.0 + (i % 13) as f64 * 100.0, "device_watts": {"gpu": 250.0 + (i % 11) as f64 * 10.0}},
         "network": {"site": format!("s{}", i % 31), "bandwidth_mbps": 1000.0 * (1 + i % 9) as f64, "latency_ms": (i % 40) as f64},
         "performance": {"gpu": 0.8 + (i % 6) as f64 * 0.1}

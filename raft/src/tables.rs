@@ -38,7 +38,7 @@
 
 use std::ops::ControlFlow;
 
-use jcs_api::model::{Job, ObjectKind, Page, RunState};
+use jcs_api::model::{Job, ObjectKind, Page, RunState, Window};
 use serde::de::DeserializeOwned;
 
 use crate::kv::{decode, get_json, KvRead, StoreError};
@@ -386,27 +386,24 @@ pub fn all<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), kind: ObjectKind) -
 pub fn page<T: DeserializeOwned>(
     kv: &(impl KvRead + ?Sized),
     kind: ObjectKind,
-    page: u32,
-    page_size: u32,
+    window: Window,
 ) -> Result<Page<T>, StoreError> {
-    paged(kv, prefix(kind).as_bytes(), page, page_size, |k, v| decode(k, v).map(Some))
+    paged(kv, prefix(kind).as_bytes(), window, |k, v| decode(k, v).map(Some))
 }
 
 /// Pages over the entries under `prefix`; `select` decodes an entry or skips it (`None`).
 fn paged<T>(
     kv: &(impl KvRead + ?Sized),
     prefix: &[u8],
-    page: u32,
-    page_size: u32,
+    window: Window,
     mut select: impl FnMut(&[u8], &[u8]) -> Result<Option<T>, StoreError>,
 ) -> Result<Page<T>, StoreError> {
-    let skip = u64::from(page.saturating_sub(1)) * u64::from(page_size);
     let mut total = 0u64;
     let mut items = Vec::new();
     let mut failure = None;
     kv.scan(prefix, &mut |k, v| match select(k, v) {
         Ok(Some(item)) => {
-            if total >= skip && items.len() < page_size as usize {
+            if total >= window.offset && items.len() < window.page_size as usize {
                 items.push(item);
             }
             total += 1;
@@ -420,7 +417,7 @@ fn paged<T>(
     })?;
     match failure {
         Some(e) => Err(e),
-        None => Ok(Page { total, page, page_size, items }),
+        None => Ok(Page::new(window, total, items)),
     }
 }
 
@@ -429,15 +426,14 @@ pub fn jobs_page(
     kv: &(impl KvRead + ?Sized),
     status: Option<RunState>,
     user: Option<&str>,
-    page: u32,
-    page_size: u32,
+    window: Window,
 ) -> Result<Page<Job>, StoreError> {
     let keep = |job: Job| -> Option<Job> { user.is_none_or(|u| job.user_name == u).then_some(job) };
     match status {
-        None => paged(kv, b"j/", page, page_size, |k, v| Ok(keep(decode(k, v)?))),
+        None => paged(kv, b"j/", window, |k, v| Ok(keep(decode(k, v)?))),
         Some(state) => {
             let index = status_prefix(state);
-            paged(kv, &index, page, page_size, |k, _| {
+            paged(kv, &index, window, |k, _| {
                 let id = std::str::from_utf8(&k[index.len()..]).map_err(|e| StoreError::Corrupt {
                     key: String::from_utf8_lossy(k).into_owned(),
                     reason: e.to_string(),

@@ -1,5 +1,6 @@
-//! Catalog objects: centers (Table 1), resource specs (Table 3), monitoring (Table 4),
-//! images (Table 5) and datasets (Table 6), with jcs's extension fields.
+//! Catalog objects: centers (Table 1), resource specs (Table 3), images (Table 5) and datasets
+//! (Table 6), with jcs's extension fields. A center's monitoring (Table 4) is in
+//! [`super::metrics`].
 
 use std::collections::BTreeMap;
 
@@ -22,15 +23,32 @@ pub mod center_status {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Center {
-    /// Unique id, `[A-Za-z0-9._-]`, < 64 bytes.
+    /// Unique id, `[A-Za-z0-9._-]` not starting with `.`, < 64 bytes.
+    #[schema(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub ai_center_id: String,
+    /// At most 63 characters.
+    #[schema(
+        max_length = 63,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
+    /// At most 63 characters.
+    #[schema(
+        max_length = 63,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub region: String,
     /// 0 unavailable, 1 available, 2 unknown (the default until monitoring reports).
     #[serde(default = "default_center_status")]
+    #[schema(minimum = 0, maximum = 2)]
     pub status: i32,
     /// `[longitude, latitude]` in degrees.
     #[serde(default)]
+    #[schema(schema_with = super::patterns::geometry_schema)]
     pub geometry: [f64; 2],
     #[serde(default)]
     pub created_at: i64,
@@ -39,8 +57,9 @@ pub struct Center {
     /// Extension: the adapter that fronts this center's native platform.
     #[serde(default)]
     pub adapter: AdapterEndpoint,
-    /// Extension: declared security grade (higher is stricter); monitoring may update it.
+    /// Extension: declared security grade, 0..=10 (higher is stricter); monitoring may update it.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10)]
     pub security_grade: i32,
     /// Extension: power model used by the energy strategy (standard formula 1).
     #[serde(default)]
@@ -50,6 +69,7 @@ pub struct Center {
     pub network: NetworkPosition,
     /// Extension: relative speed per device kind (`{"gpu": 1.3}`), 1.0 when absent.
     #[serde(default)]
+    #[schema(schema_with = super::patterns::performance_schema)]
     pub performance: BTreeMap<String, f64>,
 }
 
@@ -58,30 +78,61 @@ fn default_center_status() -> i32 {
 }
 
 /// Extension: which adapter serves a center and where it is.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdapterEndpoint {
-    /// Adapter type: `local`, `sim`, `slurm`, `kubernetes`, … (empty: none configured yet).
+    /// Adapter type: `local`, `sim` or `slurm`; empty: none, and the scheduler places nothing here.
     #[serde(default)]
+    #[schema(value_type = super::patterns::AdapterKind, inline)]
     pub kind: String,
-    /// How to reach the native API (URL or address).
+    /// How to reach the native API (URL or address), at most 1024 characters.
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     pub endpoint: String,
-    /// Adapter-specific settings.
-    #[serde(default)]
-    #[schema(value_type = Object)]
+    /// Adapter-specific settings: an object (`{}` when there are none; null reads as `{}`).
+    #[serde(default = "empty_object", deserialize_with = "object_or_null", serialize_with = "as_object")]
+    #[schema(value_type = Object, nullable)]
     pub config: serde_json::Value,
+}
+
+impl Default for AdapterEndpoint {
+    fn default() -> Self {
+        AdapterEndpoint { kind: String::new(), endpoint: String::new(), config: empty_object() }
+    }
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// An adapter config is an object; null (and a value stored before this rule) reads as `{}`.
+fn object_or_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<serde_json::Value, D::Error> {
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Null => Ok(empty_object()),
+        object @ serde_json::Value::Object(_) => Ok(object),
+        other => Err(serde::de::Error::custom(format!("must be an object, not {other}"))),
+    }
+}
+
+/// Writes a config that is not an object (a null stored before [`object_or_null`]) as `{}`.
+fn as_object<S: serde::Serializer>(config: &serde_json::Value, serializer: S) -> Result<S::Ok, S::Error> {
+    match config {
+        serde_json::Value::Object(_) => config.serialize(serializer),
+        _ => empty_object().serialize(serializer),
+    }
 }
 
 /// Extension: a center's power draw, in watts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PowerModel {
-    /// Static power while the job's data is copied in (formula 1, `P_static`).
+    /// Static power while the job's data is copied in (formula 1, `P_static`), 0..=1e9.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub static_watts: f64,
     /// Execution power per device while running (formula 1, `P_exe`), e.g. `{"gpu": 300}`.
     #[serde(default)]
+    #[schema(schema_with = super::patterns::device_watts_schema)]
     pub device_watts: BTreeMap<String, f64>,
 }
 
@@ -91,18 +142,23 @@ pub struct PowerModel {
 pub struct NetworkPosition {
     /// Site or availability zone; centers on one site reach each other over internal IP.
     #[serde(default)]
+    #[schema(max_length = 63, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     pub site: String,
-    /// Uplink bandwidth in Mbit/s.
+    /// Uplink bandwidth in Mbit/s (0..=1e9).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub bandwidth_mbps: f64,
-    /// Typical latency to the scheduler in ms.
+    /// Typical latency to the scheduler in ms (0..=1e6).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
     pub latency_ms: f64,
-    /// Latency jitter in ms.
+    /// Latency jitter in ms (0..=1e6).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
     pub jitter_ms: f64,
     /// Packet loss, percent (0..=100).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     pub loss_pct: f64,
 }
 
@@ -154,21 +210,33 @@ pub enum ServiceType {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSpec {
+    #[schema(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub resource_spec_id: String,
+    /// At most 63 characters.
+    #[schema(
+        max_length = 63,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub resource_spec_name: String,
     /// Kubernetes-style quantities: `{"cpu":"8","memory":"64Gi","gpu":"1"}`.
+    #[schema(schema_with = super::patterns::resource_quantity_schema)]
     pub resource_quantity: BTreeMap<String, String>,
     #[serde(default)]
     pub service_type: ServiceType,
-    /// Default price (per hour, in the operator's unit).
+    /// Default price (per hour, in the operator's unit), at least 0.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub price: i64,
     /// Centers offering this spec: the standard's comma-separated string (an array is
     /// accepted too).
     #[serde(deserialize_with = "comma_list_or_array")]
+    #[schema(schema_with = super::patterns::id_list_schema)]
     pub computing_center_list: String,
     /// Extension: per-center price overriding `price`.
     #[serde(default)]
+    #[schema(schema_with = super::patterns::center_prices_schema)]
     pub center_prices: BTreeMap<String, i64>,
     #[serde(default)]
     pub created_at: i64,
@@ -224,8 +292,10 @@ impl ResourceSpec {
 #[serde(deny_unknown_fields)]
 pub struct BaseOs {
     #[serde(default)]
+    #[schema(max_length = 63, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     pub base_os: String,
     #[serde(default)]
+    #[schema(max_length = 63, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     pub cuda_version: String,
 }
 
@@ -233,20 +303,32 @@ pub struct BaseOs {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
+    #[schema(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub image_id: String,
+    /// At most 63 characters.
+    #[schema(
+        max_length = 63,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
     /// The center that holds the image.
+    #[schema(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub ai_center_id: String,
     #[serde(default)]
     pub base_os: BaseOs,
     /// Frameworks, e.g. `"TensorFlow,PyTorch"`.
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     pub framework: String,
     /// Specs the image fits: comma-separated spec ids (an array is accepted too).
     #[serde(default, deserialize_with = "comma_list_or_array")]
+    #[schema(schema_with = super::patterns::id_list_schema)]
     pub resource_spec: String,
     /// Extension: the native reference (container image, module list, conda env).
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     pub reference: String,
     #[serde(default)]
     pub created_at: i64,
@@ -287,6 +369,7 @@ pub struct DownloadRecord {
     /// Unix ms when the download ended.
     pub at: i64,
     /// `success`, `interrupted` or `failed`.
+    #[schema(value_type = super::patterns::DownloadOutcome, inline)]
     pub outcome: String,
     #[serde(default)]
     pub duration_ms: i64,
@@ -296,24 +379,38 @@ pub struct DownloadRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetLocation {
+    /// At most 1024 characters.
+    #[schema(
+        max_length = 1024,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub dataset_url: String,
     /// `r` or `rw`.
+    #[schema(value_type = super::patterns::DatasetAccess, inline)]
     pub access: String,
+    #[schema(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub ai_center_id: String,
     #[serde(default)]
     pub download_state: Vec<DownloadRecord>,
     /// Bytes/s, 0 = unlimited.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub download_rate_limit: i64,
     /// 0 = unlimited.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub concurrency_limit: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub current_downloads: i64,
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     pub network_topology: String,
     /// Historical mean download time, seconds.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub download_cost: f64,
 }
 
@@ -321,14 +418,18 @@ pub struct DatasetLocation {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
+    #[schema(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub data_name: String,
+    #[schema(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub data_version: String,
     #[serde(default)]
+    #[schema(max_length = 63, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     pub created_user: String,
     #[serde(default)]
     pub location: Vec<DatasetLocation>,
-    /// Extension: size in MB (data-aware scheduling moves small data, not large).
+    /// Extension: size in MB (data-aware scheduling moves small data, not large), at least 0.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub size_mb: i64,
     /// Extension: private data never leaves the centers that hold it.
     #[serde(default)]
@@ -380,283 +481,6 @@ impl Dataset {
     }
 }
 
-/// Most replicas one report may confirm.
-pub const MAX_CONFIRMED_REPLICAS: usize = 100_000;
-
-/// A center's monitoring report (Table 4). Units follow Table 2: memory in MB, storage in GB.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CenterMetrics {
-    #[serde(default)]
-    pub center_name: String,
-    #[serde(default)]
-    pub running_task_num: i64,
-    #[serde(default)]
-    pub waiting_task_num: i64,
-    #[serde(default)]
-    pub cpu_used: i64,
-    #[serde(default)]
-    pub cpu_free: i64,
-    #[serde(default)]
-    pub npu_used: i64,
-    #[serde(default)]
-    pub npu_free: i64,
-    #[serde(default)]
-    pub gpu_used: i64,
-    #[serde(default)]
-    pub gpu_free: i64,
-    #[serde(default)]
-    pub mlu_used: i64,
-    #[serde(default)]
-    pub mlu_free: i64,
-    #[serde(default)]
-    pub memory_used: i64,
-    #[serde(default)]
-    pub memory_free: i64,
-    #[serde(default)]
-    pub storage_used: i64,
-    #[serde(default)]
-    pub storage_free: i64,
-    #[serde(default)]
-    pub defineres_used: i64,
-    #[serde(default)]
-    pub defineres_free: i64,
-    #[serde(default)]
-    pub security_grade: i32,
-    /// Set by jcs: Unix ms when the report was committed.
-    #[serde(default)]
-    pub reported_at: i64,
-    /// Extension: replicas the center now runs or queues, as `jobId/taskIndex/replicaIndex`.
-    /// Their in-flight ledger entries are released: this report's counters include them.
-    /// Not stored with the report.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub confirmed_replicas: Vec<String>,
-    /// Extension: what the center's nodes have free, grouped by shape — what one replica can
-    /// get on one node. A replica fits a center only if one node can hold it, not merely the
-    /// totals (ten nodes with 8 free CPUs each cannot run a 12-CPU replica). Empty when the
-    /// center does not expose its nodes (a cloud or vendor platform): then the totals decide.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub node_free: Vec<NodeFree>,
-}
-
-/// Most node shapes one report may list.
-pub const MAX_NODE_GROUPS: usize = 4096;
-
-/// A group of a center's nodes that have the same resources free (per node; memory in MB).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
-#[serde(deny_unknown_fields)]
-pub struct NodeFree {
-    /// How many nodes have exactly this free.
-    pub count: i64,
-    #[serde(default)]
-    pub cpu_free: i64,
-    #[serde(default)]
-    pub gpu_free: i64,
-    #[serde(default)]
-    pub npu_free: i64,
-    #[serde(default)]
-    pub mlu_free: i64,
-    #[serde(default)]
-    pub memory_free: i64,
-}
-
-impl NodeFree {
-    /// Groups per-node free amounts `[cpu, gpu, npu, mlu, memory]` by shape, in shape order, so
-    /// that an adapter reports a thousand identical nodes as one line. Nodes whose free memory
-    /// differs by a few MB would each be a shape of their own: past [`MAX_NODE_GROUPS`] shapes,
-    /// free memory is rounded down to ever coarser steps (1 GiB, 2 GiB, …) until they fit, and
-    /// if even 1 TiB steps do not, no shapes are given and the totals decide.
-    pub fn group(nodes: impl IntoIterator<Item = [i64; 5]>) -> Vec<NodeFree> {
-        let nodes: Vec<[i64; 5]> = nodes.into_iter().map(|node| node.map(|v| v.max(0))).collect();
-        let mut step = 1;
-        loop {
-            let mut counts: BTreeMap<[i64; 5], i64> = BTreeMap::new();
-            for node in &nodes {
-                let mut shape = *node;
-                shape[4] -= shape[4] % step;
-                *counts.entry(shape).or_default() += 1;
-            }
-            if counts.len() <= MAX_NODE_GROUPS {
-                return NodeFree::from_counts(counts);
-            }
-            if step >= 1 << 20 {
-                return Vec::new();
-            }
-            step = if step == 1 { 1024 } else { step * 2 };
-        }
-    }
-
-    fn from_counts(counts: BTreeMap<[i64; 5], i64>) -> Vec<NodeFree> {
-        counts
-            .into_iter()
-            .map(|([cpu_free, gpu_free, npu_free, mlu_free, memory_free], count)| NodeFree {
-                count,
-                cpu_free,
-                gpu_free,
-                npu_free,
-                mlu_free,
-                memory_free,
-            })
-            .collect()
-    }
-}
-
-/// A replica named in `confirmed_replicas`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaRef {
-    pub job_id: String,
-    pub task: u32,
-    pub replica: u32,
-}
-
-impl ReplicaRef {
-    /// Parses `jobId/taskIndex/replicaIndex`.
-    pub fn parse(text: &str) -> Option<ReplicaRef> {
-        let mut parts = text.split('/');
-        let (job_id, task, replica) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
-        (parts.next().is_none() && validate::id("jobId", job_id, MAX_ID_LEN).is_ok()).then(|| ReplicaRef {
-            job_id: job_id.to_string(),
-            task,
-            replica,
-        })
-    }
-}
-
-impl CenterMetrics {
-    pub fn validate(&self) -> Result<(), ApiError> {
-        validate::optional_text("center_name", &self.center_name, MAX_ID_LEN)?;
-        let counters = [
-            ("running_task_num", self.running_task_num),
-            ("waiting_task_num", self.waiting_task_num),
-            ("cpu_used", self.cpu_used),
-            ("cpu_free", self.cpu_free),
-            ("npu_used", self.npu_used),
-            ("npu_free", self.npu_free),
-            ("gpu_used", self.gpu_used),
-            ("gpu_free", self.gpu_free),
-            ("mlu_used", self.mlu_used),
-            ("mlu_free", self.mlu_free),
-            ("memory_used", self.memory_used),
-            ("memory_free", self.memory_free),
-            ("storage_used", self.storage_used),
-            ("storage_free", self.storage_free),
-            ("defineres_used", self.defineres_used),
-            ("defineres_free", self.defineres_free),
-        ];
-        validate::non_negative("", counters)?;
-        validate::range("security_grade", self.security_grade.into(), 0, 10)?;
-        if self.confirmed_replicas.len() > MAX_CONFIRMED_REPLICAS {
-            let why = format!("lists {} replicas, at most {MAX_CONFIRMED_REPLICAS}", self.confirmed_replicas.len());
-            return Err(ApiError::invalid("confirmed_replicas", why));
-        }
-        for (i, replica) in self.confirmed_replicas.iter().enumerate() {
-            if ReplicaRef::parse(replica).is_none() {
-                return Err(ApiError::invalid(
-                    &format!("confirmed_replicas[{i}]"),
-                    "must be jobId/taskIndex/replicaIndex",
-                ));
-            }
-        }
-        if self.node_free.len() > MAX_NODE_GROUPS {
-            let why = format!("lists {} node shapes, at most {MAX_NODE_GROUPS}", self.node_free.len());
-            return Err(ApiError::invalid("node_free", why));
-        }
-        for (i, group) in self.node_free.iter().enumerate() {
-            validate::range(&format!("node_free[{i}].count"), group.count, 1, 1_000_000)?;
-            let amounts = [
-                ("cpu_free", group.cpu_free),
-                ("gpu_free", group.gpu_free),
-                ("npu_free", group.npu_free),
-                ("mlu_free", group.mlu_free),
-                ("memory_free", group.memory_free),
-            ];
-            validate::non_negative(&format!("node_free[{i}]."), amounts)?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn spec_accepts_the_standard_comma_string_and_an_array() {
-        let base = json!({"resource_spec_id":"s1","resource_spec_name":"gpu-1",
-            "resource_quantity":{"cpu":"8","memory":"64Gi","gpu":"1"},"price":3,
-            "computing_center_list":"c1, c2"});
-        let spec: ResourceSpec = serde_json::from_value(base.clone()).unwrap();
-        assert_eq!(spec.centers(), vec!["c1", "c2"]);
-        spec.validate().unwrap();
-        let mut arr = base;
-        arr["computing_center_list"] = json!(["c1", "c2"]);
-        let spec: ResourceSpec = serde_json::from_value(arr).unwrap();
-        assert_eq!(spec.computing_center_list, "c1,c2");
-    }
-
-    #[test]
-    fn unknown_fields_are_rejected() {
-        let err = serde_json::from_value::<Center>(json!({"ai_center_id":"c","name":"n",
-            "region":"r","statsu":1}))
-        .unwrap_err();
-        assert!(err.to_string().contains("statsu"), "{err}");
-    }
-
-    #[test]
-    fn center_validation_names_the_field() {
-        let mut c: Center = serde_json::from_value(json!({"ai_center_id":"c","name":"n","region":"r"})).unwrap();
-        assert_eq!(c.status, center_status::UNKNOWN);
-        c.validate().unwrap();
-        c.geometry = [200.0, 0.0];
-        assert!(c.validate().unwrap_err().message.starts_with("geometry[0]"));
-        c.geometry = [0.0, 0.0];
-        c.status = 7;
-        assert!(c.validate().unwrap_err().message.starts_with("status"));
-    }
-
-    #[test]
-    fn dataset_id_and_access_rule() {
-        let mut d: Dataset = serde_json::from_value(json!({"data_name":"imagenet","data_version":"v1",
-            "location":[{"dataset_url":"s3://x","access":"r","ai_center_id":"c1"}]}))
-        .unwrap();
-        assert_eq!(d.dataset_id(), "imagenet@v1");
-        d.validate().unwrap();
-        d.location[0].access = "w".into();
-        assert!(d.validate().unwrap_err().message.starts_with("location[0].access"));
-    }
-
-    #[test]
-    fn node_shapes_are_validated_and_grouped() {
-        let mut m: CenterMetrics = serde_json::from_value(json!({"cpu_free": 16,
-            "node_free": [{"count": 2, "cpu_free": 8, "memory_free": 32000}]}))
-        .unwrap();
-        m.validate().unwrap();
-        assert_eq!(m.node_free[0].gpu_free, 0, "omitted kinds are 0");
-        m.node_free[0].count = 0;
-        assert_eq!(m.validate().unwrap_err().message, "node_free[0].count: is 0, must be between 1 and 1000000");
-        m.node_free[0].count = 1;
-        m.node_free[0].gpu_free = -1;
-        assert!(m.validate().unwrap_err().message.starts_with("node_free[0].gpu_free"));
-        m.node_free = vec![NodeFree { count: 1, ..NodeFree::default() }; MAX_NODE_GROUPS + 1];
-        assert!(m.validate().unwrap_err().message.starts_with("node_free: lists 4097"));
-        let err = serde_json::from_value::<CenterMetrics>(json!({"node_free": [{"count": 1, "cpus": 8}]})).unwrap_err();
-        assert!(err.to_string().contains("cpus"), "{err}");
-        assert_eq!(
-            NodeFree::group([[8, 0, 0, 0, 100], [4, 1, 0, 0, 50], [8, 0, 0, 0, 100], [-2, 0, 0, 0, 0]]),
-            vec![
-                NodeFree { count: 1, ..NodeFree::default() },
-                NodeFree { count: 1, cpu_free: 4, gpu_free: 1, memory_free: 50, ..NodeFree::default() },
-                NodeFree { count: 2, cpu_free: 8, memory_free: 100, ..NodeFree::default() },
-            ],
-            "by shape, negative amounts as none"
-        );
-        // 5,000 nodes whose free memory differs by a MB each: rounded down to whole GiB.
-        let ragged = NodeFree::group((0..5000).map(|i| [4, 0, 0, 0, 10_000 + i]));
-        assert!(ragged.len() <= MAX_NODE_GROUPS && ragged.len() > 1, "{}", ragged.len());
-        assert_eq!(ragged.iter().map(|n| n.count).sum::<i64>(), 5000, "no node is lost");
-        assert!(ragged.iter().all(|n| n.memory_free % 1024 == 0 && n.memory_free >= 9 * 1024), "{ragged:?}");
-        // Shapes that differ in CPUs cannot be merged by memory: past the cap, none are given.
-        assert!(NodeFree::group((0..5000).map(|i| [i, 0, 0, 0, 0])).is_empty());
-    }
-}
+#[path = "catalog_tests.rs"]
+mod tests;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::lifecycle::{Replica, ReplicaPhase, RetryPolicy, StatusPolicy};
+use super::lifecycle::{Replica, ReplicaKey, ReplicaPhase, RetryPolicy, StatusPolicy};
 use super::schedule::{PolicyMode, QosTarget, SchedulingOptions};
 use super::ObjectKind;
 use crate::error::ApiError;
@@ -51,28 +51,42 @@ impl RunState {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTrainJob {
     /// Job name, at most 32 characters.
+    #[schema(
+        max_length = 32,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
+    /// 1 to 64 tasks, their names unique.
+    #[schema(min_items = 1, max_items = 64)]
     pub tasks: Vec<CreateTask>,
-    /// Extension: the submitting user (Table 7 `user_name`); `default` when absent.
+    /// Extension: the submitting user (Table 7 `user_name`), an id; `default` when absent.
     #[serde(default)]
+    #[schema(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub user_name: Option<String>,
-    /// Extension: Table 7 `desc`.
+    /// Extension: Table 7 `desc`, at most 127 characters.
     #[serde(default)]
+    #[schema(max_length = 127, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     pub desc: Option<String>,
     /// Extension: the policy mode (§5 f); the operator's default when absent.
     #[serde(default)]
     pub policy: Option<PolicyMode>,
     /// Extension: per-strategy weight overrides (`algorithmId` → weight).
     #[serde(default)]
+    #[schema(schema_with = super::patterns::weights_schema)]
     pub weights: BTreeMap<String, u32>,
-    /// Extension: lowest acceptable center security grade.
+    /// Extension: lowest acceptable center security grade (0..=10).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10)]
     pub security_grade: Option<i32>,
     /// Extension: the input dataset, `data_name@data_version`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}@[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}$")]
     pub dataset_id: Option<String>,
-    /// Extension: estimated run time, seconds.
+    /// Extension: estimated run time, seconds (at most 366 days).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31622400)]
     pub duration_secs: Option<u64>,
     /// Extension: QoS target (policy `qos`).
     #[serde(default)]
@@ -80,6 +94,12 @@ pub struct CreateTrainJob {
     /// Extension: the region the job's user is in (a center's `region`, at most 63 characters).
     /// Policies `network` and `qos` then judge the path from that region to each center.
     #[serde(default)]
+    #[schema(
+        max_length = 63,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub user_region: Option<String>,
     /// Extension: how replica outcomes roll up to the job's status (§6.4 a–d).
     #[serde(default)]
@@ -93,14 +113,32 @@ pub struct CreateTrainJob {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTask {
+    /// At most 32 characters, unique in the job.
+    #[schema(
+        max_length = 32,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
+    /// At most 16384 characters.
+    #[schema(
+        max_length = 16384,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub command: String,
+    #[schema(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub image_id: String,
+    #[schema(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub resource_spec_id: String,
+    #[schema(minimum = 1, maximum = 1024)]
     pub replica_number: i64,
     /// Extension: pin the task — one center for every replica, or one per replica. This is how
     /// a plan from `POST /openapi/v1/trainjob/plan` is confirmed.
     #[serde(default, rename = "centerIDs")]
+    #[schema(max_items = 1024, max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub center_ids: Vec<String>,
     /// Extension: `false` lets this task be placed apart from the job's other tasks (default
     /// `true`: all gang tasks of a job are placed together or none is).
@@ -123,6 +161,23 @@ impl CreateTrainJob {
             qos: self.qos.clone(),
             user_region: self.user_region.clone(),
         }
+    }
+
+    /// The replicas of every task together.
+    pub fn replica_total(&self) -> i64 {
+        self.tasks.iter().map(|t| t.replica_number.max(0)).sum()
+    }
+
+    /// Checks every field rule, and that the job has at most `max_replicas` replicas in all
+    /// (the node's `max_job_replicas`); the error names the first offending field.
+    pub fn validate_within(&self, max_replicas: u32) -> Result<(), ApiError> {
+        self.validate()?;
+        let total = self.replica_total();
+        if total > i64::from(max_replicas) {
+            let why = format!("ask for {total} replicas in all, at most {max_replicas} per job allowed");
+            return Err(ApiError::invalid("tasks[].replicaNumber", why));
+        }
+        Ok(())
     }
 
     /// Checks every field rule; the error names the first offending field.
@@ -151,8 +206,9 @@ impl CreateTrainJob {
                 return Err(ApiError::invalid(&field("name"), format!("'{}' is used by another task", task.name)));
             }
             validate::text(&field("command"), &task.command, MAX_COMMAND_LEN)?;
-            validate::id(&field("imageId"), &task.image_id, MAX_A1_FIELD_LEN)?;
-            validate::id(&field("resourceSpecId"), &task.resource_spec_id, MAX_A1_FIELD_LEN)?;
+            // The catalog's id limit, not A.1's 32: an image or spec the catalog holds can be used.
+            validate::id(&field("imageId"), &task.image_id, MAX_ID_LEN)?;
+            validate::id(&field("resourceSpecId"), &task.resource_spec_id, MAX_ID_LEN)?;
             validate::range(&field("replicaNumber"), task.replica_number, 1, MAX_REPLICAS)?;
             let pins = task.center_ids.len();
             if pins > 1 && pins as i64 != task.replica_number {
@@ -394,10 +450,22 @@ pub struct TaskInfo {
     pub replicas: Vec<ReplicaInfo>,
 }
 
-/// Extension of A.3: one replica in detail.
+/// Extension of A.3: one replica in detail — Table 9's dispatched-task record (`name`,
+/// `imageId`, `resourceSpecId`; the command is the task's) and the replica's life on its center.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaInfo {
+    /// The name the replica's current attempt carries on its center (Table 9 `name`):
+    /// `{jobId}.t{task}.r{replica}.a{attempt}`. (Defaults: a client may read a node from
+    /// before these fields.)
+    #[serde(default)]
+    pub name: String,
+    /// Table 9 `image_id`.
+    #[serde(default)]
+    pub image_id: String,
+    /// Table 9 `resourcespec_id`.
+    #[serde(default)]
+    pub resource_spec_id: String,
     pub phase: ReplicaPhase,
     pub attempt: u32,
     pub retries: u32,
@@ -407,9 +475,16 @@ pub struct ReplicaInfo {
     pub reason: String,
 }
 
-impl From<&Replica> for ReplicaInfo {
-    fn from(r: &Replica) -> Self {
+impl ReplicaInfo {
+    /// Replica `replica` of task `task` of `job`.
+    fn of(job: &Job, task: usize, replica: usize) -> Self {
+        let t = &job.tasks[task];
+        let r = &t.replicas[replica];
+        let key = ReplicaKey { job_id: job.id.clone(), task: task as u32, replica: replica as u32, attempt: r.attempt };
         ReplicaInfo {
+            name: key.to_string(),
+            image_id: t.image_id.clone(),
+            resource_spec_id: t.resource_spec_id.clone(),
             phase: r.phase,
             attempt: r.attempt,
             retries: r.retries,
@@ -433,6 +508,9 @@ pub struct JobInfo {
     pub status_reason: String,
     pub user_name: String,
     pub desc: String,
+    /// Table 7 `created_user`: who submitted the job.
+    #[serde(default)]
+    pub created_user: String,
     pub created_at: i64,
     pub updated_at: i64,
     /// Extension: when the scheduler placed the last task (Unix ms).
@@ -453,7 +531,8 @@ impl From<&Job> for JobInfo {
             task_infos: job
                 .tasks
                 .iter()
-                .map(|t| TaskInfo {
+                .enumerate()
+                .map(|(i, t)| TaskInfo {
                     name: t.name.clone(),
                     command: t.command.clone(),
                     image_id: t.image_id.clone(),
@@ -461,12 +540,13 @@ impl From<&Job> for JobInfo {
                     replica_number: t.replica_number,
                     center_ids: t.center_ids.clone(),
                     replica_status: t.replica_status(),
-                    replicas: t.replicas.iter().map(ReplicaInfo::from).collect(),
+                    replicas: (0..t.replicas.len()).map(|r| ReplicaInfo::of(job, i, r)).collect(),
                 })
                 .collect(),
             status_reason: job.status_reason.clone(),
             user_name: job.user_name.clone(),
             desc: job.desc.clone(),
+            created_user: job.created_user.clone(),
             created_at: job.created_at,
             updated_at: job.updated_at,
             placed_at: job.placed_at,
@@ -488,8 +568,10 @@ pub struct LogLocation {
 #[serde(rename_all = "camelCase")]
 pub struct JobFilter {
     /// Only jobs in this status (pending, running, completed, failed).
+    #[param(value_type = Option<RunState>, inline)]
     pub status: Option<String>,
     /// Only jobs of this user.
+    #[param(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub user: Option<String>,
 }
 
@@ -506,82 +588,5 @@ impl JobFilter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn request() -> CreateTrainJob {
-        serde_json::from_value(json!({"name":"resnet","tasks":[{"name":"t0","command":"python train.py",
-            "imageId":"img1","resourceSpecId":"spec1","replicaNumber":2}]}))
-        .unwrap()
-    }
-
-    #[test]
-    fn a1_request_uses_the_standard_names_and_validates() {
-        let req = request();
-        req.validate().unwrap();
-        let job = Job::from_request("job-1".into(), &req, None, 5);
-        assert!(job.matches_request(&req));
-        assert_eq!(job.tasks[0].replica_status(), vec![RunState::Pending; 2]);
-        let resp = serde_json::to_value(CreateTrainJobResponse::from(&job)).unwrap();
-        assert_eq!(resp, json!({"jobId":"job-1","taskInfos":[{"name":"t0","centerIDs":[]}]}));
-        let info = serde_json::to_value(JobInfo::from(&job)).unwrap();
-        assert_eq!(info["status"], "pending");
-        assert_eq!(info["taskInfos"][0]["replicaStatus"], json!(["pending", "pending"]));
-        assert_eq!(info["taskInfos"][0]["resourceSpecId"], "spec1");
-    }
-
-    #[test]
-    fn a1_rules() {
-        type Mutation = fn(&mut CreateTrainJob);
-        let cases: Vec<(Mutation, &str)> = vec![
-            (|r| r.name = "x".repeat(33), "name: is 33"),
-            (|r| r.tasks.clear(), "tasks: must contain"),
-            (|r| r.tasks[0].replica_number = 0, "tasks[0].replicaNumber"),
-            (|r| r.tasks[0].replica_number = 1_000_000, "tasks[0].replicaNumber"),
-            (|r| r.tasks[0].image_id = "../x".into(), "tasks[0].imageId"),
-            (|r| r.tasks[0].command = " ".into(), "tasks[0].command"),
-            (|r| r.user_region = Some(" ".into()), "userRegion: is required"),
-            (|r| r.user_region = Some("r".repeat(65)), "userRegion: is 65 characters"),
-            (|r| r.user_region = Some("east\u{7}".into()), "userRegion: must not contain control"),
-            (
-                |r| {
-                    let t = r.tasks[0].clone();
-                    r.tasks.push(t)
-                },
-                "tasks[1].name",
-            ),
-        ];
-        for (mutate, expected) in cases {
-            let mut req = request();
-            mutate(&mut req);
-            let err = req.validate().unwrap_err();
-            assert!(err.message.starts_with(expected), "{} vs {expected}", err.message);
-        }
-    }
-
-    #[test]
-    fn the_user_region_is_kept_on_the_job_and_optional() {
-        let options = Job::from_request("job-1".into(), &request(), None, 5).options;
-        assert_eq!(options.user_region, None);
-        let stored = serde_json::to_value(options).unwrap();
-        assert!(stored.get("userRegion").is_none(), "a job without it is stored as before: {stored}");
-        let req: CreateTrainJob =
-            serde_json::from_value(json!({"name":"n","tasks":[{"name":"t0","command":"c","imageId":"i",
-            "resourceSpecId":"s","replicaNumber":1}],"userRegion":"zhejiang"}))
-            .unwrap();
-        req.validate().unwrap();
-        let job = Job::from_request("job-1".into(), &req, None, 5);
-        assert_eq!(job.options.user_region.as_deref(), Some("zhejiang"));
-        assert!(job.matches_request(&req));
-    }
-
-    #[test]
-    fn a_different_request_is_not_a_retry() {
-        let req = request();
-        let job = Job::from_request("job-1".into(), &req, Some("k".into()), 5);
-        let mut other = req.clone();
-        other.tasks[0].replica_number = 3;
-        assert!(!job.matches_request(&other));
-    }
-}
+#[path = "job_tests.rs"]
+mod tests;

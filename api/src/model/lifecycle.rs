@@ -126,9 +126,12 @@ impl StatusPolicy {
 pub struct RetryPolicy {
     /// Application retries per replica (0..=10). Center faults do not spend them.
     #[serde(default = "default_max_retries")]
+    #[schema(minimum = 0, maximum = 10)]
     pub max_retries: u32,
-    /// Delay before the first retry, ms; doubled for each further one (capped at 10 minutes).
+    /// Delay before the first retry, ms (0..=600000); doubled for each further one (capped at
+    /// 10 minutes).
     #[serde(default = "default_backoff_ms")]
+    #[schema(minimum = 0, maximum = 600000)]
     pub backoff_ms: u64,
 }
 

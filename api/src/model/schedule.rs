@@ -75,10 +75,12 @@ pub struct QosTarget {
     /// Highest acceptable network latency to the center, in ms: from the job's `userRegion`
     /// (configured link plus the center's own latency) when it names one.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
     pub max_latency_ms: Option<f64>,
     /// The job must be able to finish (data copy + run at the center's speed) within this many
-    /// seconds of placement.
+    /// seconds of placement (at most 366 days).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31622400)]
     pub deadline_secs: Option<u64>,
 }
 
@@ -92,15 +94,19 @@ pub struct SchedulingOptions {
     pub policy: Option<PolicyMode>,
     /// Per-strategy weight overrides (`algorithmId` → weight) over the mode's profile.
     #[serde(default)]
+    #[schema(schema_with = super::patterns::weights_schema)]
     pub weights: BTreeMap<String, u32>,
     /// Lowest acceptable center security grade (0..=10).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10)]
     pub security_grade: Option<i32>,
     /// The input dataset, `data_name@data_version`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}@[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}$")]
     pub dataset_id: Option<String>,
     /// Estimated run time in seconds (energy and deadline estimates; 3600 when absent).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31622400)]
     pub duration_secs: Option<u64>,
     #[serde(default)]
     pub qos: Option<QosTarget>,
@@ -108,6 +114,12 @@ pub struct SchedulingOptions {
     /// (through the operator's configured links between regions); absent, from each center's
     /// own uplink.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 63,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub user_region: Option<String>,
 }
 
@@ -162,6 +174,9 @@ impl SchedulingOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RejectCode {
+    /// The center names no adapter: nothing can run there (it is known only through the
+    /// monitoring written to the API).
+    NoAdapter,
     /// The spec's `computing_center_list` does not name the center.
     SpecNotOffered,
     /// The center's status is unavailable.
@@ -191,7 +206,8 @@ pub enum RejectCode {
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 13] = [
+    pub const ALL: [RejectCode; 14] = [
+        RejectCode::NoAdapter,
         RejectCode::SpecNotOffered,
         RejectCode::CenterUnavailable,
         RejectCode::MonitoringMissing,
@@ -209,6 +225,7 @@ impl RejectCode {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            RejectCode::NoAdapter => "NO_ADAPTER",
             RejectCode::SpecNotOffered => "SPEC_NOT_OFFERED",
             RejectCode::CenterUnavailable => "CENTER_UNAVAILABLE",
             RejectCode::MonitoringMissing => "MONITORING_MISSING",

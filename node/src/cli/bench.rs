@@ -16,7 +16,8 @@
 //! Jobs use the demo catalog (`jcs serve --demo`): image `pytorch-hunan-univ`, spec `gpu-1x`,
 //! one replica; each has a unique name and its own `Idempotency-Key`. With `--centers N` the
 //! run first registers N bench centers (each with an image, a large monitoring report, and the
-//! spec `bench-gpu` offered at all of them) and submits to those: A.1 then answers after the
+//! spec `bench-gpu` offered at all of them; without `--sim` they name no adapter, so the node
+//! must run with `--place-without-adapter`) and submits to those: A.1 then answers after the
 //! scheduler placed the job, so the latency is the scheduling time T of §6.7 seen by a client,
 //! and `placed/s` is the throughput R. The run then also reads T and R from the jobs'
 //! replicated timestamps (`placedAt - createdAt`, [`stamps`]), which do not depend on how the

@@ -277,8 +277,12 @@ async fn catalog<K: CatalogObject>(args: CatalogArgs) -> anyhow::Result<()> {
             show(output, &created, |c| format!("{} {} created", K::NOUN, c.id()))
         }
         CatalogAction::Update(FileArg { file }) => {
-            let object: K = read_file(&file)?;
-            let updated: K = client.send_json(Method::PUT, item(&object.id()), &object, None).await?;
+            // Sent as the file has it: a field the file leaves out is left out of the PUT, so
+            // the server refuses a replacement that would lose it rather than clear it.
+            let fields: serde_json::Value = read_file(&file)?;
+            let object: K =
+                serde_json::from_value(fields.clone()).with_context(|| format!("invalid {}", file.display()))?;
+            let updated: K = client.send_json(Method::PUT, item(&object.id()), &fields, None).await?;
             show(output, &updated, |u| format!("{} {} updated", K::NOUN, u.id()))
         }
         CatalogAction::Get { id } => show(output, &client.get::<K>(item(&id)).await?, detail),

@@ -36,7 +36,12 @@ pub fn rows<R: Row>(items: &[R]) -> String {
 /// A page of a listing and a line saying where it sits among all pages.
 pub fn page<R: Row>(page: &Page<R>) -> String {
     let pages = page.total.div_ceil(u64::from(page.page_size.max(1))).max(1);
-    format!("{}\npage {} of {}, {} in total", rows(&page.items), page.page, pages, page.total)
+    let mut summary = format!("{}\npage {} of {}, {} in total", rows(&page.items), page.page, pages, page.total);
+    let full_page_end = page.offset + u64::from(page.page_size);
+    if let Some(next) = page.next_offset.filter(|&next| next < full_page_end) {
+        summary.push_str(&format!(" (cut short by the node's page byte limit; the next item is #{})", next + 1));
+    }
+    summary
 }
 
 /// One object as FIELD / VALUE rows. Nested objects and lists of objects are spelled out one
@@ -271,6 +276,7 @@ impl Row for TaskInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jcs_api::model::Window;
     use serde_json::json;
 
     #[test]
@@ -282,7 +288,7 @@ mod tests {
                            "replicaNumber": 2, "centerIDs": ["a", "b"], "replicaStatus": ["pending", "running"]}]
         }))
         .unwrap();
-        let listing = page(&Page { total: 3, page: 1, page_size: 2, items: vec![job.clone()] });
+        let listing = page(&Page::new(Window { page: 1, page_size: 2, offset: 0 }, 3, vec![job.clone()]));
         for text in ["JOB ID", "job-1", "alice", "pending", "a,b", "page 1 of 2, 3 in total"] {
             assert!(listing.contains(text), "{text} missing from\n{listing}");
         }

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ok, HttpError, HttpResult};
-use super::extract::{Body, Params};
+use super::extract::{Body, Params, Replacement};
 use super::state::{AppState, ReadOptions};
 
 /// What differs between catalog kinds.
@@ -32,10 +32,16 @@ pub trait CatalogKind {
     fn check_id(id: &str) -> Result<(), ApiError> {
         validate::id("id", id, MAX_ID_LEN)
     }
+
+    /// Checks what the replicated state cannot judge (it knows no adapters).
+    fn check_at_edge(_object: &Self::Object) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 macro_rules! catalog_kind {
-    ($marker:ident, $object:ty, $kind:expr, |$o:ident| $id:expr, $put:ident { $field:ident }, $delete:ident, $outcome:ident $(, |$path_id:ident| $check:expr)?) => {
+    ($marker:ident, $object:ty, $kind:expr, |$o:ident| $id:expr, $put:ident { $field:ident }, $delete:ident, $outcome:ident
+        $(, check_id |$path_id:ident| $check:expr)? $(, check_at_edge |$edge_object:ident| $edge_check:expr)?) => {
         pub struct $marker;
         impl CatalogKind for $marker {
             type Object = $object;
@@ -60,6 +66,11 @@ macro_rules! catalog_kind {
                     $check
                 }
             )?
+            $(
+                fn check_at_edge($edge_object: &$object) -> Result<(), ApiError> {
+                    $edge_check
+                }
+            )?
         }
     };
 }
@@ -71,7 +82,16 @@ catalog_kind!(
     |c| c.ai_center_id.clone(),
     PutCenter { center },
     DeleteCenter,
-    Center
+    Center,
+    check_at_edge | center | {
+        let kind = center.adapter.kind.as_str();
+        if kind.is_empty() || jcs_adapters::KINDS.contains(&kind) {
+            Ok(())
+        } else {
+            let why = format!("'{kind}' is not one of {} (or empty: no adapter)", jcs_adapters::KINDS.join(", "));
+            Err(ApiError::invalid("adapter.kind", why))
+        }
+    }
 );
 catalog_kind!(
     Specs,
@@ -91,7 +111,7 @@ catalog_kind!(
     PutDataset { dataset },
     DeleteDataset,
     Dataset,
-    |id| {
+    check_id | id | {
         let (name, version) =
             id.split_once('@').ok_or_else(|| ApiError::invalid("id", "must be data_name@data_version"))?;
         validate::id("id", name, MAX_ID_LEN)?;
@@ -104,6 +124,7 @@ fn unexpected(outcome: &Outcome) -> HttpError {
 }
 
 async fn write_object<K: CatalogKind>(state: &AppState, object: K::Object, mode: WriteMode) -> HttpResult<K::Object> {
+    K::check_at_edge(&object)?;
     let outcome = state.write(K::put(object, mode)).await?;
     match K::written(outcome.clone()) {
         Some(object) => ok(object),
@@ -115,11 +136,22 @@ async fn create<K: CatalogKind>(state: AppState, object: K::Object) -> HttpResul
     write_object::<K>(&state, object, WriteMode::Create).await
 }
 
-async fn replace<K: CatalogKind>(state: AppState, id: String, object: K::Object) -> HttpResult<K::Object> {
+async fn replace<K: CatalogKind>(state: AppState, id: String, body: Replacement<K::Object>) -> HttpResult<K::Object> {
     K::check_id(&id)?;
+    let object = body.object;
     let body_id = K::id(&object);
     if body_id != id {
         return Err(ApiError::invalid("id", format!("path names '{id}' but the body names '{body_id}'")).into());
+    }
+    // Judged on this node's state: a replacement racing another write of the object is judged
+    // against whichever this node has applied.
+    if let Some(stored) = tables::get::<serde_json::Value>(&state.reader, K::KIND, &id)? {
+        let new = serde_json::to_value(&object).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        if let Some(field) = jcs_api::json::first_dropped_field(&stored, &new, &body.given) {
+            let why =
+                "is left out, and the replacement would lose its stored value; send it (its empty value to clear it)";
+            return Err(ApiError::invalid(&field, why).into());
+        }
     }
     write_object::<K>(&state, object, WriteMode::Replace).await
 }
@@ -134,9 +166,9 @@ async fn get<K: CatalogKind>(state: AppState, id: String, options: ReadOptions) 
 }
 
 async fn list<K: CatalogKind>(state: AppState, paging: PageQuery, options: ReadOptions) -> HttpResult<Page<K::Object>> {
-    let (page, page_size) = paging.resolve()?;
+    let window = paging.resolve()?;
     let reader = state.read(&options).await?;
-    ok(tables::page(reader, K::KIND, page, page_size)?)
+    ok(tables::page(reader, K::KIND, window)?.within_bytes(state.limits.max_page_bytes))
 }
 
 async fn delete<K: CatalogKind>(state: AppState, id: String) -> HttpResult<()> {
@@ -148,7 +180,7 @@ async fn delete<K: CatalogKind>(state: AppState, id: String) -> HttpResult<()> {
 }
 
 macro_rules! catalog_endpoints {
-    ($module:ident, $marker:ty, $object:ty, $collection:tt, $item:tt, $tag:tt) => {
+    ($module:ident, $marker:ty, $object:ty, $collection:tt, $item:tt, $tag:tt, $id_max:tt, $id_pattern:tt) => {
         pub mod $module {
             use super::*;
 
@@ -169,7 +201,8 @@ macro_rules! catalog_endpoints {
             }
 
             #[utoipa::path(get, path = $item, tag = $tag, operation_id = concat!("get_", stringify!($module)),
-                params(("id" = String, Path), ReadOptions), responses((status = 200, body = Envelope<$object>)))]
+                params(("id" = String, Path, max_length = $id_max, pattern = $id_pattern), ReadOptions),
+                responses((status = 200, body = Envelope<$object>)))]
             pub async fn get_one(
                 State(state): State<AppState>,
                 Path(id): Path<String>,
@@ -179,17 +212,19 @@ macro_rules! catalog_endpoints {
             }
 
             #[utoipa::path(put, path = $item, tag = $tag, operation_id = concat!("replace_", stringify!($module)),
-                params(("id" = String, Path)), request_body = $object, responses((status = 200, body = Envelope<$object>)))]
+                params(("id" = String, Path, max_length = $id_max, pattern = $id_pattern)), request_body = $object,
+                responses((status = 200, body = Envelope<$object>)))]
             pub async fn replace_one(
                 State(state): State<AppState>,
                 Path(id): Path<String>,
-                Body(object): Body<$object>,
+                body: Replacement<$object>,
             ) -> HttpResult<$object> {
-                replace::<$marker>(state, id, object).await
+                replace::<$marker>(state, id, body).await
             }
 
             #[utoipa::path(delete, path = $item, tag = $tag, operation_id = concat!("delete_", stringify!($module)),
-                params(("id" = String, Path)), responses((status = 200, body = Envelope<Object>)))]
+                params(("id" = String, Path, max_length = $id_max, pattern = $id_pattern)),
+                responses((status = 200, body = Envelope<Object>)))]
             pub async fn delete_one(State(state): State<AppState>, Path(id): Path<String>) -> HttpResult<()> {
                 delete::<$marker>(state, id).await
             }
@@ -203,21 +238,52 @@ macro_rules! catalog_endpoints {
     };
 }
 
-catalog_endpoints!(centers, Centers, Center, "/openapi/v1/centers", "/openapi/v1/centers/{id}", "centers");
+// The last two arguments: the path id's `maxLength` and `pattern` (`jcs_api::model::patterns`).
+catalog_endpoints!(
+    centers,
+    Centers,
+    Center,
+    "/openapi/v1/centers",
+    "/openapi/v1/centers/{id}",
+    "centers",
+    63,
+    "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+);
 catalog_endpoints!(
     specs,
     Specs,
     ResourceSpec,
     "/openapi/v1/resourcespecs",
     "/openapi/v1/resourcespecs/{id}",
-    "resourcespecs"
+    "resourcespecs",
+    63,
+    "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"
 );
-catalog_endpoints!(images, Images, Image, "/openapi/v1/images", "/openapi/v1/images/{id}", "images");
-catalog_endpoints!(datasets, Datasets, Dataset, "/openapi/v1/datasets", "/openapi/v1/datasets/{id}", "datasets");
+catalog_endpoints!(
+    images,
+    Images,
+    Image,
+    "/openapi/v1/images",
+    "/openapi/v1/images/{id}",
+    "images",
+    63,
+    "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+);
+catalog_endpoints!(
+    datasets,
+    Datasets,
+    Dataset,
+    "/openapi/v1/datasets",
+    "/openapi/v1/datasets/{id}",
+    "datasets",
+    127,
+    "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}@[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}$"
+);
 
 /// Table 4 — report a center's monitoring data.
 #[utoipa::path(put, path = "/openapi/v1/centers/{id}/metrics", tag = "centers",
-    params(("id" = String, Path)), request_body = CenterMetrics,
+    params(("id" = String, Path, max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")),
+    request_body = CenterMetrics,
     responses((status = 200, body = Envelope<CenterMetrics>)))]
 async fn put_metrics(
     State(state): State<AppState>,
@@ -234,7 +300,7 @@ async fn put_metrics(
 
 /// Table 4 — a center's latest monitoring report.
 #[utoipa::path(get, path = "/openapi/v1/centers/{id}/metrics", tag = "centers",
-    params(("id" = String, Path), ReadOptions),
+    params(("id" = String, Path, max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"), ReadOptions),
     responses((status = 200, body = Envelope<CenterMetrics>)))]
 async fn get_metrics(
     State(state): State<AppState>,

@@ -31,11 +31,23 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AddMember {
     /// The new member's node id (at least 1, unused in the cluster).
+    #[schema(minimum = 1, maximum = 18446744073709551615u64)]
     pub node_id: u64,
-    /// The peer (Raft gRPC) address the new member listens on.
+    /// The peer (Raft gRPC) address the new member listens on: `HOST:PORT`, at most 255 bytes.
+    #[schema(
+        max_length = 255,
+        pattern = "^(?:[^:]|:)+:\\+?0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}\
+        |65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
     pub raft_addr: String,
-    /// Its REST address, if known (the member publishes it itself once it runs).
+    /// Its REST address, if known (the member publishes it itself once it runs): `HOST:PORT`,
+    /// at most 255 bytes, or empty.
     #[serde(default)]
+    #[schema(
+        max_length = 255,
+        pattern = "^(?:(?:[^:]|:)+:\\+?0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}\
+        |65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$"
+    )]
     pub http_addr: String,
     /// Add it as a learner only (it replicates and may own centers, but does not vote).
     #[serde(default)]
@@ -73,7 +85,8 @@ async fn add_member(State(state): State<AppState>, Body(add): Body<AddMember>) -
 }
 
 /// Removes a member (voter or learner).
-#[utoipa::path(delete, path = "/admin/cluster/members/{nodeId}", tag = "cluster", params(("nodeId" = u64, Path)),
+#[utoipa::path(delete, path = "/admin/cluster/members/{nodeId}", tag = "cluster",
+    params(("nodeId" = u64, Path, minimum = 1, maximum = 18446744073709551615u64)),
     responses((status = 200, body = Envelope<ClusterStatus>)))]
 async fn remove_member(State(state): State<AppState>, Path(node_id): Path<String>) -> HttpResult<ClusterStatus> {
     let node_id: u64 = node_id

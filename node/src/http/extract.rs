@@ -36,6 +36,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// A JSON body deserialized into `T` for a replacement (PUT), with the top-level fields the
+/// body named: a field left out must not silently lose its stored value.
+pub struct Replacement<T> {
+    pub object: T,
+    pub given: Vec<String>,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Replacement<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
+        let Body(document) = Body::<serde_json::Value>::from_request(req, state).await?;
+        let given = document.as_object().map(|fields| fields.keys().cloned().collect()).unwrap_or_default();
+        Ok(Replacement { object: jcs_api::json::from_value(document)?, given })
+    }
+}
+
 fn body_rejection(rejection: BytesRejection) -> HttpError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(ErrorCode::PayloadTooLarge, "body: larger than the configured max_body_bytes").into()
@@ -44,16 +61,10 @@ fn body_rejection(rejection: BytesRejection) -> HttpError {
     }
 }
 
-/// Parses JSON, naming the path of the offending field on error.
+/// Parses JSON (integral floats read as integers), naming the path of the offending field on
+/// error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let field = if path == "." || path == "?" { "body".to_string() } else { path };
-        ApiError::new(ErrorCode::MalformedRequest, format!("{field}: {}", err.inner()))
-    })?;
-    de.end().map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("body: {e}")))?;
-    Ok(value)
+    Ok(jcs_api::json::from_slice(bytes)?)
 }
 
 /// A query string deserialized into `T`.

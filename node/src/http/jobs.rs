@@ -52,7 +52,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
 
 /// A.1 — submit a training job to the replicated queue.
 #[utoipa::path(post, path = "/openapi/v1/trainjob", tag = "jobs",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the same job and create nothing")),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 128, pattern = "^[!-~][\\t -~]*$",
+        description = "Retries with the same key return the same job and create nothing (at most 128 visible ASCII \
+                       characters, not blank)")),
     request_body = CreateTrainJob,
     responses((status = 200, body = Envelope<CreateTrainJobResponse>)))]
 async fn create_job(
@@ -61,7 +63,7 @@ async fn create_job(
     Body(request): Body<CreateTrainJob>,
 ) -> HttpResult<CreateTrainJobResponse> {
     let key = idempotency_key(&headers)?;
-    request.validate()?;
+    request.validate_within(state.limits.max_job_replicas)?;
     let job = job_outcome(state.write(Command::SubmitJob { request, idempotency_key: key }).await?)?;
     metrics::counter!("jcs_jobs_submitted_total").increment(1);
     tracing::debug!(job_id = %job.id, "job queued");
@@ -128,7 +130,7 @@ fn read_current(state: &AppState, job: Job) -> Result<Job, HttpError> {
 /// every filter's rejections with their reason codes, each strategy's raw, normalized and
 /// weighted scores per center, the totals and the winner.
 #[utoipa::path(get, path = "/openapi/v1/trainjob/{id}/explain", tag = "jobs",
-    params(("id" = String, Path), ReadOptions),
+    params(("id" = String, Path, max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"), ReadOptions),
     responses((status = 200, body = Envelope<Explain>)))]
 async fn explain_job(
     State(state): State<AppState>,
@@ -147,7 +149,7 @@ async fn explain_job(
     request_body = CreateTrainJob,
     responses((status = 200, body = Envelope<Explain>)))]
 async fn plan_job(State(state): State<AppState>, Body(request): Body<CreateTrainJob>) -> HttpResult<Explain> {
-    request.validate()?;
+    request.validate_within(state.limits.max_job_replicas)?;
     let reader = state.read(&ReadOptions::default()).await?;
     // The same checks as a submission, applied to a throw-away overlay of the current state.
     let mut overlay = Overlay::new(reader);
@@ -169,7 +171,7 @@ async fn plan_job(State(state): State<AppState>, Body(request): Body<CreateTrain
 
 /// A.2 — stop a job (idempotent).
 #[utoipa::path(post, path = "/openapi/v1/trainjob/{jobId}/stop", tag = "jobs",
-    params(("jobId" = String, Path)),
+    params(("jobId" = String, Path, max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")),
     responses((status = 200, body = Envelope<JobInfo>)))]
 async fn stop_job(State(state): State<AppState>, Path(job_id): Path<String>) -> HttpResult<JobInfo> {
     validate::id("jobId", &job_id, MAX_ID_LEN)?;
@@ -187,7 +189,7 @@ async fn read_job(state: &AppState, options: &ReadOptions, id: &str) -> Result<J
 
 /// A.3 — a job's status and each replica's.
 #[utoipa::path(get, path = "/openapi/v1/trainjob/{id}", tag = "jobs",
-    params(("id" = String, Path), ReadOptions),
+    params(("id" = String, Path, max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"), ReadOptions),
     responses((status = 200, body = Envelope<JobInfo>)))]
 async fn get_job(
     State(state): State<AppState>,
@@ -207,19 +209,14 @@ async fn list_jobs(
     Params(filter): Params<JobFilter>,
     Params(options): Params<ReadOptions>,
 ) -> HttpResult<Page<JobInfo>> {
-    let (page, page_size) = paging.resolve()?;
+    let window = paging.resolve()?;
     let status = filter.state()?;
     if let Some(user) = &filter.user {
         validate::id("user", user, MAX_ID_LEN)?;
     }
     let reader = state.read(&options).await?;
-    let jobs = tables::jobs_page(reader, status, filter.user.as_deref(), page, page_size)?;
-    ok(Page {
-        total: jobs.total,
-        page: jobs.page,
-        page_size: jobs.page_size,
-        items: jobs.items.iter().map(JobInfo::from).collect(),
-    })
+    let jobs = tables::jobs_page(reader, status, filter.user.as_deref(), window)?;
+    ok(jobs.map(|job| JobInfo::from(&job)).within_bytes(state.limits.max_page_bytes))
 }
 
 pub(super) fn parse_index(field: &str, text: &str) -> Result<usize, HttpError> {
@@ -230,7 +227,12 @@ pub(super) fn parse_index(field: &str, text: &str) -> Result<usize, HttpError> {
 /// A.4 — where to download a replica's log: a URL on this API that streams it from the center
 /// (add `?follow=true` for a live tail).
 #[utoipa::path(get, path = "/openapi/v1/trainjob/{id}/task/{taskIndex}/replica/{replicaIndex}/log", tag = "jobs",
-    params(("id" = String, Path), ("taskIndex" = u32, Path), ("replicaIndex" = u32, Path), ReadOptions),
+    params(
+        ("id" = String, Path, max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"),
+        ("taskIndex" = u32, Path),
+        ("replicaIndex" = u32, Path),
+        ReadOptions
+    ),
     responses((status = 200, body = Envelope<LogLocation>)))]
 async fn job_log(
     State(state): State<AppState>,

@@ -95,7 +95,12 @@ pub fn locate(state: &AppState, job: &Job, task: usize, replica: usize) -> Resul
 
 /// Streams a replica's log (stdout and stderr) from its center, as plain text.
 #[utoipa::path(get, path = "/openapi/v1/logs/{jobId}/{taskIndex}/{replicaIndex}", tag = "jobs",
-    params(("jobId" = String, Path), ("taskIndex" = u32, Path), ("replicaIndex" = u32, Path), LogOptions),
+    params(
+        ("jobId" = String, Path, max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"),
+        ("taskIndex" = u32, Path),
+        ("replicaIndex" = u32, Path),
+        LogOptions
+    ),
     responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = Envelope<Object>)))]
 async fn replica_log(
     State(state): State<AppState>,
@@ -161,9 +166,11 @@ async fn replica_log(
 #[serde(rename_all = "camelCase")]
 pub struct EventFilter {
     /// Only events of this center.
+    #[param(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub center_id: Option<String>,
     /// Only events of this kind: center_down, center_up, poll_failed, over_committed,
     /// dispatch_failed, rescheduled, retried.
+    #[param(value_type = Option<EventKind>, inline)]
     pub kind: Option<String>,
 }
 
@@ -177,7 +184,7 @@ async fn list_events(
     Params(paging): Params<PageQuery>,
     Params(options): Params<ReadOptions>,
 ) -> HttpResult<Page<CenterEvent>> {
-    let (page, page_size) = paging.resolve()?;
+    let window = paging.resolve()?;
     if let Some(center) = &filter.center_id {
         validate::id("centerId", center, MAX_ID_LEN)?;
     }
@@ -193,7 +200,7 @@ async fn list_events(
     events.retain(|e| filter.center_id.as_ref().is_none_or(|c| *c == e.center_id) && kind.is_none_or(|k| k == e.kind));
     events.reverse();
     let total = events.len() as u64;
-    let skip = (page as usize - 1).saturating_mul(page_size as usize);
-    let items = events.into_iter().skip(skip).take(page_size as usize).collect();
-    ok(Page { total, page, page_size, items })
+    let skip = usize::try_from(window.offset).unwrap_or(usize::MAX);
+    let items = events.into_iter().skip(skip).take(window.page_size as usize).collect();
+    ok(Page::new(window, total, items).within_bytes(state.limits.max_page_bytes))
 }

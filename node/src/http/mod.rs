@@ -8,6 +8,7 @@ pub mod error;
 mod extract;
 mod jobs;
 mod logs;
+mod openapi;
 mod ops;
 mod scheduler;
 mod serve;
@@ -39,14 +40,16 @@ struct ApiDoc;
 
 /// The routes and their OpenAPI description, built together.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(jobs::routes())
         .merge(catalog::routes())
         .merge(scheduler::routes())
         .merge(logs::routes())
         .merge(ops::routes())
         .merge(cluster::routes())
-        .split_for_parts()
+        .split_for_parts();
+    openapi::add_error_responses(&mut doc);
+    (routes, doc)
 }
 
 /// The complete HTTP service.

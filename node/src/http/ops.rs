@@ -36,7 +36,7 @@ async fn healthz() -> HttpResult<&'static str> {
 
 /// Readiness: the node knows a leader and has applied its log up to where it was at start.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
-    responses((status = 200, body = Envelope<Readiness>), (status = 503, body = Envelope<Object>)))]
+    responses((status = 200, body = Envelope<Readiness>)))]
 async fn readyz(State(state): State<AppState>) -> HttpResult<Readiness> {
     let metrics = state.raft.metrics().borrow().clone();
     let readiness = Readiness {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
+use jcs_api::model::patterns::{self, AlgorithmId};
 use jcs_api::model::{Dataset, Job, ObjectKind, ResourceSpec};
 use jcs_api::validate::{self, MAX_ID_LEN};
 use jcs_api::{ApiError, Envelope, ErrorCode};
@@ -44,14 +45,22 @@ pub struct Score {
 pub struct ScoreQuery {
     /// Score the demand of this spec among the centers offering it. Default: one CPU with no
     /// price, among all centers.
+    #[param(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub resource_spec_id: Option<String>,
     /// Score for this job instead: its first task's spec, its dataset's location and size, its
     /// duration estimate. Not together with `resourceSpecId`.
+    #[param(max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub job_id: Option<String>,
     /// Judge the network path from this region, as a job's `userRegion` is (strategy
     /// `network_quality`; also `lowest_energy` with `jobId`, whose data is copied over it).
     /// Default: the job's own `userRegion`, else its data's region; without a job, none (the
-    /// center's uplink alone).
+    /// center's uplink alone). At most 63 characters.
+    #[param(
+        max_length = 63,
+        pattern = "^[\\t\\n \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*\
+        [^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+        [^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub user_region: Option<String>,
 }
 
@@ -60,9 +69,11 @@ pub struct ScoreQuery {
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct EvaluateQuery {
-    /// Strategy ids, e.g. `least_workload,lowest_price`.
+    /// Strategy ids, e.g. `least_workload,lowest_price`: at least one, none twice.
+    #[param(schema_with = patterns::algorithm_id_list_schema)]
     pub algorithm_ids: String,
-    /// Their scores for the center, 0..=100, e.g. `80,20`.
+    /// Their scores for the center, 0..=100, e.g. `80,20`: as many as `algorithmIds`.
+    #[param(schema_with = patterns::score_list_schema)]
     pub algorithm_scores: String,
 }
 
@@ -98,7 +109,12 @@ fn default_spec(center_ids: Vec<String>) -> ResourceSpec {
 
 /// A.5 — one strategy's normalized score (0..=100) for a center, among the candidates.
 #[utoipa::path(get, path = "/scheduler/algorithm/{algorithmId}/score/{centerId}", tag = "scheduler",
-    params(("algorithmId" = String, Path), ("centerId" = String, Path), ScoreQuery, ReadOptions),
+    params(
+        ("algorithmId" = inline(AlgorithmId), Path),
+        ("centerId" = String, Path, max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"),
+        ScoreQuery,
+        ReadOptions
+    ),
     responses((status = 200, body = Envelope<Score>)))]
 async fn algorithm_score(
     State(state): State<AppState>,
@@ -190,7 +206,8 @@ fn score_error(err: ScoreError) -> HttpError {
 
 /// A.6 — the evaluation model's combined score for a center from per-strategy scores.
 #[utoipa::path(get, path = "/scheduler/evaluate/score/{centerId}", tag = "scheduler",
-    params(("centerId" = String, Path), EvaluateQuery, ReadOptions),
+    params(("centerId" = String, Path, max_length = 63, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"), EvaluateQuery,
+        ReadOptions),
     responses((status = 200, body = Envelope<Score>)))]
 async fn evaluate_score(
     State(state): State<AppState>,
@@ -210,4 +227,53 @@ async fn evaluate_score(
     }
     let score = combine_algorithm_scores(&ids, &scores).map_err(score_error)?;
     ok(Score { score })
+}
+
+#[cfg(test)]
+mod tests {
+    use jcs_api::model::patterns::{ADAPTER_KINDS, ALGORITHM_IDS};
+
+    use super::*;
+
+    /// The document's lists of strategies and adapter kinds are the code's.
+    #[test]
+    fn documented_ids_match_the_code() {
+        let strategies: Vec<&str> = Strategy::ALL.iter().map(|s| s.id()).collect();
+        assert_eq!(strategies, ALGORITHM_IDS);
+        assert_eq!(jcs_adapters::KINDS, ADAPTER_KINDS);
+    }
+
+    fn patterns_in<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                found.extend(fields.get("pattern").and_then(serde_json::Value::as_str));
+                fields.values().for_each(|v| patterns_in(v, found));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| patterns_in(v, found)),
+            _ => {}
+        }
+    }
+
+    /// The patterns spelt out in attributes are those of `jcs_api::model::patterns`, and every
+    /// id in a path has one.
+    #[test]
+    fn every_pattern_in_the_document_is_a_known_one() {
+        let doc = serde_json::to_value(crate::http::api().1).unwrap();
+        let mut found = Vec::new();
+        patterns_in(&doc, &mut found);
+        for pattern in found {
+            assert!(jcs_api::model::patterns::ALL.contains(&pattern), "not in `patterns`: {pattern}");
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for operation in item.as_object().unwrap().values() {
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    let schema = &parameter["schema"];
+                    if parameter["in"] == "path" && schema["type"] == "string" {
+                        let bounded = schema.get("pattern").is_some() || schema.get("enum").is_some();
+                        assert!(bounded, "{path}: {} has no pattern", parameter["name"]);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@ use jcs_raft::store::StateReader;
 use jcs_raft::Raft;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::HttpError;
 use crate::proposer::Proposer;
@@ -50,6 +50,15 @@ pub struct Shared {
     pub ready_index: u64,
     /// How long A.1 waits for the placement.
     pub placement_wait: std::time::Duration,
+    /// How much one request may create or return.
+    pub limits: Limits,
+}
+
+/// Bounds on the work and the answer of one request (`max_job_replicas`, `max_page_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_job_replicas: u32,
+    pub max_page_bytes: usize,
 }
 
 /// `?consistency=` on reads.
@@ -58,7 +67,16 @@ pub struct Shared {
 pub struct ReadOptions {
     /// `linearizable` (default): the read sees every write acknowledged before it, by any
     /// client. `stale`: served from this node's state as applied (see `X-Jcs-Applied-Index`).
+    #[param(value_type = Option<Consistency>, inline)]
     pub consistency: Option<String>,
+}
+
+/// The values of `?consistency=`, for the OpenAPI document ([`AppState::read`] reads the text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    Linearizable,
+    Stale,
 }
 
 impl AppState {

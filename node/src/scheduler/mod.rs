@@ -43,6 +43,8 @@ pub struct Settings {
     pub default_policy: PolicyMode,
     /// The links between regions (shared with every cycle's solver config).
     pub region_links: Arc<RegionLinks>,
+    /// Place on centers without an adapter (`place_without_adapter`: placement benchmarks).
+    pub place_without_adapter: bool,
 }
 
 /// Wakes the scheduling loop. Shared by everything that commits writes on this node: the
@@ -212,6 +214,7 @@ impl Scheduler {
             blocked_ahead: None,
             region_links: self.settings.region_links.clone(),
             assumed: Vec::new(),
+            place_without_adapter: self.settings.place_without_adapter,
         }
     }
 }

@@ -78,6 +78,9 @@ pub fn check_fixed(
     config: &SolverConfig,
 ) -> Result<(), Rejection> {
     let id = state.center.ai_center_id.as_str();
+    if state.center.adapter.kind.is_empty() && !config.place_without_adapter {
+        return Err(reject(id, RejectCode::NoAdapter, "the center names no adapter: nothing can run there".into()));
+    }
     if state.center.status == center_status::UNAVAILABLE {
         return Err(reject(id, RejectCode::CenterUnavailable, "center status is 0 (unavailable)".into()));
     }

@@ -11,7 +11,8 @@ use proptest::prelude::*;
 use crate::schedule::links::{Link, RegionLinks};
 use crate::schedule::snapshot::{CandidateCenter, DataLocation, JobContext, Snapshot};
 
-/// An available center in region `r1` with no extensions set.
+/// An available center in region `r1`, driven by a (simulated) adapter, with no other
+/// extensions set.
 pub fn center(id: &str) -> Center {
     Center {
         ai_center_id: id.into(),
@@ -21,7 +22,7 @@ pub fn center(id: &str) -> Center {
         geometry: [0.0, 0.0],
         created_at: 0,
         updated_at: 0,
-        adapter: AdapterEndpoint::default(),
+        adapter: AdapterEndpoint { kind: "sim".into(), ..AdapterEndpoint::default() },
         security_grade: 0,
         power: PowerModel::default(),
         network: NetworkPosition::default(),

@@ -272,6 +272,10 @@ pub struct SolverConfig {
     /// demand): a cycle computed while its predecessor commits deducts them first, as the
     /// state will once that batch applies.
     pub assumed: Vec<(String, Capacity)>,
+    /// Place replicas on centers that name no adapter (nothing dispatches them; they wait in
+    /// `dispatching`): only for benchmarks that measure placement alone. Off, such centers
+    /// are rejected with `NO_ADAPTER`.
+    pub place_without_adapter: bool,
 }
 
 impl Default for SolverConfig {
@@ -286,6 +290,7 @@ impl Default for SolverConfig {
             blocked_ahead: None,
             region_links: Arc::default(),
             assumed: Vec::new(),
+            place_without_adapter: false,
         }
     }
 }

@@ -22,7 +22,7 @@ const NOW: i64 = 1_000_000;
 
 fn center(id: &str, gpus: i64) -> (Center, Option<CenterMetrics>) {
     let center: Center = serde_json::from_value(json!({"ai_center_id": id, "name": id, "region": "r1", "status": 1,
-        "network": {"bandwidth_mbps": 1000.0}}))
+        "network": {"bandwidth_mbps": 1000.0}, "adapter": {"kind": "sim"}}))
     .unwrap();
     let metrics =
         CenterMetrics { gpu_free: gpus, cpu_free: 64, memory_free: 1_000_000, reported_at: NOW, ..Default::default() };

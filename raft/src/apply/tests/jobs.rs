@@ -1,5 +1,7 @@
 //! Jobs: submission, idempotency keys, stopping, and paging with `tables::jobs_page`.
 
+use jcs_api::model::Window;
+
 use super::*;
 
 #[test]
@@ -157,8 +159,12 @@ pub(super) fn five_jobs() -> MemKv {
     kv
 }
 
+fn window(page: u32, page_size: u32) -> Window {
+    Window { page, page_size, offset: u64::from(page - 1) * u64::from(page_size) }
+}
+
 fn page_ids(kv: &MemKv, status: Option<RunState>, user: Option<&str>, page: u32, size: u32) -> (u64, Vec<String>) {
-    let page = tables::jobs_page(kv, status, user, page, size).unwrap();
+    let page = tables::jobs_page(kv, status, user, window(page, size)).unwrap();
     (page.total, page.items.into_iter().map(|j| j.id).collect())
 }
 
@@ -173,8 +179,12 @@ fn jobs_page_counts_every_job_and_returns_the_requested_page() {
     assert_eq!(page_ids(&kv, None, None, 2, 2), (5, ids(&[3, 4])));
     assert_eq!(page_ids(&kv, None, None, 3, 2), (5, ids(&[5])));
     assert_eq!(page_ids(&kv, None, None, 4, 2), (5, ids(&[])));
-    let page = tables::jobs_page(&kv, None, None, 2, 2).unwrap();
-    assert_eq!((page.page, page.page_size), (2, 2));
+    let page = tables::jobs_page(&kv, None, None, window(2, 2)).unwrap();
+    assert_eq!((page.page, page.page_size, page.offset, page.next_offset), (2, 2, 2, Some(4)));
+    let from_offset = Window { page: 2, page_size: 2, offset: 3 };
+    let page = tables::jobs_page(&kv, None, None, from_offset).unwrap();
+    assert_eq!(page.items.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), ids(&[4, 5]));
+    assert_eq!(page.next_offset, None, "the last page says so");
 }
 
 #[test]

@@ -41,7 +41,7 @@ const T1: i64 = T0 + 60_000;
 fn center(id: &str) -> Center {
     serde_json::from_value(json!({
         "ai_center_id": id, "name": format!("center {id}"), "region": "hunan",
-        "status": 1, "geometry": [112.9, 28.2],
+        "status": 1, "geometry": [112.9, 28.2], "adapter": {"kind": "sim"},
     }))
     .expect("center fixture")
 }
