@@ -105,7 +105,7 @@ pub struct PageQuery {
     /// 1-based page number (default 1).
     #[param(minimum = 1, maximum = 4294967295u32)]
     pub page: Option<u32>,
-    /// 0-based position of the first item, as a page's `nextOffset` gives it; instead of `page`.
+    /// 0-based position of the first item, as a page's `nextOffset` gives it; it wins over `page`.
     #[param(minimum = 0, maximum = 18446744073709551615u64)]
     pub offset: Option<u64>,
     /// Items per page (default 50).
@@ -129,17 +129,15 @@ impl PageQuery {
     pub fn resolve(&self) -> Result<Window, crate::ApiError> {
         let page_size = self.page_size.unwrap_or(50);
         crate::validate::range("pageSize", page_size.into(), 1, MAX_PAGE_SIZE.into())?;
-        match (self.page, self.offset) {
-            (Some(_), Some(_)) => Err(crate::ApiError::invalid("offset", "cannot be given with page; give one")),
-            (_, Some(offset)) => {
+        let page = self.page.unwrap_or(1);
+        crate::validate::range("page", page.into(), 1, u32::MAX.into())?;
+        match self.offset {
+            // An offset wins over a page: it is where a byte-cut page said the next starts.
+            Some(offset) => {
                 let page = u32::try_from(offset / u64::from(page_size) + 1).unwrap_or(u32::MAX);
                 Ok(Window { page, page_size, offset })
             }
-            (page, None) => {
-                let page = page.unwrap_or(1);
-                crate::validate::range("page", page.into(), 1, u32::MAX.into())?;
-                Ok(Window { page, page_size, offset: u64::from(page - 1) * u64::from(page_size) })
-            }
+            None => Ok(Window { page, page_size, offset: u64::from(page - 1) * u64::from(page_size) }),
         }
     }
 }
@@ -157,7 +155,8 @@ mod page_tests {
         assert_eq!(window(None, None, 10).unwrap(), Window { page: 1, page_size: 10, offset: 0 });
         assert_eq!(window(Some(3), None, 10).unwrap(), Window { page: 3, page_size: 10, offset: 20 });
         assert_eq!(window(None, Some(25), 10).unwrap(), Window { page: 3, page_size: 10, offset: 25 });
-        assert!(window(Some(1), Some(0), 10).unwrap_err().message.starts_with("offset: "));
+        assert_eq!(window(Some(1), Some(25), 10).unwrap(), Window { page: 3, page_size: 10, offset: 25 });
+        assert!(window(Some(0), Some(25), 10).unwrap_err().message.starts_with("page: "));
         assert!(window(Some(0), None, 10).unwrap_err().message.starts_with("page: "));
         assert!(window(None, None, 1001).unwrap_err().message.starts_with("pageSize: "));
     }
