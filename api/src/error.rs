@@ -43,6 +43,7 @@ error_codes! {
     MethodNotAllowed => ("METHOD_NOT_ALLOWED", 405, "The route exists but not with this method."),
     AlreadyExists => ("ALREADY_EXISTS", 409, "An object with this id already exists."),
     StillReferenced => ("STILL_REFERENCED", 409, "The object is still referenced by another and cannot be deleted."),
+    MembershipConflict => ("MEMBERSHIP_CONFLICT", 409, "The cluster's membership cannot change so now: another change is under way, the node is a member at another address, or the node to make a voter has not caught up with the leader; retry once it has."),
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 409, "The `Idempotency-Key` was already used for a different request."),
     RequestTimeout => ("REQUEST_TIMEOUT", 408, "The request's body did not arrive within the configured time (a head that does not arrive in time closes the connection)."),
     PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413, "The body is larger than the configured limit."),

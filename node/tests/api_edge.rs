@@ -197,3 +197,25 @@ async fn every_operation_documents_its_errors_with_the_envelope() {
     }
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_member_that_cannot_catch_up_stays_a_learner_and_the_cluster_serves() {
+    let node = TestNode::start().await;
+    // Nothing listens on port 1: the learner never catches up.
+    let unreachable = json!({"nodeId": 7, "raftAddr": "127.0.0.1:1"});
+    let answer = node.post("/admin/cluster/members", unreachable).await;
+    let (status, code, message) = refusal(&answer);
+    assert_eq!((status, code), (409, "MEMBERSHIP_CONFLICT"), "{message}");
+    assert!(message.contains("node 7 has not caught up"), "{message}");
+    let (_, cluster) = node.get("/admin/cluster").await;
+    let members = cluster["data"]["members"].as_array().unwrap();
+    let seven = members.iter().find(|m| m["nodeId"] == 7).expect("node 7 is listed");
+    assert_eq!(seven["role"], "learner", "{cluster}");
+    // The one voter still has its quorum: a linearizable read and a write go through.
+    assert_eq!(node.get("/openapi/v1/centers").await.0, 200);
+    assert_eq!(node.post("/openapi/v1/trainjob", job_body("after")).await.0, 200);
+    let answer = node.call("DELETE", "/admin/cluster/members/9", None).await;
+    assert_eq!(refusal(&answer).0, 404, "{answer:?}");
+    assert_eq!(node.call("DELETE", "/admin/cluster/members/7", None).await.0, 200);
+    node.stop().await;
+}

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jcs_raft::{NodeId, NodeInfo, Raft};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
 use super::{Cluster, ClusterError, PeerReply, PeerRequest};
@@ -105,7 +106,7 @@ impl Cluster {
         let members = self.members();
         match members.get(&id) {
             Some((known, _)) if known.raft_addr != info.raft_addr => {
-                return Err(ClusterError::Invalid(format!(
+                return Err(ClusterError::Conflict(format!(
                     "node {id} is already a member at {}; remove it before adding it at {}",
                     known.raft_addr, info.raft_addr
                 )))
@@ -114,10 +115,13 @@ impl Cluster {
             Some(_) => {}
             None => {
                 tracing::info!(node_id = id, info = %info, "adding a learner; waiting for it to catch up");
-                self.raft.add_learner(id, info, true).await.map_err(raft_error)?;
+                self.raft.add_learner(id, info, false).await.map_err(raft_error)?;
             }
         }
         if voter {
+            // openraft 0.9 makes any learner a voter, caught up or not: a node that cannot be
+            // reached would become a voter that never answers, and could cost the quorum.
+            self.wait_caught_up(id).await?;
             self.raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                 .await
@@ -132,7 +136,7 @@ impl Cluster {
         self.ensure_leader()?;
         let members = self.members();
         let Some((_, voter)) = members.get(&id) else {
-            return Err(ClusterError::Invalid(format!("node {id} is not a member")));
+            return Err(ClusterError::NotMember(id));
         };
         if *voter {
             if members.values().filter(|(_, v)| *v).count() == 1 {
@@ -156,7 +160,7 @@ impl Cluster {
         let _serial = self.membership_lock.lock().await;
         self.ensure_leader()?;
         match self.members().get(&id) {
-            None => return Err(ClusterError::Invalid(format!("node {id} is not a member"))),
+            None => return Err(ClusterError::NotMember(id)),
             Some((known, _)) if *known == info => return Ok(()),
             Some(_) => {}
         }
@@ -174,8 +178,36 @@ impl Cluster {
             Err(ClusterError::NotLeader { leader: self.leader() })
         }
     }
+
+    /// Waits, at most [`CATCH_UP_WAIT`], until learner `id` has replicated the leader's log as
+    /// it was at the call.
+    async fn wait_caught_up(&self, id: NodeId) -> Result<(), ClusterError> {
+        let target = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let caught_up = move |m: &openraft::RaftMetrics<NodeId, NodeInfo>| {
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
+            matched.is_some_and(|log| log.index >= target)
+        };
+        self.raft.wait(Some(CATCH_UP_WAIT)).metrics(caught_up, "learner caught up").await.map_err(|_| {
+            ClusterError::Conflict(format!(
+                "node {id} has not caught up to index {target} within {}s: it stays a learner; is it running, \
+                 and is its raft address reachable from the leader?",
+                CATCH_UP_WAIT.as_secs()
+            ))
+        })?;
+        Ok(())
+    }
 }
 
-fn raft_error<E: std::fmt::Display>(err: openraft::error::RaftError<NodeId, E>) -> ClusterError {
-    ClusterError::Raft(err.to_string())
+/// How long a promotion waits for its learner to catch up.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+
+/// Raft's answer to a membership change, as the client should see it.
+fn raft_error(err: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ClusterError {
+    match err {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ClusterError::NotLeader { leader: f.leader_id.zip(f.leader_node) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ClusterError::Conflict(e.to_string()),
+        other => ClusterError::Raft(other.to_string()),
+    }
 }

@@ -76,9 +76,16 @@ pub enum ClusterError {
     /// The leader could not be reached.
     #[error("{0}")]
     Unreachable(String),
-    /// The request makes no sense (unknown member, removing the last voter …).
+    /// The request makes no sense (removing the last voter …).
     #[error("{0}")]
     Invalid(String),
+    /// The request names a node that is not a member.
+    #[error("node {0} is not a member")]
+    NotMember(NodeId),
+    /// The membership cannot change so now: another change is under way, the node is a member
+    /// at another address, or the node to make a voter has not caught up.
+    #[error("{0}")]
+    Conflict(String),
     /// Raft refused or failed.
     #[error("{0}")]
     Raft(String),

@@ -55,6 +55,8 @@ impl From<ClusterError> for HttpError {
         let code = match &err {
             ClusterError::NotLeader { .. } | ClusterError::Unreachable(_) => ErrorCode::NoLeader,
             ClusterError::Invalid(_) => ErrorCode::InvalidArgument,
+            ClusterError::NotMember(_) => ErrorCode::NotFound,
+            ClusterError::Conflict(_) => ErrorCode::MembershipConflict,
             ClusterError::Raft(_) => ErrorCode::Internal,
         };
         HttpError(ApiError::new(code, err.to_string()))
