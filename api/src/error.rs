@@ -44,6 +44,7 @@ error_codes! {
     AlreadyExists => ("ALREADY_EXISTS", 409, "An object with this id already exists."),
     StillReferenced => ("STILL_REFERENCED", 409, "The object is still referenced by another and cannot be deleted."),
     MembershipConflict => ("MEMBERSHIP_CONFLICT", 409, "The cluster's membership cannot change so now: another change is under way, the node is a member at another address, or the node to make a voter has not caught up with the leader; retry once it has."),
+    FieldWouldBeLost => ("FIELD_WOULD_BE_LOST", 409, "A `PUT` leaves out a field whose stored value the replacement would lose; send the field (its empty value to clear it)."),
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 409, "The `Idempotency-Key` was already used for a different request."),
     RequestTimeout => ("REQUEST_TIMEOUT", 408, "The request's body did not arrive within the configured time (a head that does not arrive in time closes the connection)."),
     PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413, "The body is larger than the configured limit."),

@@ -146,7 +146,7 @@ async fn a_center_without_an_adapter_is_filtered_out_and_a_put_drops_nothing_sil
     without.as_object_mut().unwrap().remove("adapter");
     let answer = node.call("PUT", "/openapi/v1/centers/hangzhou-a", Some(without)).await;
     let (status, code, message) = refusal(&answer);
-    assert_eq!((status, code), (400, "INVALID_ARGUMENT"), "{message}");
+    assert_eq!((status, code), (409, "FIELD_WOULD_BE_LOST"), "{message}");
     assert!(message.starts_with("adapter: is left out"), "{message}");
     // An unknown kind is refused; an empty adapter, sent as such, removes it.
     center["adapter"] = json!({"kind": "kubernetes"});

@@ -106,12 +106,15 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 4294967295u32)]
     pub page: Option<u32>,
     /// 0-based position of the first item, as a page's `nextOffset` gives it; it wins over `page`.
-    #[param(minimum = 0, maximum = 18446744073709551615u64)]
+    #[param(minimum = 0, maximum = 9223372036854775807i64)]
     pub offset: Option<u64>,
     /// Items per page (default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub page_size: Option<u32>,
 }
+
+/// Largest accepted `offset` (the document's int64 bound).
+pub const MAX_OFFSET: i64 = i64::MAX;
 
 /// Largest accepted `pageSize`.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -131,6 +134,9 @@ impl PageQuery {
         crate::validate::range("pageSize", page_size.into(), 1, MAX_PAGE_SIZE.into())?;
         let page = self.page.unwrap_or(1);
         crate::validate::range("page", page.into(), 1, u32::MAX.into())?;
+        if let Some(offset) = self.offset.filter(|&offset| offset > MAX_OFFSET as u64) {
+            return Err(crate::ApiError::invalid("offset", format!("is {offset}, at most {MAX_OFFSET} allowed")));
+        }
         match self.offset {
             // An offset wins over a page: it is where a byte-cut page said the next starts.
             Some(offset) => {
@@ -157,6 +163,7 @@ mod page_tests {
         assert_eq!(window(None, Some(25), 10).unwrap(), Window { page: 3, page_size: 10, offset: 25 });
         assert_eq!(window(Some(1), Some(25), 10).unwrap(), Window { page: 3, page_size: 10, offset: 25 });
         assert!(window(Some(0), Some(25), 10).unwrap_err().message.starts_with("page: "));
+        assert!(window(None, Some(1 << 63), 10).unwrap_err().message.starts_with("offset: "));
         assert!(window(Some(0), None, 10).unwrap_err().message.starts_with("page: "));
         assert!(window(None, None, 1001).unwrap_err().message.starts_with("pageSize: "));
     }

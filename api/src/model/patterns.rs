@@ -68,10 +68,10 @@ pub const REPLICA_REF: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}\
     /\\+?0*(?:[0-9]{1,9}|[1-3][0-9]{9}|4[01][0-9]{8}|42[0-8][0-9]{7}|429[0-3][0-9]{6}|4294[0-8][0-9]{5}\
     |42949[0-5][0-9]{4}|429496[0-6][0-9]{3}|4294967[01][0-9]{2}|42949672[0-8][0-9]|429496729[0-5])$";
 
-/// An `Idempotency-Key` header: visible ASCII, spaces and tabs, not blank. (It starts with a
-/// visible character: HTTP drops white space around a header value, and clients refuse to send
-/// it in front.)
-pub const IDEMPOTENCY_KEY: &str = "^[!-~][\\t -~]*$";
+/// An `Idempotency-Key` header: visible ASCII, spaces and tabs, not blank. (It starts and ends
+/// with a visible character: HTTP drops white space around a header value, and clients refuse
+/// to send it.)
+pub const IDEMPOTENCY_KEY: &str = "^[!-~](?:[\\t -~]*[!-~])?$";
 
 /// The strategies' `algorithmId`s (standard 6.6.2, `jcs_raft::schedule::Strategy`), which
 /// `weights` and A.5/A.6 accept.

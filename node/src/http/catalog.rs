@@ -150,7 +150,7 @@ async fn replace<K: CatalogKind>(state: AppState, id: String, body: Replacement<
         if let Some(field) = jcs_api::json::first_dropped_field(&stored, &new, &body.given) {
             let why =
                 "is left out, and the replacement would lose its stored value; send it (its empty value to clear it)";
-            return Err(ApiError::invalid(&field, why).into());
+            return Err(ApiError::at(ErrorCode::FieldWouldBeLost, &field, why).into());
         }
     }
     write_object::<K>(&state, object, WriteMode::Replace).await

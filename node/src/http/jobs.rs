@@ -52,7 +52,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
 
 /// A.1 — submit a training job to the replicated queue.
 #[utoipa::path(post, path = "/openapi/v1/trainjob", tag = "jobs",
-    params(("Idempotency-Key" = Option<String>, Header, max_length = 128, pattern = "^[!-~][\\t -~]*$",
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 128, pattern = "^[!-~](?:[\\t -~]*[!-~])?$",
         description = "Retries with the same key return the same job and create nothing (at most 128 visible ASCII \
                        characters, not blank)")),
     request_body = CreateTrainJob,

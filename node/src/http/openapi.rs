@@ -61,6 +61,9 @@ fn error_codes(method: Method, path: &str, has_body: bool) -> Vec<ErrorCode> {
     if path.starts_with("/scheduler/") {
         codes.push(UnknownReference);
     }
+    if method == Method::Put {
+        codes.push(FieldWouldBeLost);
+    }
     if path.starts_with("/admin/cluster") && method != Method::Get {
         codes.push(MembershipConflict);
     }
