@@ -3,15 +3,22 @@
 
     api-fuzz-helper.py config BASE_URL OUT_TOML
         writes schemathesis' configuration for the node at BASE_URL: which refusals of valid data
-        are acceptable, and dictionaries of the ids that exist on the node (read from its lists),
-        drawn for id parameters half of the time so that reads find objects, not only 404s.
+        are acceptable (everywhere, and a 400 on the few operations with rules JSON Schema cannot
+        state: INEXPRESSIBLE), no cache across runs, and dictionaries of the ids that exist on
+        the node (read from its lists), drawn for id parameters half of the time so that reads
+        find objects, not only 404s.
+
+    api-fuzz-helper.py audit REPORT_DIR
+        checks that every 400 a schema-valid request got on those operations was for one of
+        their INEXPRESSIBLE rules: prints how many each rule explains and any 400 none does, and
+        exits 1 if there is one (`report` lists those among the failures).
 
     api-fuzz-helper.py report REPORT_DIR [--base URL] [--markdown FILE]
         condenses schemathesis' NDJSON reports (`--report ndjson`) into distinct failures: an
         operation, the check that failed, the gist of its message (the status received) and the
-        server's reason (the field an INVALID_ARGUMENT names, else its code). Prints them by
-        check; --markdown also writes each with the shortest reproducing curl command (against
-        --base, default $JCS) and the response it got.
+        server's reason (the field an INVALID_ARGUMENT names, else its code), with the 400s the
+        audit finds unexplained. Prints them by check; --markdown also writes each with the
+        shortest reproducing curl command (against --base, default $JCS) and the response it got.
 """
 
 import argparse
@@ -47,16 +54,24 @@ def gist(failure, status):
     return message.splitlines()[0][:120] if message else f"got {status}"
 
 
-def reason(interaction):
-    """The server's reason, as a class: the field an INVALID_ARGUMENT names, else its code."""
+def error_body(interaction):
+    """The response's error envelope: (code, errorMsg), or None if it has none."""
     response = (interaction or {}).get("response") or {}
     try:
         body = json.loads(decode(response.get("content")))
     except ValueError:
-        return ""
+        return None
     if not isinstance(body, dict):
+        return None
+    return str(body.get("code", "")), str(body.get("errorMsg", ""))
+
+
+def reason(interaction):
+    """The server's reason, as a class: the field an INVALID_ARGUMENT names, else its code."""
+    body = error_body(interaction)
+    if body is None:
         return ""
-    code, message = str(body.get("code", "")), str(body.get("errorMsg", ""))
+    code, message = body
     field = re.match(r"([A-Za-z_][\w.\[\]]*): ", message)
     if not field:
         return code
@@ -94,8 +109,31 @@ def curl(request, base):
     return " ".join(p if p == "|" else shlex.quote(p) for p in parts) + " " + uri
 
 
+UNEXPLAINED = "Schema-valid request rejected, for no inexpressible rule"
+
+
+def explain(operation, interaction):
+    """For a 400 on an operation with INEXPRESSIBLE rules: the rule it names, else None."""
+    body = error_body(interaction)
+    if body is None or body[0] != "INVALID_ARGUMENT":
+        return None
+    for why, pattern in INEXPRESSIBLE.get(operation, ()):
+        if re.match(pattern, body[1], re.DOTALL):
+            return why
+    return None
+
+
 def load(report_dir):
-    findings, errors = {}, {}
+    """(findings, errors, explained): failed checks and the 400s the audit finds unexplained,
+    requests that got no response, and how many 400s each INEXPRESSIBLE rule explained."""
+    findings, errors, explained = {}, {}, {}
+
+    def add(key, title, failure, interaction, case):
+        entry = findings.setdefault(key, {"cases": 0, "title": title, "examples": []})
+        entry["cases"] += 1
+        if interaction:
+            entry["examples"].append((failure, interaction, case))
+
     for path in sorted(pathlib.Path(report_dir).rglob("*.ndjson")):
         for line in path.open():
             event = json.loads(line)
@@ -119,26 +157,92 @@ def load(report_dir):
                     failure = (check.get("failure_info") or {}).get("failure") or {}
                     operation = failure.get("operation") or recorder.get("label")
                     status = ((interaction or {}).get("response") or {}).get("status_code")
-                    key = (
-                        operation,
-                        failure.get("code", ""),
-                        check["name"],
-                        gist(failure, status),
-                        reason(interaction),
-                    )
-                    entry = findings.setdefault(
-                        key, {"cases": 0, "title": failure.get("title", check["name"]), "examples": []}
-                    )
-                    entry["cases"] += 1
-                    if interaction:
-                        entry["examples"].append((failure, interaction, case))
-    return findings, errors
+                    what = gist(failure, status)
+                    key = (operation, failure.get("code", ""), check["name"], what, reason(interaction))
+                    add(key, failure.get("title", check["name"]), failure, interaction, case)
+            # The audit: positive_data_acceptance took a 400 for valid data on the operations in
+            # INEXPRESSIBLE; each must be for one of that operation's rules.
+            for case_id, stored in (recorder.get("cases") or {}).items():
+                case = (stored or {}).get("value") or {}
+                operation = f"{case.get('method', '')} {case.get('path', '')}"
+                mode = ((case.get("meta") or {}).get("generation") or {}).get("mode")
+                interaction = (recorder.get("interactions") or {}).get(case_id)
+                status = ((interaction or {}).get("response") or {}).get("status_code")
+                if operation not in INEXPRESSIBLE or mode != "positive" or status != 400:
+                    continue
+                why = explain(operation, interaction)
+                if why is not None:
+                    explained[(operation, why)] = explained.get((operation, why), 0) + 1
+                    continue
+                failure = {
+                    "message": "Valid data was refused with 400, for none of this operation's rules "
+                    "that JSON Schema cannot state (api-fuzz-helper.py INEXPRESSIBLE)"
+                }
+                key = (operation, "ST202", "api-fuzz-helper.py audit", "got 400", reason(interaction))
+                add(key, UNEXPLAINED, failure, interaction, case)
+    return findings, errors, explained
 
 
 # positive_data_acceptance fails a schema-valid request that is refused; refusals a schema cannot
 # foresee are allowed: schemathesis' defaults (404 a missing object, 409 a conflict with state)
 # and 422 UNKNOWN_REFERENCE (docs/ERRORS.md: the body names an object that does not exist).
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+
+# Operations that refuse some schema-valid requests with 400 INVALID_ARGUMENT for a rule JSON
+# Schema cannot state (it relates two fields, two list items, a path to a body, a value to stored
+# state): operation -> [(the rule, a regex its errorMsg starts with)]. For these operations only,
+# positive_data_acceptance also accepts a 400 (each one's [[operations]] entry in the written
+# configuration, with the rules as comments); every other check stays on for them. A 400 here is
+# then accepted only for one of the operation's own rules: `audit` reads every 400 a schema-valid
+# request got on these operations and fails the run on any other reason (e.g. a parameter the
+# document calls optional and the server requires).
+JOB_RULES = [  # jcs_api::model::job, ::schedule: CreateTrainJob::validate
+    (
+        "task names are unique within a job (uniqueItems compares whole tasks, not one field)",
+        r"tasks\[\d+\]\.name: '.*' is used by another task",
+    ),
+    (
+        "a task's centerIDs has 0, 1 or exactly replicaNumber items (a length equal to another field)",
+        r"tasks\[\d+\]\.centerIDs: has \d+ centers; give one for all replicas or one per replica",
+    ),
+    ("policy manual needs centerIDs on every task", r"tasks\[\d+\]\.centerIDs: is required by policy manual"),
+    ("policy qos needs qos", r"qos: is required by policy qos"),
+    (
+        "the replicas of all tasks together are at most the node's max_job_replicas (a sum, and config)",
+        r"tasks\[\]\.replicaNumber: ask for \d+ replicas in all, at most \d+ per job allowed",
+    ),
+]
+PATH_ID = ("the path's id is the body's id (a path parameter against a body field)", r"id: path names '")
+
+
+def twice(field):  # jcs_api::validate::id_list
+    return (f"{field} names no id twice (a comma-separated string)", re.escape(field) + r": lists '.*' twice")
+
+
+INEXPRESSIBLE = {
+    "POST /openapi/v1/trainjob": JOB_RULES,
+    "POST /openapi/v1/trainjob/plan": JOB_RULES,
+    "PUT /openapi/v1/centers/{id}": [PATH_ID],
+    "PUT /openapi/v1/datasets/{id}": [PATH_ID],
+    "POST /openapi/v1/images": [twice("resource_spec")],
+    "PUT /openapi/v1/images/{id}": [PATH_ID, twice("resource_spec")],
+    "POST /openapi/v1/resourcespecs": [twice("computing_center_list")],
+    "PUT /openapi/v1/resourcespecs/{id}": [PATH_ID, twice("computing_center_list")],
+    "GET /scheduler/algorithm/{algorithmId}/score/{centerId}": [  # A.5, node/src/http/scheduler.rs
+        ("not both jobId and resourceSpecId (two query parameters)", r"jobId: give jobId or resourceSpecId"),
+        ("the center offers the spec (stored state)", r"centerId: center '.*' does not offer spec "),
+    ],
+    "GET /scheduler/evaluate/score/{centerId}": [  # A.6, jcs_raft::schedule::evaluate
+        (
+            "as many algorithmScores as algorithmIds (two query parameters)",
+            r"algorithmScores: algorithmIds has \d+ entries but algorithmScores has \d+",
+        ),
+        ("algorithmIds names no id twice (a comma-separated string)", r"algorithmIds: algorithmId '.*' is"),
+    ],
+    "DELETE /admin/cluster/members/{nodeId}": [  # node/src/cluster/membership.rs (stored state)
+        ("the cluster's last voter is not removed", r"node \d+ is the last voter; a cluster needs one"),
+    ],
+}
 
 # (dictionary, list path, how an item names itself) and which parameters draw from it.
 LISTS = {
@@ -181,12 +285,31 @@ def config(base, out):
         ids = sorted({ident(item) for item in items})
         if ids:
             dictionaries[name] = ids
+    statuses = lambda extra=(): f"[{', '.join(toml_str(s) for s in [*ACCEPTED, *extra])}]"  # noqa: E731
     lines = [
         "# Written by .ci/api-fuzz-helper.py config.",
+        "# No state across runs (else schemathesis keeps requests to replay and crashes in .schemathesis/).",
+        "[cache]",
+        "enabled = false",
+        "",
+        "# Refusals of schema-valid requests that are no finding: a missing object (404), a conflict",
+        "# with the stored state (409), a body naming an object that does not exist (422).",
         "[checks.positive_data_acceptance]",
-        f"expected-statuses = [{', '.join(toml_str(s) for s in ACCEPTED)}]",
+        f"expected-statuses = {statuses()}",
         "",
     ]
+    for operation, rules in INEXPRESSIBLE.items():
+        lines += [f"# {operation} also refuses valid data with 400 for rules JSON Schema cannot state:"]
+        lines += [f"#   - {why}" for why, _ in rules]
+        lines += [
+            "# (`api-fuzz-helper.py audit` fails the run on a 400 here for any other reason.)",
+            "[[operations]]",
+            # "METHOD /path": exactly one operation (include-path and include-method would be
+            # or-ed: every operation on the path, and every one with the method)
+            f"include-name = {toml_str(operation)}",
+            f"checks.positive_data_acceptance.expected-statuses = {statuses(['400'])}",
+            "",
+        ]
     for name, values in dictionaries.items():
         lines += [f"[dictionaries.{name}]", f"values = [{', '.join(toml_str(v) for v in values)}]", ""]
     for regex, parameters in BINDINGS:
@@ -207,8 +330,23 @@ def config(base, out):
     print(", ".join(f"{len(v)} {k}" for k, v in dictionaries.items() if k != "zero"))
 
 
+def audit(args):
+    if not any(pathlib.Path(args.report_dir).rglob("*.ndjson")):
+        print(f"no schemathesis reports (*.ndjson) in {args.report_dir}")
+        return 1
+    findings, _, explained = load(args.report_dir)
+    total = sum(explained.values())
+    print(f"400s for schema-valid requests, by rule JSON Schema cannot state: {total}")
+    for (operation, why), count in sorted(explained.items()):
+        print(f"- {operation}: {why} [{count}]")
+    unexplained = {k: v for k, v in findings.items() if v["title"] == UNEXPLAINED}
+    for (operation, _, _, _, why), entry in sorted(unexplained.items()):
+        print(f"- UNEXPLAINED {operation}: 400 {why} [{entry['cases']}]")
+    return 1 if unexplained else 0
+
+
 def report(args):
-    findings, errors = load(args.report_dir)
+    findings, errors, _ = load(args.report_dir)
     if errors:
         print(f"{len(errors)} distinct errors (no response to check):")
         for (operation, kind, message), count in sorted(errors.items()):
@@ -260,15 +398,18 @@ def main():
     write = commands.add_parser("config")
     write.add_argument("base")
     write.add_argument("out")
+    check = commands.add_parser("audit")
+    check.add_argument("report_dir")
     condense = commands.add_parser("report")
     condense.add_argument("report_dir")
     condense.add_argument("--base", default="$JCS")
     condense.add_argument("--markdown")
     args = parser.parse_args()
     if args.command == "config":
-        config(args.base, args.out)
-    else:
-        report(args)
+        return config(args.base, args.out)
+    if args.command == "audit":
+        return audit(args)
+    return report(args)
 
 
 if __name__ == "__main__":
