@@ -1,9 +1,11 @@
 //! Reading request bodies as JSON Schema reads them: a number with no fractional part (`1.0`,
 //! `1e3`) is an integer, so a client whose JSON library writes every number as a float is
-//! understood. Errors name the path of the offending value.
+//! understood. A key given twice in one object is refused (serde_json's `Value` would keep the
+//! last without a word). Errors name the path of the offending value.
 
-use serde::de::DeserializeOwned;
-use serde_json::{Number, Value};
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Number, Value};
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -13,12 +15,80 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     from_value(parse(bytes)?)
 }
 
-/// Parses `bytes` as a JSON document, integral floats read as integers.
+/// Parses `bytes` as a JSON document, integral floats read as integers, each object's keys
+/// given once.
 pub fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
-    let mut value: Value =
+    let Strict(value) =
         serde_json::from_slice(bytes).map_err(|e| ApiError::at(ErrorCode::MalformedRequest, "body", e))?;
-    integral_floats_as_integers(&mut value);
     Ok(value)
+}
+
+/// A JSON document read as [`parse`] reads it.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Value, E> {
+        let number = integral(value).or_else(|| Number::from_f64(value));
+        number.map(Value::Number).ok_or_else(|| E::custom("a number must be finite"))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if fields.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate field `{key}`")));
+            }
+            let Strict(value) = map.next_value()?;
+            fields.insert(key, value);
+        }
+        Ok(Value::Object(fields))
+    }
 }
 
 /// Reads `T` from a parsed document; the error names the path of the offending value.
@@ -44,21 +114,6 @@ pub fn first_dropped_field(stored: &Value, new: &Value, given: &[String]) -> Opt
             !given.contains(field) && !SERVER_SET.contains(&field.as_str()) && new.get(field.as_str()) != Some(old)
         })
         .map(|(field, _)| field.clone())
-}
-
-/// Rewrites every float with no fractional part that fits an `i64` or `u64` as that integer.
-/// (Depth is bounded by serde_json's recursion limit on the parse that built `value`.)
-pub fn integral_floats_as_integers(value: &mut Value) {
-    match value {
-        Value::Number(number) => {
-            if let Some(integer) = number.as_f64().filter(|_| number.is_f64()).and_then(integral) {
-                *number = integer;
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
-        Value::Object(fields) => fields.values_mut().for_each(integral_floats_as_integers),
-        Value::Null | Value::Bool(_) | Value::String(_) => {}
-    }
 }
 
 /// `x` as an integer number, if it is one exactly.
@@ -110,6 +165,14 @@ mod tests {
     }
 
     #[test]
+    fn a_key_given_twice_is_refused() {
+        let e = from_slice::<Probe>(br#"{"count": 1, "count": 2}"#).unwrap_err();
+        assert!(e.message.starts_with("body: duplicate field `count`"), "{}", e.message);
+        let nested = from_slice::<serde_json::Value>(br#"{"a": [{"b": 1, "b": 1}]}"#).unwrap_err();
+        assert!(nested.message.starts_with("body: duplicate field `b`"), "{}", nested.message);
+    }
+
+    #[test]
     fn a_document_that_is_not_json_is_named_body() {
         let e = from_slice::<Probe>(b"{\"count\": ").unwrap_err();
         assert!(e.message.starts_with("body: EOF while parsing"), "{}", e.message);
@@ -135,8 +198,7 @@ mod tests {
         /// decimals to the nearest double only approximately.
         #[test]
         fn every_integer_reads_the_same_written_as_a_float(n in -999_999_999_999_999i64..=999_999_999_999_999) {
-            let mut value: Value = serde_json::from_str(&format!("{n}.0")).unwrap();
-            integral_floats_as_integers(&mut value);
+            let value = parse(format!("{n}.0").as_bytes()).unwrap();
             prop_assert_eq!(value, Value::from(n));
         }
     }
