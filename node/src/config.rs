@@ -12,6 +12,11 @@ use serde::Deserialize;
 
 use crate::cluster::election::ElectionTiming;
 
+/// The longest timeout or wait a node takes (a day, in ms).
+const MAX_DURATION_MS: u64 = 86_400_000;
+/// The most connections a node can be told to serve at once.
+const MAX_CONNECTIONS: usize = 1 << 20;
+
 /// Everything a node needs to run.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -30,7 +35,8 @@ pub struct Config {
     pub max_connections: usize,
     /// A request head, or an idle keep-alive connection's next one, must arrive within this (ms).
     pub header_read_timeout_ms: u64,
-    /// A request body must arrive within this after its head, or the request is answered 408 (ms).
+    /// A request body must arrive within this after its head, or the request is answered 408;
+    /// and a client that takes none of an answer's bytes for this long is cut off (ms).
     pub body_read_timeout_ms: u64,
     /// How long a write waits for its commit before answering TIMEOUT (ms).
     pub write_timeout_ms: u64,
@@ -74,7 +80,8 @@ pub struct Config {
     pub max_page_bytes: usize,
     /// Place replicas on centers that name no adapter, where nothing dispatches them (they wait
     /// in `dispatching`): only for benchmarks that measure placement alone. Off (the default),
-    /// the scheduler rejects such centers with `NO_ADAPTER`.
+    /// the scheduler rejects such centers with `NO_ADAPTER`. The leader's setting decides: set
+    /// it on every node.
     pub place_without_adapter: bool,
     /// A center whose last monitoring report is older than this is not scheduled on (s; 0: never
     /// stale).
@@ -348,6 +355,20 @@ impl Config {
         }
         if self.max_connections == 0 || self.header_read_timeout_ms == 0 || self.body_read_timeout_ms == 0 {
             return fail("max_connections, header_read_timeout_ms and body_read_timeout_ms must be at least 1");
+        }
+        // Bounds that keep deadlines (now + a duration) and permit counts from overflowing.
+        let durations = [
+            self.header_read_timeout_ms,
+            self.body_read_timeout_ms,
+            self.write_timeout_ms,
+            self.placement_wait_ms,
+            self.stop_grace_ms,
+        ];
+        if durations.iter().any(|&ms| ms > MAX_DURATION_MS) || self.max_connections > MAX_CONNECTIONS {
+            return Err(ConfigError::Invalid(format!(
+                "header_read_timeout_ms, body_read_timeout_ms, write_timeout_ms, placement_wait_ms and \
+                 stop_grace_ms must be at most {MAX_DURATION_MS} (a day), max_connections at most {MAX_CONNECTIONS}"
+            )));
         }
         if self.election_timeout_min_ms <= self.heartbeat_interval_ms
             || self.election_timeout_max_ms <= self.election_timeout_min_ms

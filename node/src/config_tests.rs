@@ -195,6 +195,11 @@ fn flags_override_the_file_and_bad_values_are_rejected() {
     assert!(matches!(Config::load(&args), Err(ConfigError::Parse { .. })));
     std::fs::write(&path, "node_id = 0\n").unwrap();
     assert!(matches!(Config::load(&args), Err(ConfigError::Invalid(_))));
+    // Values that would overflow a deadline or the connection permits are refused at start.
+    for overflow in ["body_read_timeout_ms = 86400001", "max_connections = 1048577"] {
+        std::fs::write(&path, format!("{overflow}\n")).unwrap();
+        assert!(matches!(Config::load(&args), Err(ConfigError::Invalid(_))), "{overflow}");
+    }
 }
 
 #[test]

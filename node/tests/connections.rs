@@ -359,3 +359,35 @@ async fn a_node_with_idle_connections_shuts_down_within_its_bound() {
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
     drop(streams);
 }
+
+/// The open connections the node counts, read from its own metrics (the reading connection
+/// itself included).
+async fn open_connections(node: &Jcs) -> Option<u64> {
+    let metrics = node.try_get("/metrics").await?;
+    let line = metrics.text.lines().find(|l| l.starts_with("jcs_http_connections "))?;
+    line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|n| n as u64)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    // Only the stall can close this connection: its next head may take a minute.
+    let node = Jcs::start(&["--body-read-timeout-ms", "1000", "--header-read-timeout-ms", "60000"]);
+    node.wait_ready().await;
+    let one = node.get("/openapi.json").await.text.len();
+    // Far more than the two sockets' buffers hold: the node's writes must stall.
+    let count = (32 << 20) / one + 1;
+    let request = "GET /openapi.json HTTP/1.1\r\nhost: jcs\r\n\r\n".repeat(count);
+    let stream = TcpStream::connect(("127.0.0.1", node.http)).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // The requests go out while nothing is read; the writer ends when the node cuts the link.
+    let writer = tokio::spawn(async move { write.write_all(request.as_bytes()).await });
+    eventually("the stalled connection is counted", || async { open_connections(&node).await >= Some(2) }).await;
+    eventually("the node cuts the stalled connection", || async { open_connections(&node).await == Some(1) }).await;
+    let mut received = Vec::new();
+    let read_all = tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut received)).await;
+    assert!(read_all.is_ok(), "the connection ends once its buffered bytes are read");
+    let full = count * one;
+    assert!(received.len() < full, "{} of {full} bytes: the node waited for the reader", received.len());
+    writer.abort();
+    assert_eq!(node.get("/healthz").await.status, 200);
+}

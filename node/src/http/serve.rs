@@ -63,7 +63,8 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// A request head (or, on an idle keep-alive connection, the next one) must arrive within this.
     pub header_read_timeout: Duration,
-    /// A request body must arrive within this after its head, or the request is answered 408.
+    /// A request body must arrive within this after its head, or the request is answered 408;
+    /// a client that takes none of an answer's bytes for this long is cut off.
     pub body_read_timeout: Duration,
     /// On shutdown, open requests get this long to finish before their connections are closed.
     pub shutdown_grace: Duration,
@@ -185,7 +186,8 @@ impl Connection {
     async fn run(mut self, stream: TcpStream) {
         let (router, limit) = (self.router.clone(), self.body_read_timeout);
         let service = hyper::service::service_fn(move |request| answer(router.clone(), request, limit));
-        let conn = self.builder.serve_connection(TokioIo::new(EnvelopeErrors::new(stream)), service);
+        let conn =
+            self.builder.serve_connection(TokioIo::new(EnvelopeErrors::new(stream, self.body_read_timeout)), service);
         tokio::pin!(conn);
         let result = tokio::select! {
             result = conn.as_mut() => result,
@@ -366,8 +368,15 @@ impl Body for DeadlineBody {
 /// hyper's: it is rewritten with the envelope for its status. The rewritten bytes are reported
 /// as the original length once taken, and drained before any later write, flush or shutdown.
 /// A connection so answered lingers at shutdown, reading what the client still sends.
+///
+/// It also ends a connection whose client stops reading: a write (or flush) that makes no
+/// progress for `stall_after` fails with `TimedOut`, so a client that asks for a large answer
+/// and never reads it does not hold its slot and the buffered answer for ever.
 struct EnvelopeErrors<T> {
     inner: T,
+    stall_after: Duration,
+    /// Set while the socket takes no bytes.
+    stalled: Option<Pin<Box<Sleep>>>,
     /// Rewritten bytes not yet written, from `sent` on.
     pending: Vec<u8>,
     sent: usize,
@@ -379,9 +388,11 @@ struct EnvelopeErrors<T> {
 }
 
 impl<T> EnvelopeErrors<T> {
-    fn new(inner: T) -> Self {
+    fn new(inner: T, stall_after: Duration) -> Self {
         EnvelopeErrors {
             inner,
+            stall_after,
+            stalled: None,
             pending: Vec::new(),
             sent: 0,
             linger: false,
@@ -393,9 +404,32 @@ impl<T> EnvelopeErrors<T> {
 }
 
 impl<T: AsyncWrite + Unpin> EnvelopeErrors<T> {
+    /// `poll` (a write or flush on the socket) as it went, unless it has made no progress for
+    /// `stall_after`: then `TimedOut`.
+    fn unless_stalled<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let stall_after = self.stall_after;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall_after)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")));
+        }
+        Poll::Pending
+    }
+
+    fn poll_inner_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.unless_stalled(cx, poll)
+    }
+
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.pending.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
+            let pending = std::mem::take(&mut self.pending);
+            let poll = self.poll_inner_write(cx, &pending[self.sent..]);
+            self.pending = pending;
+            let n = ready!(poll)?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -418,7 +452,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EnvelopeErrors<T> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
         let Some(rewritten) = with_envelope(buf) else {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+            return this.poll_inner_write(cx, buf);
         };
         this.pending = rewritten;
         this.linger = true;
@@ -431,7 +465,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EnvelopeErrors<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.unless_stalled(cx, poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -481,9 +516,11 @@ fn with_envelope(buf: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let code = parts.next()?;
-    let status: u16 = code.parse().ok().filter(|s| (400..600).contains(s) && code.len() == 3)?;
+    // Only the answers hyper writes itself (proto/h1/role.rs `on_error`): 400, 414, 431.
+    let status: u16 = code.parse().ok().filter(|s| matches!(s, 400 | 414 | 431) && code.len() == 3)?;
     let mut kept = Vec::new();
     let mut empty = false;
+    let mut dated = false;
     for line in lines {
         let (name, value) = line.split_once(':')?;
         if name.is_empty() || name.contains(' ') {
@@ -494,23 +531,21 @@ fn with_envelope(buf: &[u8]) -> Option<Vec<u8>> {
             if !empty {
                 return None;
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return None;
-        } else if !name.eq_ignore_ascii_case("content-type") {
+        } else if name.eq_ignore_ascii_case("date") || name.eq_ignore_ascii_case("connection") {
+            dated |= name.eq_ignore_ascii_case("date");
             kept.push(line);
+        } else {
+            // Not a head hyper wrote: it writes no other header on these answers.
+            return None;
         }
     }
-    if !empty {
+    if !empty || !dated {
         return None;
     }
     let (code, message) = match status {
-        400 => (ErrorCode::MalformedRequest, "the request line or a header is malformed"),
-        408 => (ErrorCode::RequestTimeout, "the request was not received in time"),
-        413 => (ErrorCode::PayloadTooLarge, "the request is larger than this node accepts"),
         414 => (ErrorCode::UriTooLong, "the request target is longer than 65534 bytes"),
         431 => (ErrorCode::HeadersTooLarge, "the request line and headers are larger than 96 KiB"),
-        500.. => (ErrorCode::Internal, "internal error while serving the request"),
-        _ => (ErrorCode::MalformedRequest, "the request could not be served"),
+        _ => (ErrorCode::MalformedRequest, "the request line or a header is malformed"),
     };
     let body = envelope(status, code, message);
     let mut out = Vec::with_capacity(start + head.len() + body.len() + 64);
@@ -547,9 +582,7 @@ mod tests {
 
     #[test]
     fn hyper_error_heads_get_the_envelope() {
-        for (status, code) in
-            [(400, "MALFORMED_REQUEST"), (414, "URI_TOO_LONG"), (431, "HEADERS_TOO_LARGE"), (503, "INTERNAL")]
-        {
+        for (status, code) in [(400, "MALFORMED_REQUEST"), (414, "URI_TOO_LONG"), (431, "HEADERS_TOO_LARGE")] {
             let head =
                 format!("HTTP/1.1 {status} Reason\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 10:00:00 GMT\r\n\r\n");
             let answer = with_envelope(head.as_bytes()).expect("rewritten");
@@ -591,6 +624,12 @@ mod tests {
             // Not complete yet.
             "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n".to_string(),
             "HTTP/1.1 43 X\r\ncontent-length: 0\r\n\r\n".to_string(),
+            // Statuses hyper never writes itself, heads without its date or with other headers:
+            // bytes that only look like its answers (a log can carry anything).
+            "HTTP/1.1 503 X\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 10:00:00 GMT\r\n\r\n".to_string(),
+            "HTTP/1.1 400 X\r\ncontent-length: 0\r\n\r\n".to_string(),
+            "HTTP/1.1 400 X\r\ncontent-length: 0\r\nx-log: 1\r\ndate: Tue, 01 Dec 2026 10:00:00 GMT\r\n\r\n"
+                .to_string(),
         ] {
             assert_eq!(with_envelope(buf.as_bytes()), None, "{buf}");
         }
@@ -631,7 +670,7 @@ mod tests {
     /// What reaches the socket when `writes` are written through [`EnvelopeErrors`], then
     /// flushed and shut down.
     async fn through(writes: &[&[u8]]) -> Vec<u8> {
-        let mut io = EnvelopeErrors::new(Trickle::default());
+        let mut io = EnvelopeErrors::new(Trickle::default(), Duration::from_secs(3600));
         for write in writes {
             io.write_all(write).await.unwrap();
         }
