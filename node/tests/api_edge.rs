@@ -214,6 +214,12 @@ async fn a_member_that_cannot_catch_up_stays_a_learner_and_the_cluster_serves() 
     // The one voter still has its quorum: a linearizable read and a write go through.
     assert_eq!(node.get("/openapi/v1/centers").await.0, 200);
     assert_eq!(node.post("/openapi/v1/trainjob", job_body("after")).await.0, 200);
+    // A second member at the leader's own address would make it replicate to itself.
+    let own = members.iter().find(|m| m["nodeId"] == 1).unwrap()["raftAddr"].clone();
+    let answer = node.post("/admin/cluster/members", json!({"nodeId": 2, "raftAddr": own, "learner": true})).await;
+    let (status, code, message) = refusal(&answer);
+    assert_eq!((status, code), (409, "MEMBERSHIP_CONFLICT"), "{message}");
+    assert_eq!(node.get("/openapi/v1/centers").await.0, 200, "consensus still runs");
     let answer = node.call("DELETE", "/admin/cluster/members/9", None).await;
     assert_eq!(refusal(&answer).0, 404, "{answer:?}");
     assert_eq!(node.call("DELETE", "/admin/cluster/members/7", None).await.0, 200);

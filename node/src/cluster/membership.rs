@@ -104,6 +104,13 @@ impl Cluster {
         let _serial = self.membership_lock.lock().await;
         self.ensure_leader()?;
         let members = self.members();
+        // Two members at one address: the leader would replicate to itself, and openraft 0.9
+        // panics on that (its engine then stops for good).
+        if let Some((other, _)) =
+            members.iter().find(|(other, (known, _))| **other != id && known.raft_addr == info.raft_addr)
+        {
+            return Err(ClusterError::Conflict(format!("node {other} is already a member at {}", info.raft_addr)));
+        }
         match members.get(&id) {
             Some((known, _)) if known.raft_addr != info.raft_addr => {
                 return Err(ClusterError::Conflict(format!(
@@ -114,7 +121,7 @@ impl Cluster {
             Some((_, is_voter)) if *is_voter || !voter => return Ok(()),
             Some(_) => {}
             None => {
-                tracing::info!(node_id = id, info = %info, "adding a learner; waiting for it to catch up");
+                tracing::info!(node_id = id, info = %info, "adding a learner");
                 self.raft.add_learner(id, info, false).await.map_err(raft_error)?;
             }
         }
@@ -179,27 +186,27 @@ impl Cluster {
         }
     }
 
-    /// Waits, at most [`CATCH_UP_WAIT`], until learner `id` has replicated the leader's log as
-    /// it was at the call.
+    /// Waits until learner `id` has replicated the leader's log as it was at the call: at most
+    /// half the forwarding timeout, so that a request forwarded from a follower is answered
+    /// before the follower gives up on it.
     async fn wait_caught_up(&self, id: NodeId) -> Result<(), ClusterError> {
+        let wait = self.timing.forward_timeout / 2;
         let target = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
         let caught_up = move |m: &openraft::RaftMetrics<NodeId, NodeInfo>| {
             let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
             matched.is_some_and(|log| log.index >= target)
         };
-        self.raft.wait(Some(CATCH_UP_WAIT)).metrics(caught_up, "learner caught up").await.map_err(|_| {
-            ClusterError::Conflict(format!(
-                "node {id} has not caught up to index {target} within {}s: it stays a learner; is it running, \
-                 and is its raft address reachable from the leader?",
-                CATCH_UP_WAIT.as_secs()
-            ))
-        })?;
-        Ok(())
+        if self.raft.wait(Some(wait)).metrics(caught_up, "learner caught up").await.is_ok() {
+            return Ok(());
+        }
+        self.ensure_leader()?;
+        Err(ClusterError::Conflict(format!(
+            "node {id} has not caught up to index {target} within {} ms: it stays a learner; is it running, \
+             and is its raft address reachable from the leader?",
+            wait.as_millis()
+        )))
     }
 }
-
-/// How long a promotion waits for its learner to catch up.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
 /// Raft's answer to a membership change, as the client should see it.
 fn raft_error(err: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ClusterError {

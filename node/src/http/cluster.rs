@@ -26,12 +26,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(set_fault))
 }
 
+/// The largest node id: the document's int64 bound.
+const MAX_NODE_ID: u64 = i64::MAX as u64;
+
 /// `POST /admin/cluster/members`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AddMember {
-    /// The new member's node id (at least 1, unused in the cluster).
-    #[schema(minimum = 1, maximum = 18446744073709551615u64)]
+    /// The new member's node id (1 to 2^63 - 1, unused in the cluster).
+    #[schema(minimum = 1, maximum = 9223372036854775807i64)]
     pub node_id: u64,
     /// The peer (Raft gRPC) address the new member listens on: `HOST:PORT`, at most 255 bytes.
     #[schema(
@@ -72,8 +75,10 @@ async fn cluster_status(State(state): State<AppState>) -> HttpResult<ClusterStat
 #[utoipa::path(post, path = "/admin/cluster/members", tag = "cluster", request_body = AddMember,
     responses((status = 200, body = Envelope<ClusterStatus>)))]
 async fn add_member(State(state): State<AppState>, Body(add): Body<AddMember>) -> HttpResult<ClusterStatus> {
-    if add.node_id == 0 {
-        return Err(ApiError::invalid("nodeId", "must be at least 1").into());
+    if !(1..=MAX_NODE_ID).contains(&add.node_id) {
+        return Err(
+            ApiError::invalid("nodeId", format!("is {}, must be between 1 and {MAX_NODE_ID}", add.node_id)).into()
+        );
     }
     host_port("raftAddr", &add.raft_addr)?;
     if !add.http_addr.is_empty() {
@@ -86,14 +91,14 @@ async fn add_member(State(state): State<AppState>, Body(add): Body<AddMember>) -
 
 /// Removes a member (voter or learner).
 #[utoipa::path(delete, path = "/admin/cluster/members/{nodeId}", tag = "cluster",
-    params(("nodeId" = u64, Path, minimum = 1, maximum = 18446744073709551615u64)),
+    params(("nodeId" = u64, Path, minimum = 1, maximum = 9223372036854775807i64)),
     responses((status = 200, body = Envelope<ClusterStatus>)))]
 async fn remove_member(State(state): State<AppState>, Path(node_id): Path<String>) -> HttpResult<ClusterStatus> {
     let node_id: u64 = node_id
         .parse()
         .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::invalid("nodeId", format!("'{node_id}' is not a node id (an integer >= 1)")))?;
+        .filter(|id| (1..=MAX_NODE_ID).contains(id))
+        .ok_or_else(|| ApiError::invalid("nodeId", format!("'{node_id}' is not a node id (1 to {MAX_NODE_ID})")))?;
     state.cluster.on_leader(PeerRequest::RemoveMember { node_id }).await?;
     ok(state.cluster.status(&state.reader).await?)
 }
