@@ -103,7 +103,7 @@ impl<T: Serialize> Page<T> {
 #[serde(rename_all = "camelCase")]
 pub struct PageQuery {
     /// 1-based page number (default 1).
-    #[param(minimum = 1, maximum = 4294967295u32)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295i64)]
     pub page: Option<u32>,
     /// 0-based position of the first item, as a page's `nextOffset` gives it; it wins over `page`.
     #[param(minimum = 0, maximum = 9223372036854775807i64)]

@@ -143,9 +143,10 @@ async fn replace<K: CatalogKind>(state: AppState, id: String, body: Replacement<
     if body_id != id {
         return Err(ApiError::invalid("id", format!("path names '{id}' but the body names '{body_id}'")).into());
     }
-    // Judged on this node's state: a replacement racing another write of the object is judged
-    // against whichever this node has applied.
-    if let Some(stored) = tables::get::<serde_json::Value>(&state.reader, K::KIND, &id)? {
+    // Judged on a linearizable read: every write acknowledged before this request is seen (a
+    // write racing this one may still land between the read and the replacement).
+    let reader = state.read(&ReadOptions::default()).await?;
+    if let Some(stored) = tables::get::<serde_json::Value>(reader, K::KIND, &id)? {
         let new = serde_json::to_value(&object).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         if let Some(field) = jcs_api::json::first_dropped_field(&stored, &new, &body.given) {
             let why =

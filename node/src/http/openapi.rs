@@ -43,9 +43,16 @@ fn error_codes(method: Method, path: &str, has_body: bool) -> Vec<ErrorCode> {
     use ErrorCode::*;
     // Any request: bad query or body values, the HTTP edge's own refusals, no leader for a
     // linearizable read or a write, a full node, a fault inside jcs.
-    let mut codes =
-        vec![MalformedRequest, InvalidArgument, RequestTimeout, UriTooLong, HeadersTooLarge, Internal, NoLeader];
-    codes.push(TooManyConnections);
+    let mut codes = vec![
+        MalformedRequest,
+        InvalidArgument,
+        RequestTimeout,
+        UriTooLong,
+        HeadersTooLarge,
+        Internal,
+        NoLeader,
+        TooManyConnections,
+    ];
     if path.contains('{') {
         codes.push(NotFound);
     }
@@ -55,13 +62,13 @@ fn error_codes(method: Method, path: &str, has_body: bool) -> Vec<ErrorCode> {
     if method != Method::Get {
         codes.extend([NotFound, AlreadyExists, StillReferenced, IdempotencyKeyReused, UnknownReference, Timeout]);
     }
-    if path.contains("log") {
+    if path.starts_with("/openapi/v1/logs/") || path.ends_with("/log") {
         codes.extend([LogNotAvailable, CenterUnavailable]);
     }
     if path.starts_with("/scheduler/") {
         codes.push(UnknownReference);
     }
-    if method == Method::Put {
+    if method == Method::Put && path.starts_with("/openapi/v1/") && !path.ends_with("/metrics") {
         codes.push(FieldWouldBeLost);
     }
     if path.starts_with("/admin/cluster") && method != Method::Get {

@@ -11,6 +11,8 @@ use jcs_api::{ApiError, Envelope, ErrorCode};
 use jcs_raft::schedule::{self, combine_algorithm_scores, DataLocation, JobContext, ScoreError, Strategy, Weights};
 use jcs_raft::tables;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::Required;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -65,16 +67,39 @@ pub struct ScoreQuery {
 }
 
 /// A.6 inputs: two comma-separated lists of equal length.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EvaluateQuery {
-    /// Strategy ids, e.g. `least_workload,lowest_price`: at least one, none twice.
-    #[param(schema_with = patterns::algorithm_id_list_schema)]
     pub algorithm_ids: String,
-    /// Their scores for the center, 0..=100, e.g. `80,20`: as many as `algorithmIds`.
-    #[param(schema_with = patterns::score_list_schema)]
     pub algorithm_scores: String,
+}
+
+/// Written by hand: the derive drops `required` and the description of a parameter whose
+/// schema comes from a function (utoipa 5.5), and the patterns live in `patterns`.
+impl IntoParams for EvaluateQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let param = |name: &str, description: &str, schema: utoipa::openapi::Schema| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::True)
+                .description(Some(description))
+                .schema(Some(schema))
+                .build()
+        };
+        vec![
+            param(
+                "algorithmIds",
+                "Strategy ids, e.g. `least_workload,lowest_price`: at least one, none twice.",
+                patterns::algorithm_id_list_schema(),
+            ),
+            param(
+                "algorithmScores",
+                "Their scores for the center, 0..=100, e.g. `80,20`: as many as `algorithmIds`.",
+                patterns::score_list_schema(),
+            ),
+        ]
+    }
 }
 
 /// The strategies, their ids and default weights in the evaluation model.
