@@ -13,11 +13,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jcs_api::model::{Center, CenterMetrics, FailureCategory, ReplicaKey};
+use jcs_api::model::{CenterMetrics, FailureCategory, ReplicaKey};
 use jcs_api::quantity::ResourceAmounts;
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +25,11 @@ pub mod conformance;
 pub mod local;
 mod logfile;
 mod pool;
+mod registry;
 pub mod sim;
 pub mod slurm;
+
+pub use registry::{Builder, Registry};
 mod storage;
 
 /// Why an adapter call failed. `Unavailable` is transient (retry later, count towards the
@@ -222,21 +224,5 @@ impl AdapterContext {
     /// `dir`'s part for this cluster: `dir/{cluster_id}`.
     pub fn scoped(&self, dir: &std::path::Path) -> PathBuf {
         dir.join(&self.cluster_id)
-    }
-}
-
-/// The adapter kinds [`build`] knows: a center's `adapter.kind` is one of these, or empty (no
-/// adapter: nothing runs there).
-pub const KINDS: &[&str] = &["local", "sim", "slurm"];
-
-/// Builds the adapter a center's `adapter` field names.
-pub fn build(center: &Center, context: &AdapterContext) -> Result<Arc<dyn Adapter>> {
-    let endpoint = &center.adapter;
-    match endpoint.kind.as_str() {
-        "local" => Ok(Arc::new(local::LocalCenter::new(&center.ai_center_id, &endpoint.config, context)?)),
-        "sim" => Ok(Arc::new(sim::SimCenter::new(&center.ai_center_id, &endpoint.config, context)?)),
-        "slurm" => Ok(Arc::new(slurm::SlurmCenter::new(&center.ai_center_id, &endpoint.config, context)?)),
-        "" => Err(AdapterError::Config(format!("center '{}' names no adapter", center.ai_center_id))),
-        other => Err(AdapterError::Config(format!("unknown adapter type '{other}', not one of {}", KINDS.join(", ")))),
     }
 }

@@ -124,7 +124,7 @@ impl Adapters {
             return Ok(adapter.clone());
         }
         let context = AdapterContext::new(dir.join(&center.ai_center_id), cluster_id);
-        let adapter = jcs_adapters::build(center, &context)?;
+        let adapter = jcs_adapters::Registry::builtin().build(center, &context)?;
         let fingerprint = serde_json::to_value(&center.adapter).unwrap_or_default();
         map.insert(center.ai_center_id.clone(), (fingerprint, adapter.clone()));
         Ok(adapter)

@@ -85,10 +85,12 @@ catalog_kind!(
     Center,
     check_at_edge | center | {
         let kind = center.adapter.kind.as_str();
-        if kind.is_empty() || jcs_adapters::KINDS.contains(&kind) {
+        let registry = jcs_adapters::Registry::builtin();
+        if kind.is_empty() || registry.knows(kind) {
             Ok(())
         } else {
-            let why = format!("'{kind}' is not one of {} (or empty: no adapter)", jcs_adapters::KINDS.join(", "));
+            let known: Vec<&str> = registry.kinds().collect();
+            let why = format!("'{kind}' is not one of {} (or empty: no adapter)", known.join(", "));
             Err(ApiError::invalid("adapter.kind", why))
         }
     }
