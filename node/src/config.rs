@@ -10,8 +10,6 @@ use clap::Args;
 use jcs_raft::schedule::{Link, RegionLinks};
 use serde::Deserialize;
 
-use crate::cluster::election::ElectionTiming;
-
 /// The longest timeout or wait a node takes (a day, in ms).
 const MAX_DURATION_MS: u64 = 86_400_000;
 /// The most connections a node can be told to serve at once.
@@ -442,16 +440,6 @@ impl Config {
 
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
-    }
-
-    /// When a voter stands for leader (see `cluster::election`).
-    pub fn election_timing(&self) -> ElectionTiming {
-        ElectionTiming {
-            lease: Duration::from_millis(self.election_timeout_max_ms),
-            election_min: Duration::from_millis(self.election_timeout_min_ms),
-            election_max: Duration::from_millis(self.election_timeout_max_ms),
-            tick: Duration::from_millis((self.heartbeat_interval_ms / 5).clamp(1, 10)),
-        }
     }
 
     /// The openraft configuration these settings describe.

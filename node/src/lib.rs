@@ -22,3 +22,4 @@ pub mod node;
 pub mod peer;
 pub mod proposer;
 pub mod scheduler;
+pub mod signals;

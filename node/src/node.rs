@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::http::{self, AppState, Shared};
 use crate::peer::{Fault, Liveness, Network, Peers};
 use crate::proposer::{Proposer, ProposerSettings};
-use crate::scheduler::{Kicks, Scheduler, Settings};
+use crate::scheduler::{Scheduler, Settings};
+use crate::signals::{Kicks, OrderSignal};
 
 /// The process-wide Prometheus recorder (installed once, shared by every node in the process).
 pub fn prometheus() -> PrometheusHandle {
@@ -90,7 +91,7 @@ impl Node {
         let timing = cluster::Timing {
             forward_timeout: config.write_timeout(),
             owner_timeout: Duration::from_millis(config.owner_timeout_ms),
-            election: config.election_timing(),
+            election: crate::cluster::election::ElectionTiming::of(&config),
         };
         let kicks = Kicks::default();
         let cluster = Cluster::new(raft.clone(), proposer.clone(), peers, liveness, timing, kicks.clone(), log);
@@ -142,7 +143,7 @@ impl Node {
             crate::demo::load(&proposer, config.demo_slurm.as_deref(), config.demo_shared_dir.as_deref()).await?;
         }
 
-        let orders = centers::OrderSignal::default();
+        let orders = OrderSignal::default();
         let (scheduler, scheduler_task) = Scheduler::start(
             raft.clone(),
             proposer.clone(),
@@ -158,7 +159,7 @@ impl Node {
         stoppable.push(centers::start(
             cluster.clone(),
             reader.clone(),
-            scheduler.clone(),
+            scheduler.kicks.clone(),
             center_settings(&config),
             adapters.clone(),
             orders,

@@ -12,7 +12,7 @@
 //! anyone else: stops, retries, another node's scheduler). Scanning on every applied entry
 //! would walk the tombstones of every order already carried out, many times a second.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::cluster::Cluster;
 use crate::proposer::Proposer;
-use crate::scheduler::Scheduler;
+use crate::signals::{Kicks, OrderSignal};
 
 mod launch;
 mod worker;
@@ -49,24 +49,6 @@ pub struct Settings {
 
 /// How often the supervisor may scan the order lists while entries apply.
 pub const ORDER_SCAN_EVERY: Duration = Duration::from_millis(100);
-
-/// Tells the supervisor which centers just got dispatch orders (from this node's scheduler).
-#[derive(Clone, Default)]
-pub struct OrderSignal {
-    centers: Arc<Mutex<BTreeSet<String>>>,
-    notify: Arc<Notify>,
-}
-
-impl OrderSignal {
-    pub fn raise<'a>(&self, centers: impl IntoIterator<Item = &'a String>) {
-        self.centers.lock().expect("order signal lock").extend(centers.into_iter().cloned());
-        self.notify.notify_one();
-    }
-
-    fn take(&self) -> BTreeSet<String> {
-        std::mem::take(&mut *self.centers.lock().expect("order signal lock"))
-    }
-}
 
 /// Which centers this node drives: those the committed shards give it, while it holds its
 /// owner lease (a node cut off from the leader lets its centers go before the leader hands
@@ -140,7 +122,8 @@ impl Adapters {
 struct Shared {
     proposer: Proposer,
     reader: StateReader,
-    scheduler: Scheduler,
+    /// Asks the scheduler for a cycle when a center's capacity changes.
+    kicks: Kicks,
     settings: Settings,
 }
 
@@ -148,14 +131,14 @@ struct Shared {
 pub fn start(
     cluster: Cluster,
     reader: StateReader,
-    scheduler: Scheduler,
+    kicks: Kicks,
     settings: Settings,
     adapters: Adapters,
     orders: OrderSignal,
     stop: watch::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
     let raft = cluster.raft.clone();
-    let shared = Shared { proposer: cluster.proposer.clone(), reader, scheduler, settings };
+    let shared = Shared { proposer: cluster.proposer.clone(), reader, kicks, settings };
     tokio::spawn(supervise(Ownership { cluster }, raft, shared, adapters, orders, stop))
 }
 
@@ -188,7 +171,7 @@ async fn supervise(
                 reconcile_workers(&ownership, &shared, &adapters, &mut workers).await;
                 changed_since_scan = true;
             }
-            _ = orders.notify.notified() => {
+            _ = orders.raised() => {
                 for center in orders.take() {
                     if let Some(running) = workers.get(&center) {
                         running.wake.notify_one();

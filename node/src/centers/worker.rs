@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{launch, Shared};
-use crate::scheduler::now_ms;
+use crate::signals::now_ms;
 
 /// What the worker's stop and dispatch tasks share with it: the center, the owner's epoch and
 /// the way to write.
@@ -254,7 +254,7 @@ impl Worker {
         let command = Command::ReportMetrics { center_id: self.link.center_id.clone(), metrics: metrics.clone() };
         if self.link.propose(command).await.is_some() {
             self.last_metrics = Some((metrics, Instant::now()));
-            self.link.shared.scheduler.kicks.capacity_changed();
+            self.link.shared.kicks.capacity_changed();
         }
     }
 
@@ -287,7 +287,7 @@ impl Worker {
             if link.propose(command).await.is_none() {
                 self.observed.clear();
             } else if finished {
-                link.shared.scheduler.kicks.capacity_changed();
+                link.shared.kicks.capacity_changed();
             }
         }
         Ok(())
@@ -392,7 +392,7 @@ impl CenterLink {
         let command =
             Command::SetCenterHealth { center_id: self.center_id.clone(), owner_epoch: self.epoch, available, reason };
         if self.propose(command).await.is_some() {
-            self.shared.scheduler.kicks.capacity_changed();
+            self.shared.kicks.capacity_changed();
         }
     }
 
@@ -483,7 +483,7 @@ impl CenterLink {
         let reports = vec![ReplicaReport { key: key.clone(), observed }];
         let command = Command::ReportReplicas { center_id: self.center_id.clone(), owner_epoch: self.epoch, reports };
         if self.propose(command).await.is_some() {
-            self.shared.scheduler.kick();
+            self.shared.kicks.kick();
         }
     }
 }

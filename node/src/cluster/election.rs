@@ -62,6 +62,18 @@ pub struct ElectionTiming {
     pub tick: Duration,
 }
 
+impl ElectionTiming {
+    /// The timing a node's configuration describes.
+    pub fn of(config: &crate::config::Config) -> ElectionTiming {
+        ElectionTiming {
+            lease: Duration::from_millis(config.election_timeout_max_ms),
+            election_min: Duration::from_millis(config.election_timeout_min_ms),
+            election_max: Duration::from_millis(config.election_timeout_max_ms),
+            tick: Duration::from_millis((config.heartbeat_interval_ms / 5).clamp(1, 10)),
+        }
+    }
+}
+
 /// What a member answers a pre-vote: yes when it does not lead, no leader has reached it for
 /// the lease, and the candidate's log is at least as up to date as its own.
 pub fn would_vote(

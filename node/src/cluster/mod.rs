@@ -33,7 +33,7 @@ use self::election::Elections;
 use crate::peer::client::PeerCallError;
 use crate::peer::{Liveness, Peers};
 use crate::proposer::{ProposeError, Proposer};
-use crate::scheduler::Kicks;
+use crate::signals::Kicks;
 
 /// What one node asks of another.
 #[derive(Debug, Clone, Serialize, Deserialize)]

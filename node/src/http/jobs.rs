@@ -154,7 +154,7 @@ async fn plan_job(State(state): State<AppState>, Body(request): Body<CreateTrain
     // The same checks as a submission, applied to a throw-away overlay of the current state.
     let mut overlay = Overlay::new(reader);
     let command = Command::SubmitJob { request, idempotency_key: None };
-    let now = crate::scheduler::now_ms();
+    let now = crate::signals::now_ms();
     let job = job_outcome(jcs_raft::apply::apply(&mut overlay, &command, now)??)?;
     let catalog = load_catalog(reader)?;
     let term = state.raft.metrics().borrow().current_term;

@@ -23,8 +23,9 @@ use jcs_raft::store::StateReader;
 use jcs_raft::tables::sched_fence;
 use tokio::task::JoinHandle;
 
-use super::{now_ms, Resume, Scheduler};
+use super::{Resume, Scheduler};
 use crate::proposer::Proposer;
+use crate::signals::now_ms;
 
 /// A batch proposed and not yet answered, with what a cycle planned meanwhile must assume.
 pub(super) struct Flight {

@@ -15,18 +15,18 @@
 //! arrived meanwhile on the state that batch will leave, and proposes once it is accepted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jcs_api::model::PolicyMode;
 use jcs_raft::schedule::state::CatalogCache;
 use jcs_raft::schedule::{RegionLinks, SolverConfig};
 use jcs_raft::store::StateReader;
 use jcs_raft::Raft;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch};
 
 use crate::proposer::Proposer;
+use crate::signals::{Kicks, OrderSignal};
 
 mod cycle;
 
@@ -45,39 +45,6 @@ pub struct Settings {
     pub region_links: Arc<RegionLinks>,
     /// Place on centers without an adapter (`place_without_adapter`: placement benchmarks).
     pub place_without_adapter: bool,
-}
-
-/// Wakes the scheduling loop. Shared by everything that commits writes on this node: the
-/// REST API, and on the leader the requests followers forward (their clients' writes and their
-/// center workers' reports), so that the leader's loop hears of every change at once.
-#[derive(Clone, Default)]
-pub struct Kicks {
-    notify: Arc<Notify>,
-    /// Bumped by every write that can change capacity or eligibility (not by new jobs).
-    capacity_epoch: Arc<AtomicU64>,
-}
-
-impl Kicks {
-    /// Asks for a cycle now: new jobs arrived.
-    pub fn kick(&self) {
-        self.notify.notify_one();
-    }
-
-    /// Asks for a cycle from the head of the queue: something that can unblock jobs changed.
-    pub fn capacity_changed(&self) {
-        self.capacity_epoch.fetch_add(1, Ordering::AcqRel);
-        self.notify.notify_one();
-    }
-
-    /// After a command committed: a new job (`new_job`) asks for a cycle; any other change
-    /// may unblock queued jobs, so it asks for a cycle from the head of the queue.
-    pub fn after_commit(&self, new_job: bool) {
-        if new_job {
-            self.kick();
-        } else {
-            self.capacity_changed();
-        }
-    }
 }
 
 /// A.1 requests waiting on the leader for their job's first decision, each woken by the cycle
@@ -178,7 +145,7 @@ pub struct Scheduler {
     pub waiters: DecisionWaiters,
     pub settings: Settings,
     /// Told which centers each committed batch placed on, so their workers dispatch at once.
-    orders: crate::centers::OrderSignal,
+    orders: OrderSignal,
 }
 
 impl Scheduler {
@@ -189,7 +156,7 @@ impl Scheduler {
         reader: StateReader,
         settings: Settings,
         kicks: Kicks,
-        orders: crate::centers::OrderSignal,
+        orders: OrderSignal,
         stop: watch::Receiver<()>,
     ) -> (Scheduler, tokio::task::JoinHandle<()>) {
         let scheduler = Scheduler { kicks, waiters: DecisionWaiters::default(), settings, orders };
@@ -229,10 +196,6 @@ pub(super) struct Resume {
     blocked_ahead: Option<(String, PolicyMode)>,
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 async fn run(raft: Raft, proposer: Proposer, reader: StateReader, scheduler: Scheduler, mut stop: watch::Receiver<()>) {
     let mut resume: Option<Resume> = None;
     let mut flight: Option<Flight> = None;
@@ -241,7 +204,7 @@ async fn run(raft: Raft, proposer: Proposer, reader: StateReader, scheduler: Sch
     let mut led_last_cycle = false;
     loop {
         let periodic = tokio::select! {
-            _ = scheduler.kicks.notify.notified() => false,
+            _ = scheduler.kicks.kicked() => false,
             _ = tokio::time::sleep(scheduler.settings.interval) => true,
             // A new leader resumes the cycles at once, from the head of the queue; a deposed
             // one lets its waiting requests go at once.
@@ -268,7 +231,7 @@ async fn run(raft: Raft, proposer: Proposer, reader: StateReader, scheduler: Sch
         // A cycle plans ahead of the batch in flight only for jobs that arrived since; one
         // that must start from the head of the queue (the period came round, capacity may have
         // been freed) waits for it.
-        let epoch = scheduler.kicks.capacity_epoch.load(Ordering::Acquire);
+        let epoch = scheduler.kicks.capacity_epoch();
         if flight.as_ref().is_some_and(|f| periodic || f.resume.epoch != epoch || f.is_answered()) {
             resume = flight.take().expect("checked").settle().await;
         }
