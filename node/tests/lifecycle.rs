@@ -25,8 +25,8 @@ fn local_job(name: &str, commands: &[&str], replicas: u32, retry: Value) -> Valu
 /// The local center's replica directories of this node's cluster (`replicas/{cluster id}`).
 fn local_center_dir(node: &TestNode) -> PathBuf {
     let replicas = node.dir.path().join("centers").join("hunan-univ").join("replicas");
-    let mut clusters =
-        std::fs::read_dir(&replicas).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or(Vec::new());
+    let mut clusters: Vec<PathBuf> =
+        std::fs::read_dir(&replicas).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(clusters.len() <= 1, "one cluster's replicas: {clusters:?}");
     clusters.pop().unwrap_or(replicas)
 }

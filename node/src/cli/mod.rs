@@ -11,7 +11,7 @@
 //! * [`table`] — `--output table` rendering.
 //! * [`cluster`] — `jcs cluster status|add|remove`.
 //! * [`up`] — `jcs up`, a local multi-node cluster in one command.
-//! * [`bench`] — `jcs bench submit`, the submission throughput/latency benchmark.
+//! * [`bench`](mod@bench) — `jcs bench submit`, the submission throughput/latency benchmark.
 
 pub mod bench;
 pub mod client;

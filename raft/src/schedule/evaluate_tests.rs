@@ -90,8 +90,8 @@ proptest! {
 
     #[test]
     fn valid_algorithm_scores_always_combine(pairs in prop::collection::btree_map(arb_strategy(), 0i64..=100, 1..10)) {
-        let ids: Vec<String> = pairs.iter().map(|(s, _)| s.id().to_string()).collect();
-        let scores: Vec<i64> = pairs.iter().map(|(_, score)| *score).collect();
+        let ids: Vec<String> = pairs.keys().map(|s| s.id().to_string()).collect();
+        let scores: Vec<i64> = pairs.values().copied().collect();
         let total = combine_algorithm_scores(&ids, &scores);
         prop_assert!(matches!(total, Ok(t) if t <= 100), "{:?}", total);
     }

@@ -235,7 +235,7 @@ mod tests {
             (Link { loss_pct: 101.0, ..link("east", "west", 1.0, 1.0) }, "loss_pct is 101, must be 0..=100"),
         ];
         for (bad, why) in cases {
-            let err = RegionLinks::new(&[bad.clone()]).unwrap_err().to_string();
+            let err = RegionLinks::new(std::slice::from_ref(&bad)).unwrap_err().to_string();
             assert!(err.contains(why), "{bad:?}: {err}");
         }
         let twice = RegionLinks::new(&[link("east", "west", 1.0, 1.0), link("east", "west", 2.0, 2.0)]);

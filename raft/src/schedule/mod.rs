@@ -18,7 +18,7 @@
 //! * [`filter`] — whether a replica may go to a center at all, with a reason code when not.
 //! * [`nodes`] — per-node fit: whether one node of a center can hold a replica.
 //! * [`migration`] — ranking the copies a job's data could be fetched from (§6.3.2).
-//! * [`solve`] — one cycle: queue in, placements and explain records out.
+//! * [`solve`](fn@solve) — one cycle: queue in, placements and explain records out.
 
 pub mod evaluate;
 pub mod factors;

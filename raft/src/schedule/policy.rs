@@ -1,6 +1,6 @@
 //! Policy modes (§5 f 1–8) as weight profiles. A mode's own semantics — manual pins, FCFS
 //! order, data that must not move, QoS bounds — live in [`crate::schedule::filter`] and
-//! [`crate::schedule::solve`]; here is only how much each strategy counts under it, and how a
+//! [`crate::schedule::solve`](fn@crate::schedule::solve); here is only how much each strategy counts under it, and how a
 //! job's own weights override that.
 
 use jcs_api::model::{PolicyMode, SchedulingOptions};
