@@ -49,8 +49,6 @@ fn reject(center_id: &str, code: RejectCode, detail: String) -> Rejection {
     Rejection { center_id: center_id.to_string(), code, detail }
 }
 
-/// Seconds to copy the job's data to a center (0 when it holds a copy); `None` when it cannot
-/// be copied (no bandwidth configured).
 /// Runs every filter for one replica of `task` at the center; `free` is its capacity left in
 /// this cycle (reported free, less in-flight and this cycle's earlier placements), `nodes` what
 /// its nodes have left, when it reports them.
