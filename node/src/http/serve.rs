@@ -32,7 +32,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use jcs_api::{Envelope, ErrorCode};
+use jcs_api::{ApiError, Envelope, ErrorCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -219,7 +219,7 @@ async fn answer(router: Router, request: Request<Incoming>, limit: Duration) -> 
     if expired.load(Ordering::Acquire) {
         tracing::debug!(limit_ms = limit.as_millis() as u64, "request body not received in time");
         let message = format!("the request body was not received within {} ms", limit.as_millis());
-        let mut response = Response::new(AxumBody::from(envelope(408, ErrorCode::RequestTimeout, &message)));
+        let mut response = Response::new(AxumBody::from(envelope(ErrorCode::RequestTimeout, &message)));
         *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -230,15 +230,14 @@ async fn answer(router: Router, request: Request<Incoming>, limit: Duration) -> 
 }
 
 /// The error envelope for an answer with HTTP `status`, as JSON text.
-fn envelope(status: u16, code: ErrorCode, message: &str) -> Vec<u8> {
-    let envelope = Envelope::<()> { status, code: code.as_str().into(), error_msg: message.into(), data: None };
-    serde_json::to_vec(&envelope).expect("an envelope serializes")
+fn envelope(code: ErrorCode, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&Envelope::error(&ApiError::new(code, message))).expect("an envelope serializes")
 }
 
 /// The whole answer to a connection over the cap.
 fn refusal_response(max_connections: usize) -> Bytes {
     let message = format!("too many connections: this node serves {max_connections} at once; retry later");
-    let body = envelope(503, ErrorCode::TooManyConnections, &message);
+    let body = envelope(ErrorCode::TooManyConnections, &message);
     let mut out = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
          connection: close\r\nretry-after: 1\r\n\r\n",
@@ -547,7 +546,7 @@ fn with_envelope(buf: &[u8]) -> Option<Vec<u8>> {
         431 => (ErrorCode::HeadersTooLarge, "the request line and headers are larger than 96 KiB"),
         _ => (ErrorCode::MalformedRequest, "the request line or a header is malformed"),
     };
-    let body = envelope(status, code, message);
+    let body = envelope(code, message);
     let mut out = Vec::with_capacity(start + head.len() + body.len() + 64);
     out.extend_from_slice(&buf[..start]);
     out.extend_from_slice(status_line.as_bytes());
@@ -611,7 +610,7 @@ mod tests {
 
     #[test]
     fn other_answers_are_untouched() {
-        let body = String::from_utf8(envelope(404, ErrorCode::NotFound, "job 'x' not found")).unwrap();
+        let body = String::from_utf8(envelope(ErrorCode::NotFound, "job 'x' not found")).unwrap();
         for buf in [
             "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_string(),
             "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
