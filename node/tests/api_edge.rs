@@ -225,3 +225,17 @@ async fn a_member_that_cannot_catch_up_stays_a_learner_and_the_cluster_serves() 
     assert_eq!(node.call("DELETE", "/admin/cluster/members/7", None).await.0, 200);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_node_whose_consensus_engine_stopped_is_neither_live_nor_ready() {
+    let node = TestNode::start().await;
+    assert_eq!(node.get("/healthz").await.0, 200);
+    // What a panic inside openraft leaves: an engine that never runs again.
+    node.raft().shutdown().await.unwrap();
+    for path in ["/healthz", "/readyz"] {
+        let answer = node.get(path).await;
+        let (status, code, message) = refusal(&answer);
+        assert_eq!((status, code), (500, "INTERNAL"), "{path}: {message}");
+        assert!(message.starts_with("the consensus engine stopped"), "{path}: {message}");
+    }
+}

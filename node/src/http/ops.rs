@@ -28,16 +28,27 @@ pub struct Readiness {
     pub ready_index: u64,
 }
 
-/// Liveness: the process serves HTTP.
+/// Liveness: the process serves HTTP and its consensus engine runs (an engine that stopped —
+/// a panic inside openraft — never runs again: the node must be restarted).
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Envelope<String>)))]
-async fn healthz() -> HttpResult<&'static str> {
+async fn healthz(State(state): State<AppState>) -> HttpResult<&'static str> {
+    engine_runs(&state)?;
     ok("alive")
+}
+
+/// An error unless the Raft engine still runs.
+fn engine_runs(state: &AppState) -> Result<(), ApiError> {
+    match &state.raft.metrics().borrow().running_state {
+        Ok(()) => Ok(()),
+        Err(fatal) => Err(ApiError::new(ErrorCode::Internal, format!("the consensus engine stopped: {fatal}"))),
+    }
 }
 
 /// Readiness: the node knows a leader and has applied its log up to where it was at start.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Envelope<Readiness>)))]
 async fn readyz(State(state): State<AppState>) -> HttpResult<Readiness> {
+    engine_runs(&state)?;
     let metrics = state.raft.metrics().borrow().clone();
     let readiness = Readiness {
         node_id: metrics.id,

@@ -98,6 +98,11 @@ impl TestNode {
         eventually("node ready", ready).await;
     }
 
+    /// The node's Raft handle.
+    pub fn raft(&self) -> &jcs_raft::Raft {
+        &self.node.as_ref().expect("a running node").raft
+    }
+
     /// Stops the node and returns its data dir for a restart.
     pub async fn stop(mut self) -> tempfile::TempDir {
         let _ = self.stop.take().unwrap().send(());
