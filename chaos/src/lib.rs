@@ -320,15 +320,30 @@ pub async fn call(client: &reqwest::Client, method: &str, url: &str, body: Optio
     }
 }
 
-/// Waits until `check` holds, polling every 50 ms; fails the test after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+/// Waits until `check` holds, polling; fails the test after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    eventually_within(PATIENCE, what, check, || async { String::new() }).await
+}
+
+/// The one deadline wait of the project's tests (the chaos tests and the node tests): polls
+/// `check` every 25 ms until it holds; after `within`, fails the test naming `what` and what
+/// `explain` finds (the state that did not change, recent events).
+pub async fn eventually_within<F, Fut, E, EFut>(within: Duration, what: &str, mut check: F, explain: E)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+    E: FnOnce() -> EFut,
+    EFut: Future<Output = String>,
+{
+    let deadline = Instant::now() + within;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if Instant::now() >= deadline {
+            panic!("timed out waiting until {what}\n{}", explain().await);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

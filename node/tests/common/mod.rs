@@ -145,32 +145,29 @@ pub fn job_body(name: &str) -> Value {
     })
 }
 
-/// Polls `check` until it holds, failing the test after 20 s: the one deadline wait of the
-/// node tests.
+/// How long a node test waits for a condition.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it holds, failing the test after 20 s (`jcs_chaos::eventually_within`,
+/// the project's one deadline wait).
 pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    eventually_explained(what, check, || async { String::new() }).await
+    jcs_chaos::eventually_within(PATIENCE, what, check, || async { String::new() }).await
 }
 
 /// [`eventually`], and on timeout the failure also says what `explain` finds (the state that
 /// did not change, recent events).
-pub async fn eventually_explained<F, Fut, E, EFut>(what: &str, mut check: F, explain: E)
+pub async fn eventually_explained<F, Fut, E, EFut>(what: &str, check: F, explain: E)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
     E: FnOnce() -> EFut,
     EFut: std::future::Future<Output = String>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out waiting for: {what}\n{}", explain().await);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    jcs_chaos::eventually_within(PATIENCE, what, check, explain).await
 }
 
 /// Submits an A.1 body; returns the job id.
