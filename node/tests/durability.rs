@@ -254,9 +254,15 @@ async fn a_kill_during_a_many_replica_start_runs_every_replica_exactly_once() {
             let explain = envelope(client.get(format!("{base}/openapi/v1/trainjob/{id}/explain"))).await;
             panic!("round {round}: not placed before the answer: {created}\n{explain:#}");
         }
+        // The kill falls at a different point of the starts each round: once this round's
+        // `3 × round` replicas have begun (0 in the first round: at A.1's answer).
+        let begun = (round * 3) as usize;
+        common::eventually(&format!("{begun} replicas of {id} begun"), || async {
+            let starts = std::fs::read_to_string(&marker).unwrap_or_default();
+            starts.lines().filter(|line| line.starts_with(&format!("{id} "))).count() >= begun
+        })
+        .await;
         jobs.push(id);
-        // Not a wait for anything: it moves the kill to a different point of the starts.
-        tokio::time::sleep(Duration::from_millis(round * 4)).await;
         let mut killed = child.take().unwrap();
         killed.kill().expect("SIGKILL");
         killed.wait().unwrap();
