@@ -31,16 +31,11 @@ fn spawn_node(dir: &Path, port: u16, extra: &[&str]) -> Child {
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
-            if response.status() == 200 {
-                return;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "node at {base} not ready in time");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let ready = || async { client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) };
+    jcs_chaos::eventually_within(Duration::from_secs(30), &format!("node at {base} ready"), ready, || async {
+        String::new()
+    })
+    .await;
 }
 
 fn job(name: &str, replicas: u32) -> Value {
@@ -117,11 +112,11 @@ async fn acknowledged_jobs_survive_sigkill_of_a_node_with(extra: &[&str]) -> tem
             }
         }));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while ack_count.load(Ordering::SeqCst) < KILL_AFTER_ACKS {
-        assert!(tokio::time::Instant::now() < deadline, "submissions stalled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let acked_enough = || async { ack_count.load(Ordering::SeqCst) >= KILL_AFTER_ACKS };
+    jcs_chaos::eventually_within(Duration::from_secs(60), "submissions acknowledged", acked_enough, || async {
+        String::new()
+    })
+    .await;
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
     for handle in clients {
